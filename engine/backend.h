@@ -1,0 +1,101 @@
+/* backend.h: the backend interface. A backend is a table of function pointers plus a context
+ * (sd_kctx). The CPU backend (kernels/cpu) fills it everywhere; the CUDA backend (kernels/cuda)
+ * fills the same table when built with CUDA. Layers and the trainer only call through it.
+ *
+ * Memory entries move bytes between the host and the backend's memory ("device" memory is host
+ * memory for the CPU backend). Every op entry is required; supports_op lets a backend decline a
+ * shape or setting up front (the caller then reports SD_ERR_UNSUPPORTED naming the op). */
+#ifndef SD_ENGINE_BACKEND_H
+#define SD_ENGINE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../kernels/ops.h"
+#include "status.h"
+
+typedef struct sd_backend_ops {
+    const char *name;
+
+    /* ---- memory ---- */
+    sd_status (*alloc)(sd_kctx *k, size_t bytes, void **out); /* 64-byte aligned, not zeroed */
+    void (*free)(sd_kctx *k, void *ptr);
+    sd_status (*upload)(sd_kctx *k, void *dst, const void *host_src, size_t bytes);
+    sd_status (*download)(sd_kctx *k, void *host_dst, const void *src, size_t bytes);
+    sd_status (*copy)(sd_kctx *k, void *dst, const void *src, size_t bytes); /* within the backend */
+    sd_status (*zero)(sd_kctx *k, void *ptr, size_t bytes);
+    sd_status (*synchronize)(sd_kctx *k);
+    bool (*supports_op)(sd_kctx *k, sd_op op, const void *params);
+    void (*destroy)(sd_kctx *k);
+
+    /* ---- ops (signatures match the exported kernels in kernels/cpu and kernels/cuda) ---- */
+    sd_status (*conv2d_fwd)(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
+                            const float *b, float *y);
+    sd_status (*conv2d_bwd)(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
+    sd_status (*bn_fwd_train)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                              const float *beta, float *y, float *running_mean, float *running_var,
+                              float *save_mean, float *save_invstd);
+    sd_status (*bn_fwd_eval)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                             const float *beta, const float *running_mean, const float *running_var,
+                             float *y);
+    sd_status (*bn_bwd)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                        const float *save_mean, const float *save_invstd, const float *dy, float *dx,
+                        float *dgamma, float *dbeta);
+
+    sd_status (*relu_fwd)(sd_kctx *k, size_t count, const float *x, float *y);
+    sd_status (*relu_bwd)(sd_kctx *k, size_t count, const float *y, const float *dy, float *dx);
+
+    sd_status (*maxpool_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax);
+    sd_status (*maxpool_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax,
+                             float *dx);
+    sd_status (*avgpool_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
+    sd_status (*avgpool_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
+    /* Global average pool: x [n, c, h, w] -> y [n, c]. Only n, c, h, w of p are used. */
+    sd_status (*gap_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
+    sd_status (*gap_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
+
+    sd_status (*linear_fwd)(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
+                            const float *b, float *y);
+    sd_status (*linear_bwd)(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
+    /* probs [n, classes] receives the softmax; *loss_out (host) the mean loss over n.
+     * Labels live in backend memory; a label outside [0, classes) is SD_ERR_INVALID. */
+    sd_status (*xent_fwd)(sd_kctx *k, const sd_xent_params *p, const float *logits, const int32_t *labels,
+                          float *probs, float *loss_out);
+    /* dlogits = (probs - onehot(labels)) * scale (scale = 1/n for a mean loss). */
+    sd_status (*xent_bwd)(sd_kctx *k, const sd_xent_params *p, const float *probs, const int32_t *labels,
+                          float scale, float *dlogits);
+
+    /* Elementwise: y = a + b; y += alpha * x; x *= alpha. y may alias a or b. */
+    sd_status (*add)(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
+    sd_status (*axpy)(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
+    sd_status (*scale)(sd_kctx *k, size_t count, float alpha, float *x);
+
+    /* Dropout: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0). */
+    sd_status (*dropout_fwd)(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);
+    sd_status (*dropout_bwd)(sd_kctx *k, const sd_dropout_params *p, const float *dy, const uint8_t *mask,
+                             float *dx);
+
+    sd_status (*sgd_update)(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
+} sd_backend_ops;
+
+typedef struct sd_backend {
+    const sd_backend_ops *ops;
+    sd_kctx *ctx;
+} sd_backend;
+
+/* The CPU backend. threads <= 0 means "all online cores"; the same count drives OpenBLAS and
+ * the OpenMP loops of the CPU kernels. */
+sd_status sd_backend_cpu_create(sd_backend *be, int threads);
+/* The CUDA backend (only when built with SCADLES_HAVE_CUDA; otherwise SD_ERR_UNSUPPORTED). */
+sd_status sd_backend_cuda_create(sd_backend *be, int device);
+void sd_backend_destroy(sd_backend *be);
+
+/* Checks supports_op and names the op when the backend declines. */
+sd_status sd_backend_require(const sd_backend *be, sd_op op, const void *params);
+
+#endif

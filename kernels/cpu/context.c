@@ -1,0 +1,55 @@
+/* context.c: the CPU kernel context: thread count (shared by OpenBLAS and OpenMP) and a
+ * scratch area that grows only past its high-water mark, so a batch size that changes every
+ * step causes no reallocation once the largest batch has been seen. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "cpu_kernels.h"
+
+sd_status sd_cpu_alloc(size_t bytes, void **out) {
+    if (!out) return SD_FAIL(SD_ERR_INVALID, "cpu alloc: output pointer is NULL");
+    *out = NULL;
+    if (bytes == 0) bytes = 64;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes) return SD_FAIL(SD_ERR_OOM, "cpu alloc: %zu bytes overflows", bytes);
+    void *p = aligned_alloc(64, rounded);
+    if (!p) return SD_FAIL(SD_ERR_OOM, "cpu alloc: %zu bytes failed; reduce the batch or the model", bytes);
+    *out = p;
+    return SD_OK;
+}
+
+sd_status sd_cpu_kctx_create(int threads, sd_kctx **out) {
+    if (!out) return SD_FAIL(SD_ERR_INVALID, "cpu context: output pointer is NULL");
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    sd_kctx *k = calloc(1, sizeof *k);
+    if (!k) return SD_FAIL(SD_ERR_OOM, "cpu context: allocation failed");
+    k->threads = threads;
+    openblas_set_num_threads(threads);
+    omp_set_num_threads(threads);
+    *out = k;
+    return SD_OK;
+}
+
+void sd_cpu_kctx_destroy(sd_kctx *k) {
+    if (!k) return;
+    free(k->scratch);
+    free(k);
+}
+
+sd_status sd_cpu_scratch(sd_kctx *k, size_t bytes, void **out) {
+    if (!k || !out) return SD_FAIL(SD_ERR_INVALID, "cpu scratch: NULL context or output");
+    if (bytes > k->scratch_bytes) {
+        free(k->scratch);
+        k->scratch = NULL;
+        k->scratch_bytes = 0;
+        TRY(sd_cpu_alloc(bytes, &k->scratch));
+        k->scratch_bytes = bytes;
+    }
+    *out = k->scratch;
+    return SD_OK;
+}

@@ -1,0 +1,83 @@
+/* cpu_kernels.h: the exported CPU kernels (one op family per .c file in this folder) and the CPU
+ * kernel context. Signatures match the backend table in engine/backend.h and the CUDA twins. */
+#ifndef SD_CPU_KERNELS_H
+#define SD_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ops.h"
+
+/* The CPU kernel context: thread count and a scratch area that grows to a high-water mark. */
+struct sd_kctx {
+    int threads;
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+/* Scratch of at least `bytes` (64-byte aligned), grown only past the high-water mark. The
+ * pointer stays valid until the next call that grows it. */
+sd_status sd_cpu_scratch(sd_kctx *k, size_t bytes, void **out);
+
+/* context.c: create and destroy a CPU kernel context; threads <= 0 means all online cores.
+ * Sets OpenBLAS's thread count to the same number. */
+sd_status sd_cpu_kctx_create(int threads, sd_kctx **out);
+void sd_cpu_kctx_destroy(sd_kctx *k);
+/* Aligned host allocation used by the CPU backend and the scratch (64-byte alignment). */
+sd_status sd_cpu_alloc(size_t bytes, void **out);
+
+/* conv.c: im2col + OpenBLAS sgemm. */
+sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
+                            const float *b, float *y);
+sd_status sd_cpu_conv2d_bwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
+/* batchnorm.c */
+sd_status sd_cpu_bn_fwd_train(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                              const float *beta, float *y, float *running_mean, float *running_var,
+                              float *save_mean, float *save_invstd);
+sd_status sd_cpu_bn_fwd_eval(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                             const float *beta, const float *running_mean, const float *running_var, float *y);
+sd_status sd_cpu_bn_bwd(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
+                        const float *save_mean, const float *save_invstd, const float *dy, float *dx,
+                        float *dgamma, float *dbeta);
+
+/* activation.c */
+sd_status sd_cpu_relu_fwd(sd_kctx *k, size_t count, const float *x, float *y);
+sd_status sd_cpu_relu_bwd(sd_kctx *k, size_t count, const float *y, const float *dy, float *dx);
+
+/* pool.c */
+sd_status sd_cpu_maxpool_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax);
+sd_status sd_cpu_maxpool_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax,
+                             float *dx);
+sd_status sd_cpu_avgpool_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
+sd_status sd_cpu_avgpool_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
+sd_status sd_cpu_gap_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
+sd_status sd_cpu_gap_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
+
+/* linear.c */
+sd_status sd_cpu_linear_fwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
+                            const float *b, float *y);
+sd_status sd_cpu_linear_bwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
+/* loss.c */
+sd_status sd_cpu_xent_fwd(sd_kctx *k, const sd_xent_params *p, const float *logits, const int32_t *labels,
+                          float *probs, float *loss_out);
+sd_status sd_cpu_xent_bwd(sd_kctx *k, const sd_xent_params *p, const float *probs, const int32_t *labels,
+                          float scale, float *dlogits);
+
+/* elementwise.c */
+sd_status sd_cpu_add(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
+sd_status sd_cpu_axpy(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
+sd_status sd_cpu_scale(sd_kctx *k, size_t count, float alpha, float *x);
+
+/* dropout.c */
+sd_status sd_cpu_dropout_fwd(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);
+sd_status sd_cpu_dropout_bwd(sd_kctx *k, const sd_dropout_params *p, const float *dy, const uint8_t *mask,
+                             float *dx);
+
+/* optimizer.c */
+sd_status sd_cpu_sgd_update(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
+
+#endif
