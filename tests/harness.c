@@ -29,6 +29,13 @@ int sd_test_skip(const char *name, const char *why) {
     return SD_TEST_SKIP_CODE;
 }
 
+void sd_test_data_path(const char *name, char *out, size_t size) {
+    const char *data = getenv("SD_TEST_DATA"), *src = getenv("SD_SOURCE_DIR");
+    if (data && *data) snprintf(out, size, "%s/%s", data, name);
+    else if (src && *src) snprintf(out, size, "%s/tests/data/%s", src, name);
+    else snprintf(out, size, "tests/data/%s", name);
+}
+
 uint64_t sd_test_next(sd_test_rng *r) {
     uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -113,4 +120,27 @@ double sd_gradcheck(sd_scalar_fn f, void *ctx, float *x, size_t n, const float *
         if (!(err <= worst)) worst = err;
     }
     return worst;
+}
+
+void sd_numgrad(sd_scalar_fn f, void *ctx, float *x, size_t n, float eps, double *out) {
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i];
+        x[i] = keep + eps;
+        double fp = f(ctx, x);
+        x[i] = keep - eps;
+        double fm = f(ctx, x);
+        x[i] = keep;
+        out[i] = (fp - fm) / (2.0 * (double)eps);
+    }
+}
+
+double sd_rel_l2(const double *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = a[i] - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    if (den == 0) return num == 0 ? 0 : INFINITY;
+    return sqrt(num / den);
 }

@@ -41,6 +41,10 @@ int sd_test_finish(const char *name);
 /* Prints the reason and returns SD_TEST_SKIP_CODE (ctest: SKIP_RETURN_CODE 77). */
 int sd_test_skip(const char *name, const char *why);
 
+/* Path of a committed test data file: $SD_TEST_DATA/name (ctest sets it), else
+ * $SD_SOURCE_DIR/tests/data/name, else tests/data/name relative to the working directory. */
+void sd_test_data_path(const char *name, char *out, size_t size);
+
 /* ---- numerics ---- */
 /* Deterministic generator for test data (splitmix64). */
 typedef struct sd_test_rng { uint64_t s; } sd_test_rng;
@@ -67,5 +71,12 @@ void sd_guard_free(float *buf);
 typedef double (*sd_scalar_fn)(void *ctx, const float *x);
 double sd_gradcheck(sd_scalar_fn f, void *ctx, float *x, size_t n, const float *grad, float eps,
                     size_t samples, double floor, sd_test_rng *rng);
+
+/* Central-difference gradient of f at x (all n coordinates) into out; x is restored. For
+ * network-level checks compare the whole vector (sd_rel_l2) rather than element by element, so
+ * float rounding on near-zero entries does not dominate. */
+void sd_numgrad(sd_scalar_fn f, void *ctx, float *x, size_t n, float eps, double *out);
+/* ||a - ref|| / ||ref|| over n values (a in double, ref in float). */
+double sd_rel_l2(const double *a, const float *ref, size_t n);
 
 #endif

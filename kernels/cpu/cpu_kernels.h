@@ -26,7 +26,14 @@ void sd_cpu_kctx_destroy(sd_kctx *k);
 /* Aligned host allocation used by the CPU backend and the scratch (64-byte alignment). */
 sd_status sd_cpu_alloc(size_t bytes, void **out);
 
-/* conv.c: im2col + OpenBLAS sgemm. */
+/* gemm.c: row-major C = alpha * op(A) * op(B) + beta * C, the same contract as cblas_sgemm
+ * (trans_a/trans_b: 0 = as stored, 1 = transposed). Uses the AVX-512 kernels of this folder when
+ * the CPU has them and the shape suits them, OpenBLAS otherwise. Threads from k->threads.
+ * Never call it from inside an OpenMP parallel region. */
+void sd_cpu_sgemm(sd_kctx *k, int trans_a, int trans_b, int m, int n, int kdim, float alpha, const float *a, int lda,
+                  const float *b, int ldb, float beta, float *c, int ldc);
+
+/* conv.c: im2col + sgemm. */
 sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
                             const float *b, float *y);
 sd_status sd_cpu_conv2d_bwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing,
+# builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
+# present), runs the ctest suite, then builds and runs it again under ASan + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+jobs=$(nproc)
+
+echo "== Release build and tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+echo "== ASan + UBSan build and tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_SANITIZE=ON -DSCADLES_ENABLE_CUDA=OFF
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --output-on-failure -j"$jobs")
