@@ -1,0 +1,89 @@
+/* train.c: scadles-train, the main job. Now: one device training a model on a dataset with SGD
+ * and a schedule, writing metrics.jsonl, eval.jsonl and checkpoints to an output directory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/models.h"
+#include "engine/train.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: scadles-train [options]\n"
+            "  --model NAME        %s (default fmnist_cnn)\n"
+            "  --width W           channel multiplier (default 1)\n"
+            "  --dataset NAME      fashion-mnist | mnist | cifar10 | cifar100 (default fashion-mnist)\n"
+            "  --data-root DIR     where the dataset files are (default: the dataset's usual place)\n"
+            "  --epochs E          (default 5)            --steps S     optimizer steps instead of epochs\n"
+            "  --batch B           (default 64)           --eval-batch B (default 500)\n"
+            "  --lr LR             (default 0.01)         --schedule constant|cosine|multistep:S1,S2[@gamma]\n"
+            "  --warmup STEPS      linear warm-up         --momentum M (0.9)  --weight-decay WD (5e-4)\n"
+            "  --nesterov          --no-augment           --train-limit N  --eval-limit N\n"
+            "  --eval-every STEPS  (default: each epoch)  --checkpoint-every STEPS (default: at the end)\n"
+            "  --seed S            (default 1)            --threads T (default: all cores)\n"
+            "  --out DIR           run directory (default runs/train)\n"
+            "  --resume DIR        continue the run saved in DIR\n"
+            "  --quiet             no live progress line\n",
+            sd_model_names());
+}
+
+static int num(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || !*v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "scadles-train: %s needs a number in [%g, %g], got '%s'\n", flag, lo, hi, v ? v : "(nothing)");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    sd_train_config c;
+    sd_train_config_defaults(&c);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x = 0;
+#define NUM(flag, lo, hi, dst) else if (!strcmp(a, flag)) { if (num(a, v, lo, hi, &x)) return 2; dst; i++; }
+#define STR(flag, dst) else if (!strcmp(a, flag)) { if (!v) { fprintf(stderr, "scadles-train: %s needs a value\n", a); return 2; } dst = v; i++; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        STR("--model", c.model)
+        STR("--dataset", c.dataset)
+        STR("--data-root", c.data_root)
+        STR("--schedule", c.schedule)
+        STR("--out", c.out_dir)
+        STR("--resume", c.resume)
+        NUM("--width", 0.01, 16, c.width = (float)x)
+        NUM("--epochs", 1, 100000, c.epochs = (int)x)
+        NUM("--steps", 1, 1e12, c.steps = (int64_t)x)
+        NUM("--batch", 1, 65536, c.batch = (int)x)
+        NUM("--eval-batch", 1, 65536, c.eval_batch = (int)x)
+        NUM("--lr", 1e-9, 100, c.lr = (float)x)
+        NUM("--warmup", 0, 1e12, c.warmup_steps = (int64_t)x)
+        NUM("--momentum", 0, 0.999, c.optim.momentum = (float)x)
+        NUM("--weight-decay", 0, 1, c.optim.weight_decay = (float)x)
+        NUM("--train-limit", 0, 1e12, c.train_limit = (int64_t)x)
+        NUM("--eval-limit", 0, 1e12, c.eval_limit = (int64_t)x)
+        NUM("--eval-every", 0, 1e12, c.eval_every = (int64_t)x)
+        NUM("--checkpoint-every", 0, 1e12, c.checkpoint_every = (int64_t)x)
+        NUM("--seed", 0, 1.8e19, c.seed = (uint64_t)x)
+        NUM("--threads", 0, 1024, c.threads = (int)x)
+        else if (!strcmp(a, "--nesterov")) c.optim.nesterov = true;
+        else if (!strcmp(a, "--no-augment")) c.augment = false;
+        else if (!strcmp(a, "--quiet")) c.progress = false;
+        else {
+            fprintf(stderr, "scadles-train: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+#undef NUM
+#undef STR
+    }
+    sd_eval_result r;
+    if (sd_train_run(&c, &r) != SD_OK) {
+        fprintf(stderr, "\nscadles-train: %s\n", sd_last_error());
+        return 1;
+    }
+    printf("final: top-1 %.2f%%  top-5 %.2f%%  test loss %.4f  (outputs in %s)\n", 100 * r.top1, 100 * r.top5, r.loss,
+           c.out_dir);
+    return 0;
+}
