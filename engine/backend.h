@@ -41,6 +41,7 @@ typedef struct sd_backend_ops {
     sd_status (*bn_fwd_eval)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
                              const float *beta, const float *running_mean, const float *running_var,
                              float *y);
+    /* dx may be NULL (input gradient not needed). */
     sd_status (*bn_bwd)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
                         const float *save_mean, const float *save_invstd, const float *dy, float *dx,
                         float *dgamma, float *dbeta);
@@ -48,6 +49,8 @@ typedef struct sd_backend_ops {
     sd_status (*relu_fwd)(sd_kctx *k, size_t count, const float *x, float *y);
     sd_status (*relu_bwd)(sd_kctx *k, size_t count, const float *y, const float *dy, float *dx);
 
+    /* argmax holds, per output, the flat index iy * w + ix within its (n, c) input plane (as
+     * PyTorch); the first maximum wins ties, NaN propagates. */
     sd_status (*maxpool_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax);
     sd_status (*maxpool_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax,
                              float *dx);

@@ -558,8 +558,7 @@ sd_status sd_net_backward(sd_net *net) {
             break;
         }
         case SD_LAYER_BATCHNORM2D:
-            dx = grad_dst(net, src, &acc);
-            if (!dx) dx = net->tmp; /* BN needs somewhere to put dx; discarded */
+            dx = grad_dst(net, src, &acc); /* NULL: input gradient not needed */
             TRY(o->bn_bwd(k, &d->op.bn, in, net->params + net->tensors[d->p_weight].offset, d->save_mean,
                           d->save_invstd, d->dy, dx, net->grads + net->tensors[d->p_weight].offset,
                           net->grads + net->tensors[d->p_bias].offset));
