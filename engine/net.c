@@ -635,6 +635,7 @@ const sd_param *sd_net_find(const sd_net *net, const char *name) {
 }
 sd_backend *sd_net_backend(const sd_net *net) { return net->be; }
 int64_t sd_net_batches_tracked(const sd_net *net) { return net->batches_tracked; }
+void sd_net_set_batches_tracked(sd_net *net, int64_t value) { net->batches_tracked = value; }
 size_t sd_net_activation_bytes(const sd_net *net) { return net->act.capacity; }
 unsigned sd_net_activation_grows(const sd_net *net) { return net->act.grows; }
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed) { net->dropout_seed = seed; }

@@ -99,6 +99,7 @@ const sd_param *sd_net_find(const sd_net *net, const char *name);
 sd_backend *sd_net_backend(const sd_net *net);
 /* Number of BN layers' forward passes in training mode (PyTorch's num_batches_tracked). */
 int64_t sd_net_batches_tracked(const sd_net *net);
+void sd_net_set_batches_tracked(sd_net *net, int64_t value); /* on checkpoint load */
 /* Bytes of activation memory reserved, and how often that block was (re)allocated. */
 size_t sd_net_activation_bytes(const sd_net *net);
 unsigned sd_net_activation_grows(const sd_net *net);
