@@ -16,13 +16,14 @@ static void usage(FILE *f) {
             "  --data-root DIR     where the dataset files are (default: the dataset's usual place)\n"
             "  --epochs E          (default 5)            --steps S     optimizer steps instead of epochs\n"
             "  --batch B           (default 64)           --eval-batch B (default 500)\n"
-            "  --lr LR             (default 0.01)         --schedule constant|cosine|multistep:S1,S2[@gamma]\n"
+            "  --lr LR             (default 0.02)         --schedule cosine (default)|constant|multistep:S1,S2[@gamma]\n"
             "  --warmup STEPS      linear warm-up         --momentum M (0.9)  --weight-decay WD (5e-4)\n"
             "  --nesterov          --no-augment           --train-limit N  --eval-limit N\n"
             "  --eval-every STEPS  (default: each epoch)  --checkpoint-every STEPS (default: at the end)\n"
             "  --seed S            (default 1)            --threads T (default: all cores)\n"
             "  --out DIR           run directory (default runs/train)\n"
             "  --resume DIR        continue the run saved in DIR\n"
+            "  --stop-at STEP      end this invocation after STEP (checkpointed; resume later)\n"
             "  --quiet             no live progress line\n",
             sd_model_names());
 }
@@ -67,6 +68,7 @@ int main(int argc, char **argv) {
         NUM("--eval-every", 0, 1e12, c.eval_every = (int64_t)x)
         NUM("--checkpoint-every", 0, 1e12, c.checkpoint_every = (int64_t)x)
         NUM("--seed", 0, 1.8e19, c.seed = (uint64_t)x)
+        NUM("--stop-at", 0, 1e12, c.stop_at = (int64_t)x)
         NUM("--threads", 0, 1024, c.threads = (int)x)
         else if (!strcmp(a, "--nesterov")) c.optim.nesterov = true;
         else if (!strcmp(a, "--no-augment")) c.augment = false;

@@ -42,6 +42,7 @@ typedef struct sd_train_config {
     int threads;
     const char *out_dir;
     const char *resume;     /* a run directory to continue from, or NULL */
+    int64_t stop_at;        /* end this invocation after this step, checkpointed (0 = run to the end) */
     bool progress;          /* live progress line on stderr */
 } sd_train_config;
 

@@ -87,9 +87,9 @@ int main(void) {
     base_config(&c, b);
     c.steps = 12;
     c.checkpoint_every = 5;
-    /* stop after 5 steps by asking for them, then resume to 12 */
+    /* stop after 5 of the 12 steps (cosine schedule over all 12), then resume to 12 */
     sd_train_config first = c;
-    first.steps = 5;
+    first.stop_at = 5;
     EXPECT_OK(sd_train_run(&first, NULL));
     c.resume = b;
     EXPECT_OK(sd_train_run(&c, &rb));
