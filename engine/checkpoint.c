@@ -119,6 +119,16 @@ static void list_finish(char *list, size_t cap, int count) {
     }
 }
 
+/* The file's "<bn>.num_batches_tracked" when tensor i of the net is a BN layer's running_mean
+ * (its name written to `name`), else NULL. */
+static const sd_st_tensor *bn_counter(sd_net *net, const sd_st_file *f, int i, char *name, size_t size) {
+    size_t len;
+    const char *prefix = bn_prefix(sd_net_tensor(net, i), &len);
+    if (!prefix) return NULL;
+    nbt_name(name, size, prefix, len);
+    return sd_st_find(f, name);
+}
+
 /* Every check, before any byte is copied into the net. */
 static sd_status validate(sd_net *net, const sd_st_file *f, bool strict) {
     const char *path = sd_st_path(f);
@@ -153,12 +163,8 @@ static sd_status validate(sd_net *net, const sd_st_file *f, bool strict) {
     }
     /* BN counters: optional, but well-formed when present. */
     for (int i = 0; i < sd_net_num_tensors(net); i++) {
-        size_t len;
-        const char *prefix = bn_prefix(sd_net_tensor(net, i), &len);
-        if (!prefix) continue;
         char name[SD_NAME_MAX + sizeof NBT_SUFFIX];
-        nbt_name(name, sizeof name, prefix, len);
-        const sd_st_tensor *t = sd_st_find(f, name);
+        const sd_st_tensor *t = bn_counter(net, f, i, name, sizeof name);
         if (!t) continue;
         if (t->dtype != SD_ST_I64)
             return SD_FAIL(SD_ERR_FORMAT, "checkpoint '%.400s': tensor '%.120s' is %s; PyTorch writes I64", path, name,
@@ -200,12 +206,8 @@ static sd_status load_from(sd_net *net, const sd_st_file *f, bool strict) {
      * largest value the file holds (PyTorch's are equal unless layers were trained apart). */
     int64_t tracked = -1;
     for (int i = 0; i < sd_net_num_tensors(net); i++) {
-        size_t len;
-        const char *prefix = bn_prefix(sd_net_tensor(net, i), &len);
-        if (!prefix) continue;
         char name[SD_NAME_MAX + sizeof NBT_SUFFIX];
-        nbt_name(name, sizeof name, prefix, len);
-        const sd_st_tensor *t = sd_st_find(f, name);
+        const sd_st_tensor *t = bn_counter(net, f, i, name, sizeof name);
         if (!t) continue;
         int64_t v;
         memcpy(&v, t->data, sizeof v);

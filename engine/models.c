@@ -27,6 +27,20 @@ static void build_cnn(sd_net *net, const sd_model_spec *s) {
     sd_net_linear(net, x, "fc", s->classes, true);
 }
 
+/* relu(y + shortcut(x)): the identity, or a 1x1 conv + BN projection ("<prefix>.shortcut.0/1")
+ * where the block changes the shape. */
+static int residual_join(sd_net *net, int x, int y, const char *prefix, int in_ch, int out_ch, int stride) {
+    int sc = x;
+    if (stride != 1 || in_ch != out_ch) {
+        char name[SD_NAME_MAX];
+        snprintf(name, sizeof name, "%s.shortcut.0", prefix);
+        sc = sd_net_conv2d(net, x, name, out_ch, 1, stride, 0, false);
+        snprintf(name, sizeof name, "%s.shortcut.1", prefix);
+        sc = sd_net_batchnorm2d(net, sc, name);
+    }
+    return sd_net_relu(net, sd_net_add(net, y, sc));
+}
+
 /* conv3x3-BN-ReLU-conv3x3-BN (+ shortcut) - ReLU, named like torchvision's BasicBlock. */
 static int basic_block(sd_net *net, int x, const char *prefix, int in_ch, int out_ch, int stride) {
     char name[SD_NAME_MAX];
@@ -36,13 +50,8 @@ static int basic_block(sd_net *net, int x, const char *prefix, int in_ch, int ou
     y = sd_net_relu(net, y);
     y = sd_net_conv2d(net, y, NAME("conv2"), out_ch, 3, 1, 1, false);
     y = sd_net_batchnorm2d(net, y, NAME("bn2"));
-    int sc = x;
-    if (stride != 1 || in_ch != out_ch) {
-        sc = sd_net_conv2d(net, x, NAME("shortcut.0"), out_ch, 1, stride, 0, false);
-        sc = sd_net_batchnorm2d(net, sc, NAME("shortcut.1"));
-    }
 #undef NAME
-    return sd_net_relu(net, sd_net_add(net, y, sc));
+    return residual_join(net, x, y, prefix, in_ch, out_ch, stride);
 }
 
 static void build_cifar_resnet(sd_net *net, const sd_model_spec *s, int depth) {
@@ -76,13 +85,8 @@ static int bottleneck(sd_net *net, int x, const char *prefix, int in_ch, int pla
     y = sd_net_relu(net, sd_net_batchnorm2d(net, y, NAME("bn2")));
     y = sd_net_conv2d(net, y, NAME("conv3"), out_ch, 1, 1, 0, false);
     y = sd_net_batchnorm2d(net, y, NAME("bn3"));
-    int sc = x;
-    if (stride != 1 || in_ch != out_ch) {
-        sc = sd_net_conv2d(net, x, NAME("shortcut.0"), out_ch, 1, stride, 0, false);
-        sc = sd_net_batchnorm2d(net, sc, NAME("shortcut.1"));
-    }
 #undef NAME
-    return sd_net_relu(net, sd_net_add(net, y, sc));
+    return residual_join(net, x, y, prefix, in_ch, out_ch, stride);
 }
 
 /* ImageNet-depth ResNets in their CIFAR form: 3x3 stem with 64 channels and no max-pool, four

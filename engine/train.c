@@ -204,6 +204,21 @@ static void fmt_eta(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
+/* Keeps only the first `limit` samples of d (limit <= 0 or >= d->n: all). */
+static sd_status keep_first(sd_dataset *d, int64_t limit) {
+    if (limit <= 0 || limit >= d->n) return SD_OK;
+    int64_t *ix = malloc((size_t)limit * sizeof(int64_t));
+    if (!ix) return SD_FAIL(SD_ERR_OOM, "train: index of %lld samples", (long long)limit);
+    for (int64_t i = 0; i < limit; i++) ix[i] = i;
+    sd_dataset sub = {0};
+    sd_status st = sd_dataset_subset(d, ix, limit, &sub);
+    free(ix);
+    TRY(st);
+    sd_dataset_free(d);
+    *d = sub;
+    return SD_OK;
+}
+
 static uint64_t mix(uint64_t a, uint64_t b) {
     sd_rng r;
     sd_rng_seed(&r, a ^ (b * 0x9E3779B97F4A7C15ull));
@@ -216,7 +231,7 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
         return SD_FAIL(SD_ERR_INVALID, "train: batch %d, eval batch %d and epochs %d / steps %lld must be positive",
                        c->batch, c->eval_batch, c->epochs, (long long)c->steps);
     sd_status st = SD_OK;
-    sd_dataset train = {0}, test = {0}, sub = {0};
+    sd_dataset train = {0}, test = {0};
     sd_backend be = {0};
     sd_net *net = NULL;
     sd_optimizer opt = {0};
@@ -228,28 +243,8 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
 #define CHECK(expr) do { if ((st = (expr)) != SD_OK) goto done; } while (0)
     CHECK(sd_dataset_open(c->dataset, c->data_root, true, &train));
     CHECK(sd_dataset_open(c->dataset, c->data_root, false, &test));
-    if (c->train_limit > 0 && c->train_limit < train.n) {
-        int64_t *ix = malloc((size_t)c->train_limit * sizeof(int64_t));
-        if (!ix) { st = SD_FAIL(SD_ERR_OOM, "train: index"); goto done; }
-        for (int64_t i = 0; i < c->train_limit; i++) ix[i] = i;
-        st = sd_dataset_subset(&train, ix, c->train_limit, &sub);
-        free(ix);
-        if (st != SD_OK) goto done;
-        sd_dataset_free(&train);
-        train = sub;
-        memset(&sub, 0, sizeof sub);
-    }
-    if (c->eval_limit > 0 && c->eval_limit < test.n) {
-        int64_t *ix = malloc((size_t)c->eval_limit * sizeof(int64_t));
-        if (!ix) { st = SD_FAIL(SD_ERR_OOM, "train: index"); goto done; }
-        for (int64_t i = 0; i < c->eval_limit; i++) ix[i] = i;
-        st = sd_dataset_subset(&test, ix, c->eval_limit, &sub);
-        free(ix);
-        if (st != SD_OK) goto done;
-        sd_dataset_free(&test);
-        test = sub;
-        memset(&sub, 0, sizeof sub);
-    }
+    CHECK(keep_first(&train, c->train_limit));
+    CHECK(keep_first(&test, c->eval_limit));
     CHECK(sd_backend_cpu_create(&be, c->threads));
     sd_model_spec spec = {.name = c->model, .in_c = train.c, .in_h = train.h, .in_w = train.w,
                           .classes = train.classes, .width = c->width};
@@ -360,6 +355,5 @@ done:
     if (be.ops) sd_backend_destroy(&be);
     sd_dataset_free(&train);
     sd_dataset_free(&test);
-    sd_dataset_free(&sub);
     return st;
 }

@@ -100,19 +100,24 @@ void sd_guard_free(float *buf) {
     if (buf) free(buf - SD_GUARD);
 }
 
+/* Central difference of f along coordinate i; x[i] is restored. */
+static double central_diff(sd_scalar_fn f, void *ctx, float *x, size_t i, float eps) {
+    float keep = x[i];
+    x[i] = keep + eps;
+    double fp = f(ctx, x);
+    x[i] = keep - eps;
+    double fm = f(ctx, x);
+    x[i] = keep;
+    return (fp - fm) / (2.0 * (double)eps);
+}
+
 double sd_gradcheck(sd_scalar_fn f, void *ctx, float *x, size_t n, const float *grad, float eps,
                     size_t samples, double floor, sd_test_rng *rng) {
     double worst = 0;
     size_t count = samples >= n ? n : samples;
     for (size_t s = 0; s < count; s++) {
         size_t i = samples >= n ? s : (size_t)(sd_test_next(rng) % n);
-        float keep = x[i];
-        x[i] = keep + eps;
-        double fp = f(ctx, x);
-        x[i] = keep - eps;
-        double fm = f(ctx, x);
-        x[i] = keep;
-        double num = (fp - fm) / (2.0 * (double)eps);
+        double num = central_diff(f, ctx, x, i, eps);
         double ana = grad[i];
         double den = fabs(num) + fabs(ana);
         if (den < floor) den = floor;
@@ -123,15 +128,7 @@ double sd_gradcheck(sd_scalar_fn f, void *ctx, float *x, size_t n, const float *
 }
 
 void sd_numgrad(sd_scalar_fn f, void *ctx, float *x, size_t n, float eps, double *out) {
-    for (size_t i = 0; i < n; i++) {
-        float keep = x[i];
-        x[i] = keep + eps;
-        double fp = f(ctx, x);
-        x[i] = keep - eps;
-        double fm = f(ctx, x);
-        x[i] = keep;
-        out[i] = (fp - fm) / (2.0 * (double)eps);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = central_diff(f, ctx, x, i, eps);
 }
 
 double sd_rel_l2(const double *a, const float *ref, size_t n) {

@@ -47,13 +47,6 @@ static void formula_init(sd_backend *be, sd_net *net) {
     }
 }
 
-static const float *rec(const sd_golden *g, const char *name, size_t numel) {
-    const float *p = NULL;
-    sd_status st = sd_golden_get_f32(g, name, numel, &p);
-    EXPECT(st == SD_OK, "golden record %s: %s", name, sd_last_error());
-    return st == SD_OK ? p : NULL;
-}
-
 static void check_model(sd_backend *be, const sd_golden *g, const char *model) {
     char name[256];
     const int32_t *meta = NULL;
@@ -81,13 +74,13 @@ static void check_model(sd_backend *be, const sd_golden *g, const char *model) {
     EXPECT_OK(sd_net_forward(net, x, n, true));
     EXPECT_OK(sd_net_loss(net, y, 1.0f / (float)n, &loss));
     snprintf(name, sizeof name, "%s/logits", model);
-    const float *want = rec(g, name, (size_t)n * classes);
+    const float *want = sd_golden_expect_f32(g, name, (size_t)n * classes);
     if (want) {
         double e = sd_nmse(sd_net_output(net), want, (size_t)n * classes);
         EXPECT(e <= 1e-9, "%s logits NMSE %g > 1e-9", model, e);
     }
     snprintf(name, sizeof name, "%s/loss", model);
-    if ((want = rec(g, name, 1)))
+    if ((want = sd_golden_expect_f32(g, name, 1)))
         EXPECT(fabsf(loss - want[0]) <= 1e-5f * fabsf(want[0]), "%s loss %.7g, PyTorch %.7g", model, (double)loss, (double)want[0]);
     EXPECT_OK(sd_net_backward(net));
     EXPECT_OK(sd_optim_step(&opt, net, 1.0f));
@@ -103,11 +96,11 @@ static void check_model(sd_backend *be, const sd_golden *g, const char *model) {
         }
         const float *ws, *wss, *wp;
         snprintf(name, sizeof name, "%s/sum/%s", model, p->name);
-        ws = rec(g, name, 1);
+        ws = sd_golden_expect_f32(g, name, 1);
         snprintf(name, sizeof name, "%s/sumsq/%s", model, p->name);
-        wss = rec(g, name, 1);
+        wss = sd_golden_expect_f32(g, name, 1);
         snprintf(name, sizeof name, "%s/pick/%s", model, p->name);
-        wp = rec(g, name, (size_t)picks);
+        wp = sd_golden_expect_f32(g, name, (size_t)picks);
         if (!ws || !wss || !wp) continue;
         /* float32 on both sides with different summation orders: the sum may cancel, so its error
          * is measured against the tensor's L2 norm times sqrt(count). */

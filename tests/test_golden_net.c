@@ -14,13 +14,6 @@
 #define NMSE_FWD 1e-10
 #define NMSE_GRAD 1e-8
 
-static const float *rec(const sd_golden *g, const char *name, size_t numel) {
-    const float *p = NULL;
-    sd_status st = sd_golden_get_f32(g, name, numel, &p);
-    EXPECT(st == SD_OK, "golden record %s: %s", name, sd_last_error());
-    return st == SD_OK ? p : NULL;
-}
-
 int main(void) {
     char path[4096];
     sd_test_data_path("golden_ops.bin", path, sizeof path);
@@ -32,7 +25,7 @@ int main(void) {
 
     const int32_t *meta = NULL, *labels = NULL;
     EXPECT_OK(sd_golden_get_i32(g, "cnn/meta", 5, &meta));
-    const float *hp = rec(g, "cnn/hparams", 4);
+    const float *hp = sd_golden_expect_f32(g, "cnn/hparams", 4);
     if (!meta || !hp) goto out;
     int n = meta[0], classes = meta[4];
     sd_model_spec spec = {.name = "fmnist_cnn", .in_c = meta[1], .in_h = meta[2], .in_w = meta[3],
@@ -40,7 +33,7 @@ int main(void) {
     sd_net *net = NULL;
     EXPECT_OK(sd_model_build(&be, &spec, 99, &net));
     EXPECT_OK(sd_golden_get_i32(g, "cnn/labels", (size_t)n, &labels));
-    const float *x = rec(g, "cnn/x", (size_t)n * meta[1] * meta[2] * meta[3]);
+    const float *x = sd_golden_expect_f32(g, "cnn/x", (size_t)n * meta[1] * meta[2] * meta[3]);
     if (!net || !labels || !x) goto out;
 
     /* PyTorch's initial weights, by state_dict name */
@@ -48,7 +41,7 @@ int main(void) {
     for (int t = 0; t < sd_net_num_tensors(net); t++) {
         const sd_param *p = sd_net_tensor(net, t);
         snprintf(name, sizeof name, "cnn/%s", p->name);
-        const float *w = rec(g, name, p->count);
+        const float *w = sd_golden_expect_f32(g, name, p->count);
         if (w) EXPECT_OK(be.ops->upload(be.ctx, sd_net_tensor_data(net, p), w, p->count * sizeof(float)));
     }
 
@@ -56,7 +49,7 @@ int main(void) {
     EXPECT_OK(sd_net_forward(net, x, n, true));
     EXPECT_OK(sd_net_loss(net, labels, 1.0f / (float)n, &loss));
     EXPECT_OK(sd_net_backward(net));
-    const float *logits = rec(g, "cnn/logits", (size_t)n * classes), *want_loss = rec(g, "cnn/loss", 1);
+    const float *logits = sd_golden_expect_f32(g, "cnn/logits", (size_t)n * classes), *want_loss = sd_golden_expect_f32(g, "cnn/loss", 1);
     if (logits) {
         double e = sd_nmse(sd_net_output(net), logits, (size_t)n * classes);
         EXPECT(e <= NMSE_FWD, "logits NMSE %g > %g", e, NMSE_FWD);
@@ -66,7 +59,7 @@ int main(void) {
     for (int t = 0; t < sd_net_num_tensors(net); t++) {
         const sd_param *p = sd_net_tensor(net, t);
         snprintf(name, sizeof name, "cnn/grad/%s", p->name);
-        const float *want = rec(g, name, p->count);
+        const float *want = sd_golden_expect_f32(g, name, p->count);
         if (!want) continue;
         double e = sd_nmse(sd_net_grads(net) + p->offset, want, p->count);
         EXPECT(e <= NMSE_GRAD, "gradient of %s: NMSE %g > %g", p->name, e, NMSE_GRAD);
@@ -82,7 +75,7 @@ int main(void) {
     for (int t = 0; t < sd_net_num_tensors(net); t++) {
         const sd_param *p = sd_net_tensor(net, t);
         snprintf(name, sizeof name, "cnn/step1/%s", p->name);
-        const float *want = rec(g, name, p->count);
+        const float *want = sd_golden_expect_f32(g, name, p->count);
         if (!want) continue;
         double e = sd_nmse(sd_net_tensor_data(net, p), want, p->count);
         EXPECT(e <= NMSE_FWD, "%s after one step: NMSE %g > %g", p->name, e, NMSE_FWD);

@@ -2,6 +2,7 @@
  * read whole, every size is checked against the bytes that remain before anything is allocated
  * from it, and data is copied into aligned host-endian buffers. */
 #include "golden_file.h"
+#include "../harness.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -279,4 +280,11 @@ sd_status sd_golden_get_i32(const sd_golden *g, const char *name, size_t expect_
     TRY(get_typed(g, name, SD_GOLDEN_I32, expect_numel, &r));
     *out = r->data;
     return SD_OK;
+}
+
+const float *sd_golden_expect_f32(const sd_golden *g, const char *name, size_t numel) {
+    const float *p = NULL;
+    sd_status st = sd_golden_get_f32(g, name, numel, &p);
+    EXPECT(st == SD_OK, "golden record %s: %s", name, sd_last_error());
+    return st == SD_OK ? p : NULL;
 }

@@ -59,4 +59,8 @@ const int32_t *sd_golden_i32(const sd_golden_record *r);
 sd_status sd_golden_get_f32(const sd_golden *g, const char *name, size_t expect_numel, const float **out);
 sd_status sd_golden_get_i32(const sd_golden *g, const char *name, size_t expect_numel, const int32_t **out);
 
+/* For tests: the f32 record `name` of `numel` values, or NULL after counting a failed expectation
+ * (tests/harness.h) that names the record and the reason. */
+const float *sd_golden_expect_f32(const sd_golden *g, const char *name, size_t numel);
+
 #endif
