@@ -1,28 +1,12 @@
-/* clock.h: time for distributed training. Under the virtual clock, time is modelled and
- * deterministic: stream arrivals follow the rate model, compute time comes from a device profile
- * (a fixed per-step cost plus samples / throughput) and communication time from the bytes sent
- * with the standard ring-collective cost formulas over the slowest link. Under the real clock,
- * time is the wall clock since the run started. The training math is real under both. */
-#ifndef SD_ENGINE_CLOCK_H
-#define SD_ENGINE_CLOCK_H
+/* profile.h: the time model of the virtual clock. Compute time comes from a device profile (a
+ * fixed per-step cost plus samples / throughput) and communication time from the bytes sent with
+ * the standard ring-collective cost formulas over the slowest link. (Stream arrival times and the
+ * clock kinds live in stream/rate.h.) The training math is real under both clocks. */
+#ifndef SD_ENGINE_PROFILE_H
+#define SD_ENGINE_PROFILE_H
 
 #include <stdbool.h>
 #include <stddef.h>
-
-typedef enum sd_clock_kind { SD_CLOCK_VIRTUAL, SD_CLOCK_REAL } sd_clock_kind;
-
-typedef struct sd_clock {
-    sd_clock_kind kind;
-    double now;      /* virtual seconds (virtual clock) */
-    double start_wall;
-} sd_clock;
-
-void sd_clock_init(sd_clock *c, sd_clock_kind kind);
-/* Seconds since the start: virtual time, or wall time since sd_clock_init. */
-double sd_clock_now(const sd_clock *c);
-/* Virtual clock: moves time forward to t (never backward). Real clock: no effect. */
-void sd_clock_advance_to(sd_clock *c, double t);
-double sd_wall_seconds(void);
 
 typedef struct sd_device_profile {
     double samples_per_s;   /* training throughput (forward + backward) of the device */
