@@ -1,0 +1,413 @@
+/* distributed.c: the ScaDLES / DDP device loop under the virtual clock, and the experiment runner
+ * (modes x seeds, local threads or MPI ranks, comparison table, summary.json, plot).
+ *
+ * Every rank runs the same loop. Per step: cut the batch (ddp: when the slowest device has b
+ * samples; scadles: at the end of the window), exchange a small record per device (allgather) so
+ * that every rank derives the same global quantities (batch sizes, times), train on the local
+ * batch with the gradient scaled by 1 / sum(b) (which is the equal-weight average in ddp and the
+ * b_i / sum(b) weighting in scadles), sum the gradients (allreduce, rank order on the local
+ * backend), and take the SGD step with the mode's learning-rate scale. Virtual time advances by
+ * the slowest device's modelled compute plus the ring-allreduce time over the slowest link. */
+#include "distributed.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../comm/comm_local.h"
+#include "models.h"
+#include "optim.h"
+#include "profile.h"
+#include "rng.h"
+#include "stream/augment.h"
+#include "stream/inject.h"
+#include "stream/ingest.h"
+#include "stream/rate.h"
+#include "stream/replay.h"
+#include "stream/ring.h"
+#include "train.h"
+
+/* Share of its partition each device contributes to the injection pool, and the pool's bound per
+ * class (docs/distributed.md). */
+#define SD_INJECT_SHARE 0.1
+#define SD_INJECT_POOL_PER_CLASS 4096
+
+/* The record every device contributes to the per-step allgather. */
+typedef struct step_info {
+    double t_ready;       /* ddp: when this device's buffer holds b samples (INFINITY: never) */
+    double next_arrival;  /* the device's next arrival after the cut */
+    int32_t batch;        /* samples trained on this step: stream + injected */
+    int32_t stream_batch; /* of them, from the device's own stream */
+    int32_t buffered;     /* buffer occupancy after the take */
+    int32_t injected;
+    uint64_t dropped;     /* all drops so far (policy, truncation, decode) */
+    uint64_t high_water;
+} step_info;
+
+static double max_d(double a, double b) { return a > b ? a : b; }
+
+static uint64_t ring_drops(const sd_ring_stats *s) {
+    uint64_t d = s->truncated;
+    for (int r = 1; r < SD_DROP_COUNT; r++) d += s->dropped[r];
+    return d;
+}
+
+static sd_status allgather_info(sd_comm *c, const step_info *mine, step_info *all) {
+    size_t sizes[SD_MAX_DEVICES], displs[SD_MAX_DEVICES];
+    for (int j = 0; j < c->size; j++) {
+        sizes[j] = sizeof(step_info);
+        displs[j] = (size_t)j * sizeof(step_info);
+    }
+    return sd_comm_allgatherv(c, mine, sizeof *mine, all, sizes, displs);
+}
+
+static sd_ring_policy ring_policy(sd_exp_buffer_policy p) {
+    return p == SD_EXP_BUF_TRUNCATION ? SD_RING_TRUNCATE : p == SD_EXP_BUF_DROP_OLDEST ? SD_RING_DROP_OLDEST : SD_RING_PERSIST;
+}
+
+typedef struct device {
+    sd_backend be;
+    sd_net *net;
+    sd_optimizer opt;
+    sd_ring *ring;
+    sd_replay *replay;
+    sd_sink sink;
+    sd_inject_pool *pool;
+    sd_rng inject_rng;
+    float *hx, *dx;
+    int32_t *hy, *dy;
+    int64_t *inj_idx;
+    int max_batch;
+} device;
+
+static void device_free(device *d) {
+    if (d->be.ops) {
+        if (d->dx) d->be.ops->free(d->be.ctx, d->dx);
+        if (d->dy) d->be.ops->free(d->be.ctx, d->dy);
+    }
+    free(d->hx);
+    free(d->hy);
+    free(d->inj_idx);
+    sd_optim_free(&d->opt);
+    sd_net_destroy(d->net);
+    sd_replay_destroy(d->replay);
+    sd_ring_destroy(d->ring);
+    sd_inject_pool_destroy(d->pool);
+    if (d->be.ops) sd_backend_destroy(&d->be);
+}
+
+static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device *d) {
+    const sd_experiment *e = in->e;
+    const sd_dataset *tr = in->train;
+    TRY(sd_backend_cpu_create(&d->be, in->threads_per_device));
+    sd_model_spec spec = {.name = e->model, .in_c = tr->c, .in_h = tr->h, .in_w = tr->w, .classes = tr->classes,
+                          .width = (float)e->width};
+    TRY(sd_model_build(&d->be, &spec, in->seed, &d->net)); /* same seed: identical weights on every device */
+    sd_lr_schedule sched;
+    TRY(sd_lr_schedule_parse(e->optimizer.schedule, (float)e->optimizer.lr, e->max_steps > 0 ? e->max_steps : 1000000,
+                             &sched));
+    sched.warmup_steps = e->optimizer.warmup_steps;
+    sd_optim_config oc = {.momentum = (float)e->optimizer.momentum, .weight_decay = (float)e->optimizer.weight_decay,
+                          .nesterov = e->optimizer.nesterov};
+    TRY(sd_optim_init(&d->opt, d->net, &oc, &sched));
+
+    size_t img = (size_t)tr->c * tr->h * tr->w;
+    sd_ring_config rc = {.max_samples = (size_t)e->buffer.capacity, .max_sample_bytes = img,
+                         .policy = ring_policy(e->buffer.policy),
+                         .when_full = e->buffer.full == SD_EXP_FULL_BACKPRESSURE ? SD_RING_FULL_BLOCK : SD_RING_FULL_DROP_NEWEST,
+                         .block_timeout_s = 0};
+    TRY(sd_ring_create(&rc, &d->ring));
+    sd_replay_config pc = {.data = tr, .indices = in->part->index[rank], .n_indices = in->part->count[rank],
+                           .rate = sd_rate_fixed(e->devices.dev[rank].rate,
+                                                 e->devices.arrival == SD_EXP_ARRIVAL_POISSON ? SD_ARRIVAL_POISSON : SD_ARRIVAL_CONSTANT),
+                           .seed = in->seed, .device = (uint32_t)rank, .dtype = SD_MSG_U8};
+    TRY(sd_replay_create(&pc, &d->replay));
+    sd_msg_expect ex = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {(uint32_t)tr->c, (uint32_t)tr->h, (uint32_t)tr->w},
+                        .classes = tr->classes, .check_device = true, .device = (uint32_t)rank};
+    TRY(sd_sink_init(&d->sink, d->ring, &ex));
+
+    int inject_max = 0;
+    bool inject = e->injection.alpha > 0 && e->injection.beta > 0;
+    int stream_max = in->mode == SD_EXP_MODE_DDP ? e->batch : e->cap;
+    if (inject) {
+        /* Every device holds the same replica of the pool: contributions are a deterministic
+         * function of the partition and the seed, so no device reads another's data except
+         * through what the pool was given (counted). */
+        TRY(sd_inject_pool_create(tr, n, SD_INJECT_POOL_PER_CLASS, &d->pool));
+        for (int j = 0; j < n; j++) {
+            sd_rng r;
+            sd_rng_seed(&r, in->seed * 0x9E3779B97F4A7C15ull + 0x1000 + (uint64_t)j);
+            TRY(sd_inject_pool_contribute_share(d->pool, j, in->part->index[j], in->part->count[j], SD_INJECT_SHARE, &r));
+        }
+        sd_rng_seed(&d->inject_rng, in->seed * 31 + 0x2000 + (uint64_t)rank);
+        int64_t m = sd_inject_draw_max(stream_max, e->injection.alpha, e->injection.beta, n);
+        if (m < 0) return SD_FAIL(SD_ERR_INVALID, "injection: alpha %g / beta %g out of range", e->injection.alpha, e->injection.beta);
+        inject_max = (int)m;
+    }
+    d->max_batch = stream_max + inject_max;
+    d->hx = malloc((size_t)d->max_batch * img * sizeof(float));
+    d->hy = malloc((size_t)d->max_batch * sizeof(int32_t));
+    d->inj_idx = malloc((size_t)(inject_max > 0 ? inject_max : 1) * sizeof(int64_t));
+    if (!d->hx || !d->hy || !d->inj_idx) return SD_FAIL(SD_ERR_OOM, "device %d: batch buffers", rank);
+    TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * img * sizeof(float), (void **)&d->dx));
+    TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * sizeof(int32_t), (void **)&d->dy));
+    TRY(sd_net_reserve(d->net, d->max_batch));
+    return SD_OK;
+}
+
+static sd_status advance_to(device *d, double t) {
+    uint64_t delivered = 0;
+    return sd_replay_advance_to(d->replay, t, &d->sink, &delivered);
+}
+
+/* ddp: the time this device's buffer first holds b samples, delivering arrivals up to it. */
+static sd_status ready_time(device *d, double now, int b, double *t_ready) {
+    TRY(advance_to(d, now));
+    double t = now;
+    while (sd_ring_size(d->ring) < (size_t)b) {
+        double next = sd_replay_next_time(d->replay);
+        if (!isfinite(next)) {
+            *t_ready = INFINITY;
+            return SD_OK;
+        }
+        TRY(advance_to(d, next));
+        t = next;
+    }
+    *t_ready = t;
+    return SD_OK;
+}
+
+static sd_status open_out(const char *dir, const char *name, FILE **f) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    *f = fopen(path, "w");
+    if (!*f) return SD_FAIL(SD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return SD_OK;
+}
+
+sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
+    const sd_experiment *e = in->e;
+    const int rank = comm->rank, n = comm->size;
+    if (n != e->devices.count)
+        return SD_FAIL(SD_ERR_INVALID, "the run has %d ranks but the experiment lists %d devices (devices.count)", n,
+                       e->devices.count);
+    if (e->clock != SD_EXP_CLOCK_VIRTUAL)
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "clock \"real\" is not implemented for distributed runs yet; use \"virtual\"");
+    device d;
+    memset(&d, 0, sizeof d);
+    FILE *metrics = NULL, *evalf = NULL, *evaldat = NULL, *bufdat = NULL;
+    step_info *all = calloc((size_t)n, sizeof *all);
+    sd_status st = SD_OK;
+#define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
+    if (!all) { st = SD_FAIL(SD_ERR_OOM, "step records"); goto done; }
+    CHECK(device_setup(in, rank, n, &d));
+    if (rank == 0) {
+        CHECK(open_out(in->run_dir, "metrics.jsonl", &metrics));
+        CHECK(open_out(in->run_dir, "eval.jsonl", &evalf));
+        CHECK(open_out(in->run_dir, "eval.dat", &evaldat));   /* gnuplot: time top1 */
+        CHECK(open_out(in->run_dir, "buffer.dat", &bufdat));  /* gnuplot: time total max global_batch */
+    }
+    const sd_dataset *tr = in->train;
+    size_t img = (size_t)tr->c * tr->h * tr->w;
+    sd_augment norm;
+    CHECK(sd_augment_default(tr, false, &norm));
+    sd_ring_batch rb = {.sample_elems = img, .norm = &norm};
+    const bool ddp = in->mode == SD_EXP_MODE_DDP;
+    const size_t np = sd_net_param_count(d.net);
+    double min_bw = INFINITY, max_lat = 0;
+    for (int j = 0; j < n; j++) {
+        if (e->devices.dev[j].profile.bandwidth_bps < min_bw) min_bw = e->devices.dev[j].profile.bandwidth_bps;
+        max_lat = max_d(max_lat, e->devices.dev[j].profile.latency_s);
+    }
+    const double comm_time = sd_ring_allreduce_time(n, (double)np * sizeof(float), min_bw, max_lat);
+
+    double T = 0, last_cut = -INFINITY, next_eval = e->eval_every_s, wall0 = sd_clock_now();
+    int64_t step = 0;
+    memset(out, 0, sizeof *out);
+    out->mode = in->mode;
+    out->seed = in->seed;
+    out->time_to_target_s = -1;
+    out->devices = n;
+    uint64_t wire0 = sd_comm_wire_bytes(comm);
+    bool stop = false;
+    while (!stop) {
+        /* ---- cut the batch ---- */
+        step_info mine;
+        memset(&mine, 0, sizeof mine);
+        double T_cut;
+        if (ddp) {
+            CHECK(ready_time(&d, T, e->batch, &mine.t_ready));
+            CHECK(allgather_info(comm, &mine, all));
+            T_cut = T;
+            int slowest = 0;
+            for (int j = 0; j < n; j++)
+                if (all[j].t_ready > T_cut) { T_cut = all[j].t_ready; slowest = j; }
+            if (T_cut - T > e->ddp_timeout_s) {
+                st = SD_FAIL(SD_ERR_RUNTIME, "ddp: device %d's stream stalled: its batch of %d would be ready at %.1f s, "
+                             "%.1f s after the step began (ddp_timeout_s %.1f); check the device's stream rate",
+                             slowest, e->batch, all[slowest].t_ready, all[slowest].t_ready - T, e->ddp_timeout_s);
+                goto done;
+            }
+        } else {
+            T_cut = max_d(T, last_cut + e->window_s);
+        }
+        if (T_cut > e->time_budget_s) break;
+        CHECK(advance_to(&d, T_cut));
+        last_cut = T_cut;
+        size_t taken = 0;
+        rb.x = d.hx;
+        rb.labels = d.hy;
+        CHECK(sd_ring_take_upto(d.ring, ddp ? (size_t)e->batch : (size_t)e->cap, &rb, &taken));
+        int b = (int)taken, inj = 0;
+        if (d.pool && b > 0) {
+            CHECK(sd_inject_draw(d.pool, rank, b, e->injection.alpha, e->injection.beta, n, &d.inject_rng, d.inj_idx,
+                                 d.max_batch - b, &inj));
+            sd_augment_draw none = {0};
+            for (int i = 0; i < inj; i++) {
+                CHECK(sd_augment_image(tr, d.inj_idx[i], &norm, &none, d.hx + (size_t)(b + i) * img));
+                d.hy[b + i] = tr->labels[d.inj_idx[i]];
+            }
+        }
+        sd_ring_end_step(d.ring);
+        sd_ring_stats rs;
+        sd_ring_get_stats(d.ring, &rs);
+        mine.batch = b + inj;
+        mine.stream_batch = b;
+        mine.injected = inj;
+        mine.buffered = (int32_t)rs.samples;
+        mine.dropped = ring_drops(&rs);
+        mine.high_water = rs.hw_samples;
+        mine.next_arrival = sd_replay_next_time(d.replay);
+        CHECK(allgather_info(comm, &mine, all));
+        int64_t B = 0, Bstream = 0;
+        double compute = 0, next_any = INFINITY;
+        for (int j = 0; j < n; j++) {
+            B += all[j].batch;
+            Bstream += all[j].stream_batch;
+            compute = max_d(compute, sd_compute_time(&e->devices.dev[j].profile, all[j].batch));
+            if (all[j].next_arrival < next_any) next_any = all[j].next_arrival;
+        }
+        if (B == 0) { /* nothing arrived anywhere: move to the next arrival */
+            if (!isfinite(next_any)) break;
+            T = max_d(T_cut, next_any);
+            continue;
+        }
+
+        /* ---- train: gradient of (1/B) x the sum of this device's losses ---- */
+        float loss = 0;
+        if (mine.batch > 0) {
+            CHECK(d.be.ops->upload(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
+            CHECK(d.be.ops->upload(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
+            CHECK(sd_net_forward(d.net, d.dx, mine.batch, true));
+            CHECK(sd_net_loss(d.net, d.dy, 1.0f / (float)B, &loss));
+            CHECK(sd_net_backward(d.net));
+        } else {
+            CHECK(d.be.ops->zero(d.be.ctx, sd_net_grads(d.net), np * sizeof(float)));
+        }
+        CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
+        float wl[1] = {loss * (float)mine.batch / (float)B};
+        CHECK(sd_comm_allreduce_sum(comm, wl, 1));
+        float lr_scale = ddp ? 1.0f : (float)((double)B / ((double)n * e->batch));
+        CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
+        step++;
+        double T_end = T_cut + compute + comm_time;
+        double wait = T_cut - T;
+        T = T_end;
+        uint64_t dropped = 0, peak = 0;
+        for (int j = 0; j < n; j++) {
+            dropped += all[j].dropped;
+            if (all[j].high_water > peak) peak = all[j].high_water;
+        }
+        out->samples_trained += (uint64_t)Bstream;
+        out->samples_injected += (uint64_t)(B - Bstream);
+        out->samples_dropped = dropped;
+        out->peak_buffer = peak;
+        if (metrics) {
+            fprintf(metrics, "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
+                             "\"global_batch\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"dropped\": %llu, "
+                             "\"bytes\": %llu, \"compression\": false, \"batches\": [",
+                    (long long)step, T, wait, compute, comm_time, (long long)B, (double)wl[0], (double)d.opt.last_lr,
+                    (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0));
+            for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
+            fprintf(metrics, "], \"buffer\": [");
+            for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].buffered);
+            fprintf(metrics, "]}\n");
+            int64_t tot = 0, mx = 0;
+            for (int j = 0; j < n; j++) {
+                tot += all[j].buffered;
+                if (all[j].buffered > mx) mx = all[j].buffered;
+            }
+            fprintf(bufdat, "%.6f %lld %lld %lld\n", T, (long long)tot, (long long)mx, (long long)B);
+        }
+        if (!isfinite(wl[0])) {
+            st = SD_FAIL(SD_ERR_NUMERIC, "step %lld: the loss is %g; lower optimizer.lr (%g)", (long long)step,
+                         (double)wl[0], e->optimizer.lr);
+            goto done;
+        }
+
+        /* ---- evaluate ---- */
+        bool last = (e->max_steps > 0 && step >= e->max_steps) || T >= e->time_budget_s;
+        if (T >= next_eval || last) {
+            while (next_eval <= T) next_eval += e->eval_every_s;
+            if (e->bn == SD_EXP_BN_AVERAGE && sd_net_buffer_count(d.net) > 0) {
+                size_t nb = sd_net_buffer_count(d.net);
+                CHECK(sd_comm_allreduce_sum(comm, sd_net_buffers(d.net), nb));
+                CHECK(d.be.ops->scale(d.be.ctx, nb, 1.0f / (float)n, sd_net_buffers(d.net)));
+            }
+            double acc[2] = {0, 0};
+            if (rank == 0) {
+                sd_eval_result r;
+                sd_augment ta;
+                CHECK(sd_augment_default(in->test, false, &ta));
+                CHECK(sd_evaluate(d.net, in->test, &ta, 500, &r));
+                acc[0] = r.top1;
+                acc[1] = r.loss;
+                fprintf(evalf, "{\"step\": %lld, \"time\": %.6f, \"top1\": %.6f, \"top5\": %.6f, \"test_loss\": %.6f, "
+                               "\"samples_trained\": %llu}\n",
+                        (long long)step, T, r.top1, r.top5, r.loss, (unsigned long long)out->samples_trained);
+                fprintf(evaldat, "%.6f %.6f\n", T, r.top1);
+                fflush(evalf);
+                fflush(evaldat);
+                fflush(metrics);
+                if (!in->quiet)
+                    fprintf(stderr, "\r  %-7s seed %llu  t %7.1f s  step %6lld  global batch %4lld  loss %.4f  top-1 %.2f%%   ",
+                            ddp ? "ddp" : "scadles", (unsigned long long)in->seed, T, (long long)step, (long long)B,
+                            (double)wl[0], 100 * r.top1);
+            }
+            CHECK(sd_comm_broadcast(comm, acc, sizeof acc, 0));
+            out->final_accuracy = acc[0];
+            if (acc[0] > out->best_accuracy) out->best_accuracy = acc[0];
+            if (acc[0] >= e->target_accuracy && out->time_to_target_s < 0) {
+                out->time_to_target_s = T;
+                stop = true; /* the comparison is time to target: stop there */
+            }
+        }
+        if (last) stop = true;
+    }
+    /* totals across devices */
+    uint64_t mine_bytes = sd_comm_wire_bytes(comm) - wire0, all_bytes[SD_MAX_DEVICES];
+    CHECK(sd_comm_allgather_u64(comm, mine_bytes, all_bytes));
+    for (int j = 0; j < n; j++) out->bytes_sent += all_bytes[j];
+    if (d.pool)
+        for (int j = 0; j < n && j < 64; j++) {
+            sd_inject_stats s;
+            if (sd_inject_pool_stats(d.pool, j, &s) == SD_OK) out->shared[j] = s.shared;
+        }
+    out->steps = step;
+    out->clock_s = T;
+    out->wall_s = sd_clock_now() - wall0;
+    if (rank == 0 && !in->quiet) fprintf(stderr, "\n");
+#undef CHECK
+done:
+    if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
+    if (metrics) fclose(metrics);
+    if (evalf) fclose(evalf);
+    if (evaldat) fclose(evaldat);
+    if (bufdat) fclose(bufdat);
+    free(all);
+    device_free(&d);
+    return st;
+}

@@ -1,0 +1,63 @@
+/* distributed.h: distributed ScaDLES training. N devices, each with its own stream (a replay of
+ * its partition at its rate), bounded buffer, replica of the model and optimizer, synchronised
+ * every step through a collective backend (comm/). Two modes (docs/distributed.md):
+ *   ddp      every device waits until its buffer holds the fixed batch b and trains on exactly b;
+ *            equal-weight average of the gradients; the reference learning rate.
+ *   scadles  every window each device trains on min(buffered, cap) samples (0 is allowed: weight
+ *            0); gradients weighted by b_i / sum(b); lr = lr_ref x sum(b) / (N x b_ref).
+ * Under the virtual clock, time is modelled (stream arrivals, device profiles, ring-collective
+ * costs) and a run on the local backend is bitwise reproducible. */
+#ifndef SD_ENGINE_DISTRIBUTED_H
+#define SD_ENGINE_DISTRIBUTED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../comm/comm.h"
+#include "experiment.h"
+#include "stream/dataset.h"
+#include "stream/partition.h"
+
+/* What one run (one mode, one seed) achieved. Written by rank 0 (identical on every rank). */
+typedef struct sd_run_summary {
+    sd_exp_mode mode;
+    uint64_t seed;
+    double time_to_target_s;   /* clock seconds until the target accuracy; < 0: not reached */
+    double final_accuracy;     /* top-1 of the last evaluation */
+    double best_accuracy;
+    int64_t steps;
+    double clock_s;            /* clock seconds the run covered */
+    double wall_s;
+    uint64_t samples_trained;  /* sum of global batches (stream samples only) */
+    uint64_t samples_injected; /* pool samples mixed into batches */
+    uint64_t samples_dropped;  /* buffer policy drops + truncations + decode drops, all devices */
+    uint64_t peak_buffer;      /* largest buffer occupancy of any device (samples) */
+    uint64_t bytes_sent;       /* wire bytes of the gradient collectives, all devices */
+    uint64_t shared[64];       /* per device: samples contributed to the injection pool */
+    int devices;
+    double speedup_vs_ddp;     /* filled by the experiment runner; 0 when there is no ddp run */
+} sd_run_summary;
+
+/* The read-only inputs every device of one run shares (loaded once per process). */
+typedef struct sd_dist_inputs {
+    const sd_experiment *e;
+    sd_exp_mode mode;
+    uint64_t seed;
+    const sd_dataset *train, *test;
+    const sd_partition *part;
+    const char *run_dir;       /* where rank 0 writes metrics.jsonl and eval.jsonl */
+    int threads_per_device;    /* CPU kernel threads of each device */
+    bool quiet;                /* no progress line */
+} sd_dist_inputs;
+
+/* The device loop of rank comm->rank; returns when the run ends. Every rank must call it. */
+sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out);
+
+/* Runs every mode x seed of a resolved experiment on the local backend (N device threads in this
+ * process), or, under mpirun, on the MPI backend (pass the communicator: one rank per device).
+ * Prints the comparison table and writes summary.json, the resolved config and a plot (gnuplot,
+ * when installed) under e->out_dir. comm NULL = local backend. */
+sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *table);
+
+#endif
