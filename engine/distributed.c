@@ -310,7 +310,9 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
         float wl[1] = {loss * (float)mine.batch / (float)B};
         CHECK(sd_comm_allreduce_sum(comm, wl, 1));
-        float lr_scale = ddp ? 1.0f : (float)((double)B / ((double)n * e->batch));
+        /* lr scales with the samples that streamed in; injected copies raise the batch's
+         * diversity, not the step size */
+        float lr_scale = ddp ? 1.0f : (float)((double)Bstream / ((double)n * e->batch));
         CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
         step++;
         double T_end = T_cut + compute + comm_time;
