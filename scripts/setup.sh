@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # setup.sh: installs the Debian packages the build, the tests and the main job need, skipping
-# what is already there. Usage: scripts/setup.sh [--with-torch]
-#   --with-torch  also python3-torch (the PyTorch peer of scadles-bench and the golden-value
-#                 generator; the tests themselves never need it).
+# what is already there. python3-torch is the reference: the checkpoint interop test loads our
+# checkpoints into PyTorch, scadles-bench compares against it, scripts/golden.sh regenerates the
+# golden values with it (the other tests use the committed values and never need it).
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libopenmpi-dev openmpi-bin
-      librdkafka-dev libmosquitto-dev mosquitto dataset-fashion-mnist)
-if [[ "${1:-}" == "--with-torch" ]]; then
-    pkgs+=(python3-torch)
-fi
+      librdkafka-dev libmosquitto-dev mosquitto dataset-fashion-mnist gnuplot-nox python3-torch)
 
 missing=()
 for p in "${pkgs[@]}"; do
