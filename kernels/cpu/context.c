@@ -1,4 +1,4 @@
-/* context.c: the CPU kernel context: thread count (shared by OpenBLAS and OpenMP) and a
+/* context.c: the CPU kernel context: thread count (of the OpenMP loops) and a
  * scratch area that grows only past its high-water mark, so a batch size that changes every
  * step causes no reallocation once the largest batch has been seen. */
 #include <cblas.h>
@@ -29,7 +29,10 @@ sd_status sd_cpu_kctx_create(int threads, sd_kctx **out) {
     sd_kctx *k = calloc(1, sizeof *k);
     if (!k) return SD_FAIL(SD_ERR_OOM, "cpu context: allocation failed");
     k->threads = threads;
-    openblas_set_num_threads(threads);
+    /* Every parallel loop of the CPU kernels, GEMM included (gemm.c), is OpenMP; OpenBLAS only
+     * serves sd_cpu_sgemm's fallback and runs single-threaded, because its thread pool and
+     * OpenMP's spin against each other on few cores (3x slower training measured with both). */
+    openblas_set_num_threads(1);
     omp_set_num_threads(threads);
     *out = k;
     return SD_OK;

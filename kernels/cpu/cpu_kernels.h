@@ -20,7 +20,7 @@ struct sd_kctx {
 sd_status sd_cpu_scratch(sd_kctx *k, size_t bytes, void **out);
 
 /* context.c: create and destroy a CPU kernel context; threads <= 0 means all online cores.
- * Sets OpenBLAS's thread count to the same number. */
+ * OpenBLAS is set to one thread: all parallelism is OpenMP (see context.c). */
 sd_status sd_cpu_kctx_create(int threads, sd_kctx **out);
 void sd_cpu_kctx_destroy(sd_kctx *k);
 /* Aligned host allocation used by the CPU backend and the scratch (64-byte alignment). */
@@ -33,7 +33,8 @@ sd_status sd_cpu_alloc(size_t bytes, void **out);
 void sd_cpu_sgemm(sd_kctx *k, int trans_a, int trans_b, int m, int n, int kdim, float alpha, const float *a, int lda,
                   const float *b, int ldb, float beta, float *c, int ldc);
 
-/* conv.c: im2col + sgemm. */
+/* conv.c: direct GEMM micro-kernels over zero-padded input planes (no im2col, no BLAS), one
+ * OpenMP region per call. */
 sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
                             const float *b, float *y);
 sd_status sd_cpu_conv2d_bwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
@@ -62,7 +63,7 @@ sd_status sd_cpu_avgpool_bwd(sd_kctx *k, const sd_pool2d_params *p, const float 
 sd_status sd_cpu_gap_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
 sd_status sd_cpu_gap_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
 
-/* linear.c */
+/* linear.c: sd_cpu_sgemm */
 sd_status sd_cpu_linear_fwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
                             const float *b, float *y);
 sd_status sd_cpu_linear_bwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
