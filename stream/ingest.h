@@ -1,0 +1,57 @@
+/* ingest.h: the path from an encoded message to the ring buffer, and the ingest thread that runs it
+ * for one source. sd_sink_deliver() decodes and validates a message against the experiment, checks
+ * its sequence number for duplicates, counts a drop by reason or pushes the sample into the ring;
+ * the virtual-clock replay calls it directly, the ingest thread calls it for every message its
+ * source produces. Stopping the thread is bounded in time even while it waits on a full ring. */
+#ifndef SD_STREAM_INGEST_H
+#define SD_STREAM_INGEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/status.h"
+#include "stream/message.h"
+#include "stream/ring.h"
+#include "stream/source.h"
+
+/* The receiving end of one device's stream. */
+typedef struct sd_sink {
+    sd_ring *ring;
+    sd_msg_expect expect;
+    sd_msg_seq seq; /* duplicate detection; seq.gaps counts sequence numbers never seen */
+} sd_sink;
+
+/* Checks expect (NULL: hard limits only) and sets up the sink. */
+sd_status sd_sink_init(sd_sink *s, sd_ring *ring, const sd_msg_expect *expect);
+/* Decodes, validates, checks the sequence number and pushes into the ring. Returns SD_DROP_NONE
+ * when stored, else the reason, which is already counted in the ring's stats. */
+sd_drop_reason sd_sink_deliver(sd_sink *s, const void *msg, size_t len);
+
+/* ---- the ingest thread ------------------------------------------------------------------------- */
+typedef struct sd_ingest_config {
+    sd_source source;          /* started by sd_ingest_start, stopped by sd_ingest_stop */
+    sd_ring *ring;             /* reopened at start, closed at stop */
+    sd_msg_expect expect;
+    double poll_s;             /* longest wait in one source poll (bounds the stop time); 0: 0.02 s */
+} sd_ingest_config;
+
+typedef struct sd_ingest_stats {
+    uint64_t messages;   /* messages the source delivered */
+    uint64_t stored;     /* of them, stored in the ring */
+    uint64_t idle_polls; /* polls that timed out empty */
+    uint64_t seq_gaps;   /* sequence numbers skipped */
+    bool ended;          /* the source reported the end of its stream */
+    bool running;        /* the thread has not finished */
+} sd_ingest_stats;
+
+typedef struct sd_ingest sd_ingest;
+
+/* Starts the source and a thread that polls it and delivers every message into the ring. */
+sd_status sd_ingest_start(const sd_ingest_config *c, sd_ingest **out);
+/* Stops the thread (a push waiting on a full ring is woken by closing the ring and counted as
+ * SD_DROP_CLOSED), joins it, stops the source and frees the ingest. Returns the thread's failure
+ * (a source error), or the source's stop failure, else SD_OK. NULL is fine. */
+sd_status sd_ingest_stop(sd_ingest *g);
+void sd_ingest_get_stats(sd_ingest *g, sd_ingest_stats *out);
+
+#endif
