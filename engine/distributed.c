@@ -37,7 +37,8 @@
 
 /* The record every device contributes to the per-step allgather. */
 typedef struct step_info {
-    double t_ready;       /* ddp: when this device's buffer holds b samples (INFINITY: never) */
+    double t_ready;       /* ddp: when this device's buffer holds b samples (INFINITY: never);
+                             real clock: this device's clock reading when its batch was cut */
     double next_arrival;  /* the device's next arrival after the cut */
     int32_t batch;        /* samples trained on this step: stream + injected */
     int32_t stream_batch; /* of them, from the device's own stream */
@@ -75,6 +76,7 @@ typedef struct device {
     sd_ring *ring;
     sd_replay *replay;
     sd_sink sink;
+    sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay */
     sd_inject_pool *pool;
     sd_rng inject_rng;
     float *hx, *dx;
@@ -84,6 +86,7 @@ typedef struct device {
 } device;
 
 static void device_free(device *d) {
+    if (d->ingest) sd_ingest_stop(d->ingest);
     if (d->be.ops) {
         if (d->dx) d->be.ops->free(d->be.ctx, d->dx);
         if (d->dy) d->be.ops->free(d->be.ctx, d->dy);
@@ -128,6 +131,11 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
     sd_msg_expect ex = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {(uint32_t)tr->c, (uint32_t)tr->h, (uint32_t)tr->w},
                         .classes = tr->classes, .check_device = true, .device = (uint32_t)rank};
     TRY(sd_sink_init(&d->sink, d->ring, &ex));
+    if (e->clock == SD_EXP_CLOCK_REAL) {
+        /* The replay paced by the wall clock, delivered by an ingest thread (its time 0 is now). */
+        sd_ingest_config ic = {.source = sd_replay_source(d->replay), .ring = d->ring, .expect = ex};
+        TRY(sd_ingest_start(&ic, &d->ingest));
+    }
 
     int inject_max = 0;
     bool inject = e->injection.alpha > 0 && e->injection.beta > 0;
@@ -194,8 +202,6 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     if (n != e->devices.count)
         return SD_FAIL(SD_ERR_INVALID, "the run has %d ranks but the experiment lists %d devices (devices.count)", n,
                        e->devices.count);
-    if (e->clock != SD_EXP_CLOCK_VIRTUAL)
-        return SD_FAIL(SD_ERR_UNSUPPORTED, "clock \"real\" is not implemented for distributed runs yet; use \"virtual\"");
     device d;
     memset(&d, 0, sizeof d);
     FILE *metrics = NULL, *evalf = NULL, *evaldat = NULL, *bufdat = NULL;
@@ -216,6 +222,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     CHECK(sd_augment_default(tr, false, &norm));
     sd_ring_batch rb = {.sample_elems = img, .norm = &norm};
     const bool ddp = in->mode == SD_EXP_MODE_DDP;
+    const bool real = e->clock == SD_EXP_CLOCK_REAL;
     const size_t np = sd_net_param_count(d.net);
     double min_bw = INFINITY, max_lat = 0;
     for (int j = 0; j < n; j++) {
@@ -238,29 +245,55 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         step_info mine;
         memset(&mine, 0, sizeof mine);
         double T_cut;
-        if (ddp) {
-            CHECK(ready_time(&d, T, e->batch, &mine.t_ready));
-            CHECK(allgather_info(comm, &mine, all));
-            T_cut = T;
-            int slowest = 0;
-            for (int j = 0; j < n; j++)
-                if (all[j].t_ready > T_cut) { T_cut = all[j].t_ready; slowest = j; }
-            if (T_cut - T > e->ddp_timeout_s) {
-                st = SD_FAIL(SD_ERR_RUNTIME, "ddp: device %d's stream stalled: its batch of %d would be ready at %.1f s, "
-                             "%.1f s after the step began (ddp_timeout_s %.1f); check the device's stream rate",
-                             slowest, e->batch, all[slowest].t_ready, all[slowest].t_ready - T, e->ddp_timeout_s);
-                goto done;
-            }
-        } else {
-            T_cut = max_d(T, last_cut + e->window_s);
-        }
-        if (T_cut > e->time_budget_s) break;
-        CHECK(advance_to(&d, T_cut));
-        last_cut = T_cut;
         size_t taken = 0;
         rb.x = d.hx;
         rb.labels = d.hy;
-        CHECK(sd_ring_take_upto(d.ring, ddp ? (size_t)e->batch : (size_t)e->cap, &rb, &taken));
+        if (real) {
+            /* Real clock: ddp waits (up to its timeout) for exactly b; scadles sleeps to the end
+             * of the window and takes what arrived. Time is the wall clock; the ranks agree on
+             * the latest reading. */
+            if (ddp) {
+                CHECK(sd_ring_take_exactly(d.ring, (size_t)e->batch, e->ddp_timeout_s, &rb, &taken));
+            } else {
+                sd_clock_sleep_until(wall0 + max_d(T, last_cut + e->window_s));
+                CHECK(sd_ring_take_upto(d.ring, (size_t)e->cap, &rb, &taken));
+            }
+            mine.t_ready = sd_clock_now() - wall0;
+            mine.batch = (int32_t)taken;
+            CHECK(allgather_info(comm, &mine, all));
+            T_cut = T;
+            for (int j = 0; j < n; j++) T_cut = max_d(T_cut, all[j].t_ready);
+            if (ddp)
+                for (int j = 0; j < n; j++)
+                    if (all[j].batch < e->batch) {
+                        st = SD_FAIL(SD_ERR_RUNTIME, "ddp: device %d's stream stalled: fewer than %d samples arrived "
+                                     "within ddp_timeout_s %.1f; check the device's stream", j, e->batch, e->ddp_timeout_s);
+                        goto done;
+                    }
+            if (T_cut > e->time_budget_s) break;
+            last_cut = T_cut;
+        } else {
+            if (ddp) {
+                CHECK(ready_time(&d, T, e->batch, &mine.t_ready));
+                CHECK(allgather_info(comm, &mine, all));
+                T_cut = T;
+                int slowest = 0;
+                for (int j = 0; j < n; j++)
+                    if (all[j].t_ready > T_cut) { T_cut = all[j].t_ready; slowest = j; }
+                if (T_cut - T > e->ddp_timeout_s) {
+                    st = SD_FAIL(SD_ERR_RUNTIME, "ddp: device %d's stream stalled: its batch of %d would be ready at %.1f s, "
+                                 "%.1f s after the step began (ddp_timeout_s %.1f); check the device's stream rate",
+                                 slowest, e->batch, all[slowest].t_ready, all[slowest].t_ready - T, e->ddp_timeout_s);
+                    goto done;
+                }
+            } else {
+                T_cut = max_d(T, last_cut + e->window_s);
+            }
+            if (T_cut > e->time_budget_s) break;
+            CHECK(advance_to(&d, T_cut));
+            last_cut = T_cut;
+            CHECK(sd_ring_take_upto(d.ring, ddp ? (size_t)e->batch : (size_t)e->cap, &rb, &taken));
+        }
         int b = (int)taken, inj = 0;
         if (d.pool && b > 0) {
             CHECK(sd_inject_draw(d.pool, rank, b, e->injection.alpha, e->injection.beta, n, &d.inject_rng, d.inj_idx,
@@ -280,17 +313,21 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         mine.buffered = (int32_t)rs.samples;
         mine.dropped = ring_drops(&rs);
         mine.high_water = rs.hw_samples;
-        mine.next_arrival = sd_replay_next_time(d.replay);
+        mine.next_arrival = real ? 0.0 : sd_replay_next_time(d.replay); /* real: the ingest thread owns the replay */
         CHECK(allgather_info(comm, &mine, all));
         int64_t B = 0, Bstream = 0;
-        double compute = 0, next_any = INFINITY;
+        double compute = 0, next_any = INFINITY, step_comm = comm_time;
         for (int j = 0; j < n; j++) {
             B += all[j].batch;
             Bstream += all[j].stream_batch;
             compute = max_d(compute, sd_compute_time(&e->devices.dev[j].profile, all[j].batch));
             if (all[j].next_arrival < next_any) next_any = all[j].next_arrival;
         }
-        if (B == 0) { /* nothing arrived anywhere: move to the next arrival */
+        if (B == 0) { /* nothing arrived anywhere: move to the next arrival (real clock: the next window) */
+            if (real) {
+                T = T_cut;
+                continue;
+            }
             if (!isfinite(next_any)) break;
             T = max_d(T_cut, next_any);
             continue;
@@ -298,6 +335,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
 
         /* ---- train: gradient of (1/B) x the sum of this device's losses ---- */
         float loss = 0;
+        double tc0 = sd_clock_now();
         if (mine.batch > 0) {
             CHECK(d.be.ops->upload(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
             CHECK(d.be.ops->upload(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
@@ -307,7 +345,13 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         } else {
             CHECK(d.be.ops->zero(d.be.ctx, sd_net_grads(d.net), np * sizeof(float)));
         }
+        double tc1 = sd_clock_now();
         CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
+        double tc2 = sd_clock_now();
+        if (real) { /* measured on this rank instead of modelled */
+            compute = tc1 - tc0;
+            step_comm = tc2 - tc1;
+        }
         float wl[1] = {loss * (float)mine.batch / (float)B};
         CHECK(sd_comm_allreduce_sum(comm, wl, 1));
         /* lr scales with the samples that streamed in; injected copies raise the batch's
@@ -315,7 +359,12 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         float lr_scale = ddp ? 1.0f : (float)((double)Bstream / ((double)n * e->batch));
         CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
         step++;
-        double T_end = T_cut + compute + comm_time;
+        double T_end = real ? sd_clock_now() - wall0 : T_cut + compute + comm_time;
+        if (real) { /* measured: agree on the latest clock reading */
+            double tt[1] = {T_end};
+            CHECK(sd_comm_broadcast(comm, tt, sizeof tt, 0));
+            T_end = tt[0];
+        }
         double wait = T_cut - T;
         T = T_end;
         uint64_t dropped = 0, peak = 0;
@@ -331,7 +380,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             fprintf(metrics, "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
                              "\"global_batch\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"dropped\": %llu, "
                              "\"bytes\": %llu, \"compression\": false, \"batches\": [",
-                    (long long)step, T, wait, compute, comm_time, (long long)B, (double)wl[0], (double)d.opt.last_lr,
+                    (long long)step, T, wait, compute, step_comm, (long long)B, (double)wl[0], (double)d.opt.last_lr,
                     (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0));
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
             fprintf(metrics, "], \"buffer\": [");

@@ -118,7 +118,26 @@ int main(void) {
     EXPECT(m && strstr(m, "\"samples_dropped\": 0") == NULL, "truncation drops what the cap left");
     free(m);
 
-    /* 4. bad input: a device count the MPI world does not match */
+    /* 4. the real clock: streams paced by the wall clock through ingest threads; in 3 s scadles
+     * trains on about what arrived (107 samples/s), ddp fails on a stream that cannot fill b */
+    snprintf(a, sizeof a, "%s/real", dir);
+    const char *realc[] = {"clock=real", "time_budget_s=3", "eval_every_s=1.5", "max_steps=0"};
+    small_with(e, a, "scadles", realc, 4);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    snprintf(p1, sizeof p1, "%s/summary.json", a);
+    m = slurp(p1, &len);
+    char *tr = m ? strstr(m, "\"samples_trained\": ") : NULL;
+    long trained = tr ? atol(tr + 19) : -1;
+    EXPECT(trained >= 107 && trained <= 107 * 4, "real clock: %ld samples trained in 3 s at 107 samples/s", trained);
+    free(m);
+    const char *realstall[] = {"clock=real", "time_budget_s=3", "devices.rates=80,70,0.01,90", "ddp_timeout_s=2",
+                               "max_steps=0"};
+    small_with(e, a, "ddp", realstall, 5);
+    st = sd_experiment_run(e, NULL, quiet);
+    EXPECT(st == SD_ERR_RUNTIME && strstr(sd_last_error(), "device 2"), "real-clock ddp names the stalled device: %s",
+           sd_last_error());
+
+    /* 5. bad input: a device count the MPI world does not match */
     const char *mpi[] = {"backend=mpi"};
     small_with(e, a, "scadles", mpi, 1);
     EXPECT_FAIL(sd_experiment_check_ranks(e, 3), SD_ERR_INVALID, "devices.count");
