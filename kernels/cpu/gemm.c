@@ -26,6 +26,7 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "cpu_kernels.h"
@@ -67,9 +68,27 @@ enum { BUF_A, BUF_B, BUF_PART, BUF_COUNT };
 static _Thread_local float *tl_buf[BUF_COUNT];
 static _Thread_local size_t tl_cap[BUF_COUNT];
 
+/* Threads come and go (the local comm backend runs one per device per run): a pthread key whose
+ * destructor frees a thread's buffers when it exits. */
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+
+static void tl_free(void *unused) {
+    (void)unused;
+    for (int i = 0; i < BUF_COUNT; i++) {
+        free(tl_buf[i]);
+        tl_buf[i] = NULL;
+        tl_cap[i] = 0;
+    }
+}
+
+static void tl_key_init(void) { (void)pthread_key_create(&tl_key, tl_free); }
+
 /* The calling thread's buffer `slot` of at least `floats` floats (64-byte aligned), or NULL. */
 static float *tl_get(int slot, size_t floats) {
     if (floats > tl_cap[slot]) {
+        pthread_once(&tl_once, tl_key_init);
+        (void)pthread_setspecific(tl_key, (void *)1); /* non-NULL: run tl_free at thread exit */
         free(tl_buf[slot]);
         tl_cap[slot] = 0;
         tl_buf[slot] = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
