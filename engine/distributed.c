@@ -35,6 +35,29 @@
 #define SD_INJECT_SHARE 0.1
 #define SD_INJECT_POOL_PER_CLASS 4096
 
+/* Prequential (test-then-train) accuracy: every incoming stream sample is scored by the current
+ * model (the training forward's logits, before the update) and counted over a sliding window of
+ * the last SD_PREQ_WINDOW steps, per device and overall. */
+#define SD_PREQ_WINDOW 20
+
+typedef struct preq_window {
+    float correct[SD_PREQ_WINDOW][SD_MAX_DEVICES];
+    float seen[SD_PREQ_WINDOW][SD_MAX_DEVICES];
+} preq_window;
+
+/* Stream samples (the first n of the batch) whose label has the highest logit (ties: the label
+ * loses only to a strictly higher logit, as in sd_evaluate). */
+static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * classes;
+        int above = 0;
+        for (int j = 0; j < classes; j++) above += l[j] > l[labels[i]];
+        c += above == 0;
+    }
+    return c;
+}
+
 /* The record every device contributes to the per-step allgather. */
 typedef struct step_info {
     double t_ready;       /* ddp: when this device's buffer holds b samples (INFINITY: never);
@@ -206,10 +229,16 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     memset(&d, 0, sizeof d);
     FILE *metrics = NULL, *evalf = NULL, *evaldat = NULL, *bufdat = NULL;
     step_info *all = calloc((size_t)n, sizeof *all);
+    preq_window *preq = calloc(1, sizeof *preq);
+    float *red = calloc((size_t)n + 1, sizeof *red); /* [weighted loss, correct per device] */
+    float *hlogits = NULL;
     sd_status st = SD_OK;
 #define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
-    if (!all) { st = SD_FAIL(SD_ERR_OOM, "step records"); goto done; }
+    if (!all || !preq || !red) { st = SD_FAIL(SD_ERR_OOM, "step records"); goto done; }
     CHECK(device_setup(in, rank, n, &d));
+    const int classes = sd_net_classes(d.net);
+    hlogits = malloc((size_t)d.max_batch * classes * sizeof(float));
+    if (!hlogits) { st = SD_FAIL(SD_ERR_OOM, "logits"); goto done; }
     if (rank == 0) {
         CHECK(open_out(in->run_dir, "metrics.jsonl", &metrics));
         CHECK(open_out(in->run_dir, "eval.jsonl", &evalf));
@@ -352,8 +381,22 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             compute = tc1 - tc0;
             step_comm = tc2 - tc1;
         }
-        float wl[1] = {loss * (float)mine.batch / (float)B};
-        CHECK(sd_comm_allreduce_sum(comm, wl, 1));
+        int correct = 0;
+        if (mine.stream_batch > 0) {
+            CHECK(d.be.ops->download(d.be.ctx, hlogits, sd_net_output(d.net),
+                                     (size_t)mine.stream_batch * classes * sizeof(float)));
+            correct = count_correct(hlogits, d.hy, mine.stream_batch, classes);
+        }
+        memset(red, 0, ((size_t)n + 1) * sizeof *red);
+        red[0] = loss * (float)mine.batch / (float)B;
+        red[1 + rank] = (float)correct;
+        CHECK(sd_comm_allreduce_sum(comm, red, (size_t)n + 1));
+        float *wl = red;
+        int slot = (int)(step % SD_PREQ_WINDOW);
+        for (int j = 0; j < n; j++) {
+            preq->correct[slot][j] = red[1 + j];
+            preq->seen[slot][j] = (float)all[j].stream_batch;
+        }
         /* lr scales with the samples that streamed in; injected copies raise the batch's
          * diversity, not the step size */
         float lr_scale = ddp ? 1.0f : (float)((double)Bstream / ((double)n * e->batch));
@@ -416,9 +459,22 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 CHECK(sd_evaluate(d.net, in->test, &ta, 500, &r));
                 acc[0] = r.top1;
                 acc[1] = r.loss;
+                double pc = 0, ps = 0;
                 fprintf(evalf, "{\"step\": %lld, \"time\": %.6f, \"top1\": %.6f, \"top5\": %.6f, \"test_loss\": %.6f, "
-                               "\"samples_trained\": %llu}\n",
+                               "\"samples_trained\": %llu, \"prequential_dev\": [",
                         (long long)step, T, r.top1, r.top5, r.loss, (unsigned long long)out->samples_trained);
+                for (int j = 0; j < n; j++) {
+                    double c = 0, sn = 0;
+                    for (int w = 0; w < SD_PREQ_WINDOW; w++) {
+                        c += preq->correct[w][j];
+                        sn += preq->seen[w][j];
+                    }
+                    pc += c;
+                    ps += sn;
+                    fprintf(evalf, "%s%.6f", j ? ", " : "", sn > 0 ? c / sn : 0.0);
+                }
+                fprintf(evalf, "], \"prequential\": %.6f, \"prequential_window_steps\": %d}\n", ps > 0 ? pc / ps : 0.0,
+                        SD_PREQ_WINDOW);
                 fprintf(evaldat, "%.6f %.6f\n", T, r.top1);
                 fflush(evalf);
                 fflush(evaldat);
@@ -459,6 +515,9 @@ done:
     if (evaldat) fclose(evaldat);
     if (bufdat) fclose(bufdat);
     free(all);
+    free(preq);
+    free(red);
+    free(hlogits);
     device_free(&d);
     return st;
 }
