@@ -28,7 +28,7 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
     for (int i = 0; st == SD_OK && i < nsets; i++) st = sd_experiment_set(e, sets[i]);
     if (st == SD_OK) st = sd_experiment_resolve(e);
     if (st != SD_OK) {
-        fprintf(stderr, "scadles-train: %s\n", sd_last_error());
+        fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
         free(e);
         return 2;
     }
@@ -42,7 +42,7 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
         if (st == SD_OK) st = sd_comm_mpi_create(MPI_COMM_WORLD, &comm);
         if (st == SD_OK) st = sd_experiment_run(e, comm, comm->rank == 0 ? stdout : NULL);
         if (st != SD_OK) {
-            fprintf(stderr, "scadles-train: %s\n", sd_last_error());
+            fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
             if (comm) sd_comm_destroy(comm);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
@@ -56,7 +56,7 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
 #endif
     } else {
         st = sd_experiment_run(e, NULL, stdout);
-        if (st != SD_OK) fprintf(stderr, "scadles-train: %s\n", sd_last_error());
+        if (st != SD_OK) fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
         rc = st == SD_OK ? 0 : 1;
     }
     free(e);
@@ -163,7 +163,7 @@ int main(int argc, char **argv) {
     }
     sd_eval_result r;
     if (sd_train_run(&c, &r) != SD_OK) {
-        fprintf(stderr, "\nscadles-train: %s\n", sd_last_error());
+        fprintf(stderr, "\nscadles-train: %s\n", sd_last_error_brief());
         return 1;
     }
     printf("final: top-1 %.2f%%  top-5 %.2f%%  test loss %.4f  (outputs in %s)\n", 100 * r.top1, 100 * r.top5, r.loss,

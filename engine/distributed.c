@@ -400,7 +400,22 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         /* lr scales with the samples that streamed in; injected copies raise the batch's
          * diversity, not the step size */
         float lr_scale = ddp ? 1.0f : (float)((double)Bstream / ((double)n * e->batch));
-        CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
+        /* NaN/Inf: every rank holds the same summed gradient and loss, so all decide alike */
+        bool finite = isfinite(wl[0]);
+        if (finite) {
+            const float *g = sd_net_grads(d.net);
+            float acc = 0.0f;
+            for (size_t i = 0; i < np; i++) acc += g[i] * 0.0f; /* NaN/Inf propagate, finite gives 0 */
+            finite = acc == 0.0f;
+        }
+        if (!finite && e->nonfinite == SD_EXP_NONFINITE_STOP) {
+            st = SD_FAIL(SD_ERR_NUMERIC, "step %lld: the loss (%g) or the summed gradient is not finite; lower "
+                         "optimizer.lr (%g) or set nonfinite to \"skip\"", (long long)step + 1, (double)wl[0],
+                         e->optimizer.lr);
+            goto done;
+        }
+        if (finite) CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
+        else out->skipped_steps++;
         step++;
         double T_end = real ? sd_clock_now() - wall0 : T_cut + compute + comm_time;
         if (real) { /* measured: agree on the latest clock reading */
@@ -435,11 +450,6 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 if (all[j].buffered > mx) mx = all[j].buffered;
             }
             fprintf(bufdat, "%.6f %lld %lld %lld\n", T, (long long)tot, (long long)mx, (long long)B);
-        }
-        if (!isfinite(wl[0])) {
-            st = SD_FAIL(SD_ERR_NUMERIC, "step %lld: the loss is %g; lower optimizer.lr (%g)", (long long)step,
-                         (double)wl[0], e->optimizer.lr);
-            goto done;
         }
 
         /* ---- evaluate ---- */

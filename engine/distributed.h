@@ -27,6 +27,7 @@ typedef struct sd_run_summary {
     double final_accuracy;     /* top-1 of the last evaluation */
     double best_accuracy;
     int64_t steps;
+    int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient (nonfinite: skip) */
     double clock_s;            /* clock seconds the run covered */
     double wall_s;
     uint64_t samples_trained;  /* sum of global batches (stream samples only) */

@@ -66,6 +66,7 @@ static const char *const policy_names[] = {"persistence", "truncation", "drop-ol
 static const char *const full_names[] = {"drop-newest", "backpressure", NULL};
 static const char *const compress_names[] = {"off", "always", "paper", "gain", NULL};
 static const char *const bn_names[] = {"local", "average", NULL};
+static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 /* stream/dataset.h's sd_dataset_open names and their class counts */
 static const char *const dataset_names[] = {"fashion-mnist", "mnist", "cifar10", "cifar100", NULL};
 static const int dataset_classes[] = {10, 10, 10, 100};
@@ -342,6 +343,7 @@ static const field top_fields[] = {
     FOBJ("injection", sd_experiment, injection, injection_fields),
     FOBJ("compression", sd_experiment, compression, compression_fields),
     FENUM("bn", sd_experiment, bn, bn_names),
+    FENUM("nonfinite", sd_experiment, nonfinite, nonfinite_names),
     {.key = "seeds", .type = F_SEEDS, .off = 0},
     FNUM("target_accuracy", sd_experiment, target_accuracy, 0, 1, LO_OPEN),
     FNUM("eval_every_s", sd_experiment, eval_every_s, 0, 1e9, LO_OPEN),

@@ -62,6 +62,9 @@ typedef enum sd_exp_compress_policy {
     SD_EXP_COMPRESS_GAIN     /* "gain": GraVAC-style ratio stepping between min_ratio and max_ratio */
 } sd_exp_compress_policy;
 typedef enum sd_exp_bn { SD_EXP_BN_LOCAL = 0, SD_EXP_BN_AVERAGE } sd_exp_bn; /* "local" "average" */
+/* A step whose summed gradient or loss is NaN/Inf: stop the run with a message naming the step,
+ * or skip the update (counted as skipped_steps in summary.json). */
+typedef enum sd_exp_nonfinite { SD_EXP_NONFINITE_STOP = 0, SD_EXP_NONFINITE_SKIP } sd_exp_nonfinite; /* "stop" "skip" */
 
 /* ---- devices ----------------------------------------------------------------------------------- */
 /* Bits of sd_exp_device.set: which values devices.list gave explicitly. */
@@ -158,6 +161,7 @@ typedef struct sd_experiment {
     } compression;
 
     sd_exp_bn bn;                      /* batch-norm running statistics, default average */
+    sd_exp_nonfinite nonfinite;        /* NaN/Inf in loss or gradients: stop (default) or skip the step */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
     double target_accuracy;            /* (0, 1], default 0.85 */

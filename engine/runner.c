@@ -43,7 +43,7 @@ static void *local_thread(void *arg) {
     local_job *j = arg;
     j->st = sd_dist_device_run(j->in, sd_comm_local_get(j->group, j->rank), &j->sum);
     if (j->st != SD_OK) {
-        snprintf(j->err, sizeof j->err, "%s", sd_last_error());
+        snprintf(j->err, sizeof j->err, "%s", sd_last_error_brief());
         sd_comm_local_abort(j->group, j->rank, j->err);
     }
     return NULL;
@@ -101,10 +101,11 @@ static void write_summary(const sd_experiment *e, const sd_run_summary *runs, in
         else fprintf(f, "null");
         fprintf(f, ", \"final_accuracy\": %.6f, \"best_accuracy\": %.6f, \"samples_trained\": %llu, "
                    "\"samples_injected\": %llu, \"samples_dropped\": %llu, \"peak_buffer\": %llu, \"bytes_sent\": %llu, "
-                   "\"steps\": %lld, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
+                   "\"steps\": %lld, \"skipped_steps\": %lld, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
                 r->final_accuracy, r->best_accuracy, (unsigned long long)r->samples_trained,
                 (unsigned long long)r->samples_injected, (unsigned long long)r->samples_dropped,
-                (unsigned long long)r->peak_buffer, (unsigned long long)r->bytes_sent, (long long)r->steps, r->clock_s,
+                (unsigned long long)r->peak_buffer, (unsigned long long)r->bytes_sent, (long long)r->steps,
+                (long long)r->skipped_steps, r->clock_s,
                 r->wall_s);
         if (r->speedup_vs_ddp > 0) fprintf(f, "%.3f", r->speedup_vs_ddp);
         else fprintf(f, "null");

@@ -3,9 +3,11 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local char sd_err_buf[2048];
+static _Thread_local char sd_err_brief[2048];
 
 const char *sd_status_str(sd_status s) {
     switch (s) {
@@ -45,3 +47,26 @@ void sd_add_context(const char *func, const char *file, int line) {
 const char *sd_last_error(void) { return sd_err_buf[0] ? sd_err_buf : "no error recorded"; }
 
 void sd_clear_error(void) { sd_err_buf[0] = '\0'; }
+
+const char *sd_last_error_brief(void) {
+    if (getenv("SD_ERROR_TRACE")) return sd_last_error();
+    const char *m = sd_last_error();
+    /* drop "<status>: " prefixes (a message re-raised by another layer may carry several) */
+    for (;;) {
+        const char *p = NULL;
+        for (int st = SD_ERR_INVALID; st <= SD_ERR_NUMERIC; st++) {
+            size_t n = strlen(sd_status_str((sd_status)st));
+            if (!strncmp(m, sd_status_str((sd_status)st), n) && m[n] == ':' && m[n + 1] == ' ') p = m + n + 2;
+        }
+        if (!p) break;
+        m = p;
+    }
+    size_t len = strcspn(m, "\n");
+    if (len >= sizeof sd_err_brief) len = sizeof sd_err_brief - 1;
+    memcpy(sd_err_brief, m, len);
+    sd_err_brief[len] = '\0';
+    /* the "(func at file:line)" tail of the first line is for developers */
+    char *tail = strrchr(sd_err_brief, '(');
+    if (tail && tail > sd_err_brief && tail[-1] == ' ' && strstr(tail, " at ") && strchr(tail, ')')) tail[-1] = '\0';
+    return sd_err_brief;
+}

@@ -24,6 +24,9 @@ sd_status sd_set_error(sd_status s, const char *func, const char *file, int line
 /* Appends context to the current message (used by TRY while a failure travels up). */
 void sd_add_context(const char *func, const char *file, int line);
 const char *sd_last_error(void);
+/* The message without its status prefix and without the "via" lines TRY appended: what a user
+ * needs (apps print this; SD_ERROR_TRACE=1 in the environment prints the full chain). */
+const char *sd_last_error_brief(void);
 void sd_clear_error(void);
 
 #define SD_FAIL(s, ...) sd_set_error((s), __func__, __FILE__, __LINE__, __VA_ARGS__)
