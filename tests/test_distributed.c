@@ -137,7 +137,24 @@ int main(void) {
     EXPECT(st == SD_ERR_RUNTIME && strstr(sd_last_error(), "device 2"), "real-clock ddp names the stalled device: %s",
            sd_last_error());
 
-    /* 5. bad input: a device count the MPI world does not match */
+    /* 5. NaN/Inf: a learning rate that blows up stops the run naming the step, or, with
+     * nonfinite=skip, the updates are skipped and counted */
+    snprintf(a, sizeof a, "%s/nan", dir);
+    const char *nan_stop[] = {"optimizer.lr=100", "max_steps=20"};
+    small_with(e, a, "scadles", nan_stop, 2);
+    st = sd_experiment_run(e, NULL, quiet);
+    EXPECT(st == SD_ERR_NUMERIC && strstr(sd_last_error(), "not finite") && strstr(sd_last_error(), "step "),
+           "a non-finite step stops the run naming it: %s", sd_last_error());
+    const char *nan_skip[] = {"optimizer.lr=100", "max_steps=20", "nonfinite=skip"};
+    small_with(e, a, "scadles", nan_skip, 3);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    snprintf(p1, sizeof p1, "%s/summary.json", a);
+    m = slurp(p1, &len);
+    char *sk = m ? strstr(m, "\"skipped_steps\": ") : NULL;
+    EXPECT(sk && atoi(sk + 17) > 0, "skipped steps counted: %.40s", sk ? sk : "(none)");
+    free(m);
+
+    /* 6. bad input: a device count the MPI world does not match */
     const char *mpi[] = {"backend=mpi"};
     small_with(e, a, "scadles", mpi, 1);
     EXPECT_FAIL(sd_experiment_check_ranks(e, 3), SD_ERR_INVALID, "devices.count");
