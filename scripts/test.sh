@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing,
 # builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
-# present), runs the ctest suite, then builds and runs it again under ASan + UBSan.
+# present), runs the ctest suite, then builds and runs it again under ASan + UBSan, and the
+# threaded tests (ring buffer, ingest thread, local collectives) under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,3 +18,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_SANITIZE=ON -DSCADLE
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$jobs")
+
+echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_TSAN=ON -DSCADLES_ENABLE_CUDA=OFF
+cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local)$')
