@@ -504,6 +504,15 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         }
         if (last) stop = true;
     }
+    /* BN statistics: the same on every device iff the last evaluation averaged them (bn average) */
+    {
+        uint64_t h = 1469598103934665603ull, hs[SD_MAX_DEVICES];
+        const unsigned char *b = (const unsigned char *)sd_net_buffers(d.net);
+        for (size_t i = 0; b && i < sd_net_buffer_count(d.net) * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+        CHECK(sd_comm_allgather_u64(comm, h, hs));
+        out->bn_identical = true;
+        for (int j = 0; j < n; j++) out->bn_identical &= hs[j] == hs[0];
+    }
     /* totals across devices */
     uint64_t mine_bytes = sd_comm_wire_bytes(comm) - wire0, all_bytes[SD_MAX_DEVICES];
     CHECK(sd_comm_allgather_u64(comm, mine_bytes, all_bytes));

@@ -37,6 +37,7 @@ typedef struct sd_run_summary {
     uint64_t bytes_sent;       /* wire bytes of the gradient collectives, all devices */
     uint64_t shared[64];       /* per device: samples contributed to the injection pool */
     int devices;
+    bool bn_identical;         /* every device ended with bitwise the same BN running statistics */
     double speedup_vs_ddp;     /* filled by the experiment runner; 0 when there is no ddp run */
 } sd_run_summary;
 

@@ -101,11 +101,11 @@ static void write_summary(const sd_experiment *e, const sd_run_summary *runs, in
         else fprintf(f, "null");
         fprintf(f, ", \"final_accuracy\": %.6f, \"best_accuracy\": %.6f, \"samples_trained\": %llu, "
                    "\"samples_injected\": %llu, \"samples_dropped\": %llu, \"peak_buffer\": %llu, \"bytes_sent\": %llu, "
-                   "\"steps\": %lld, \"skipped_steps\": %lld, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
+                   "\"steps\": %lld, \"skipped_steps\": %lld, \"bn_identical\": %s, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
                 r->final_accuracy, r->best_accuracy, (unsigned long long)r->samples_trained,
                 (unsigned long long)r->samples_injected, (unsigned long long)r->samples_dropped,
                 (unsigned long long)r->peak_buffer, (unsigned long long)r->bytes_sent, (long long)r->steps,
-                (long long)r->skipped_steps, r->clock_s,
+                (long long)r->skipped_steps, r->bn_identical ? "true" : "false", r->clock_s,
                 r->wall_s);
         if (r->speedup_vs_ddp > 0) fprintf(f, "%.3f", r->speedup_vs_ddp);
         else fprintf(f, "null");

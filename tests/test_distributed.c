@@ -154,7 +154,26 @@ int main(void) {
     EXPECT(sk && atoi(sk + 17) > 0, "skipped steps counted: %.40s", sk ? sk : "(none)");
     free(m);
 
-    /* 6. bad input: a device count the MPI world does not match */
+    /* 6. batch norm: with bn=average the devices' running statistics are averaged before each
+     * evaluation and every device adopts them; with bn=local each keeps its own */
+    const char *bnavg[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100"};
+    snprintf(a, sizeof a, "%s/bn_avg", dir);
+    small_with(e, a, "scadles", bnavg, 4);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    snprintf(p1, sizeof p1, "%s/summary.json", a);
+    m = slurp(p1, &len);
+    EXPECT(m && strstr(m, "\"bn_identical\": true"), "bn average: identical statistics on every device");
+    free(m);
+    const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local"};
+    snprintf(a, sizeof a, "%s/bn_local", dir);
+    small_with(e, a, "scadles", bnloc, 5);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    snprintf(p1, sizeof p1, "%s/summary.json", a);
+    m = slurp(p1, &len);
+    EXPECT(m && strstr(m, "\"bn_identical\": false"), "bn local: each device keeps its own statistics");
+    free(m);
+
+    /* 7. bad input: a device count the MPI world does not match */
     const char *mpi[] = {"backend=mpi"};
     small_with(e, a, "scadles", mpi, 1);
     EXPECT_FAIL(sd_experiment_check_ranks(e, 3), SD_ERR_INVALID, "devices.count");
