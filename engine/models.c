@@ -181,9 +181,13 @@ sd_status sd_model_build(sd_backend *be, const sd_model_spec *s, uint64_t seed, 
     }
     sd_status st = sd_net_finalize(net, seed);
     if (st != SD_OK) {
-        sd_add_context(__func__, __FILE__, __LINE__);
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sd_last_error_brief());
         sd_net_destroy(net);
-        return st;
+        if (st == SD_ERR_SHAPE)
+            return SD_FAIL(st, "model '%s' cannot take %dx%dx%d inputs (%s)%s", nm, s->in_c, s->in_h, s->in_w, why,
+                           family == VGG ? "; VGG's five 2x2 max-pools need images of at least 32x32" : "");
+        return SD_FAIL(st, "model '%s': %s", nm, why);
     }
     *out = net;
     return SD_OK;

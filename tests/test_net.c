@@ -169,6 +169,12 @@ static void test_builder_errors(void) {
     sd_net *m = NULL;
     sd_model_spec spec = {.name = "resnet21", .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
     EXPECT_FAIL(sd_model_build(&be, &spec, 1, &m), SD_ERR_INVALID, "resnet20 resnet32");
+    spec.name = "vgg11"; /* an image size the model cannot take */
+    spec.in_c = 1;
+    spec.in_h = spec.in_w = 28;
+    EXPECT_FAIL(sd_model_build(&be, &spec, 1, &m), SD_ERR_SHAPE, "cannot take 1x28x28 inputs");
+    spec.in_c = 3;
+    spec.in_h = spec.in_w = 32;
     spec.name = "resnet20";
     spec.classes = 0;
     EXPECT_FAIL(sd_model_build(&be, &spec, 1, &m), SD_ERR_INVALID, "classes 0");
