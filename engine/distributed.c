@@ -261,6 +261,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     const double comm_time = sd_ring_allreduce_time(n, (double)np * sizeof(float), min_bw, max_lat);
 
     double T = 0, last_cut = -INFINITY, next_eval = e->eval_every_s, wall0 = sd_clock_now();
+    double last_print = -1, last_top1 = -1;
     int64_t step = 0;
     memset(out, 0, sizeof *out);
     out->mode = in->mode;
@@ -489,10 +490,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 fflush(evalf);
                 fflush(evaldat);
                 fflush(metrics);
-                if (!in->quiet)
-                    fprintf(stderr, "\r  %-7s seed %llu  t %7.1f s  step %6lld  global batch %4lld  loss %.4f  top-1 %.2f%%   ",
-                            ddp ? "ddp" : "scadles", (unsigned long long)in->seed, T, (long long)step, (long long)B,
-                            (double)wl[0], 100 * r.top1);
+                last_top1 = r.top1;
             }
             CHECK(sd_comm_broadcast(comm, acc, sizeof acc, 0));
             out->final_accuracy = acc[0];
@@ -503,6 +501,27 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             }
         }
         if (last) stop = true;
+        /* the live progress line (rank 0, on a terminal): elapsed and clock time, step, global
+         * batch, loss, accuracy, samples/s, buffers, drops, ETA to the time budget */
+        double wall = sd_clock_now() - wall0;
+        if (rank == 0 && !in->quiet && (wall - last_print >= 0.5 || stop)) {
+            uint64_t buffered = 0;
+            for (int j = 0; j < n; j++) buffered += (uint64_t)all[j].buffered;
+            double eta = T > 0 ? (e->time_budget_s - T) * wall / T : 0;
+            if (e->max_steps > 0 && step > 0) {
+                double eta_steps = (double)(e->max_steps - step) * wall / (double)step;
+                if (eta_steps < eta) eta = eta_steps;
+            }
+            char acc[24];
+            if (last_top1 >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100 * last_top1);
+            else snprintf(acc, sizeof acc, "-");
+            fprintf(stderr, "\r  %s seed %llu | %5.1fs wall, clock %7.1fs | step %lld | batch %lld | loss %.4f | top-1 %s | "
+                            "%.0f samples/s | buffered %llu | dropped %llu | ETA %.0fs   ",
+                    ddp ? "ddp" : "scadles", (unsigned long long)in->seed, wall, T, (long long)step, (long long)B,
+                    (double)wl[0], acc, (double)out->samples_trained / (wall > 0 ? wall : 1), (unsigned long long)buffered,
+                    (unsigned long long)out->samples_dropped, eta > 0 ? eta : 0);
+            last_print = wall;
+        }
     }
     /* BN statistics: the same on every device iff the last evaluation averaged them (bn average) */
     {
