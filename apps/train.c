@@ -12,6 +12,7 @@
 #include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/models.h"
+#include "engine/report.h"
 #include "engine/train.h"
 #ifdef SCADLES_HAVE_MPI
 #include <mpi.h>
@@ -66,6 +67,7 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: scadles-train --config EXPERIMENT.json [--set key=value ...]   (docs/experiments.md)\n"
+            "       scadles-train --report DIR                                       (report.html of an experiment's out_dir)\n"
             "       scadles-train [options]                                          (one device)\n"
             "  --model NAME        %s (default fmnist_cnn)\n"
             "  --width W           channel multiplier (default 1)\n"
@@ -97,6 +99,18 @@ static int num(const char *flag, const char *v, double lo, double hi, double *ou
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--report")) { /* scadles-train --report DIR (docs/observability.md) */
+        if (argc != 3) {
+            fprintf(stderr, "usage: scadles-train --report DIR   (DIR: an experiment's out_dir, holding summary.json)\n");
+            return 2;
+        }
+        if (sd_report_generate(argv[2]) != SD_OK) {
+            fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
+            return 1;
+        }
+        printf("report: %s/report.html\n", argv[2]);
+        return 0;
+    }
     const char *config = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int nsets = 0;

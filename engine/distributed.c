@@ -73,6 +73,12 @@ typedef struct step_info {
 
 static double max_d(double a, double b) { return a > b ? a : b; }
 
+/* JSON has no NaN/Inf: a non-finite value is written as null. */
+static void json_num(char *buf, size_t n, double v) {
+    if (isfinite(v)) snprintf(buf, n, "%.6f", v);
+    else snprintf(buf, n, "null");
+}
+
 static uint64_t ring_drops(const sd_ring_stats *s) {
     uint64_t d = s->truncated;
     for (int r = 1; r < SD_DROP_COUNT; r++) d += s->dropped[r];
@@ -219,6 +225,11 @@ static sd_status open_out(const char *dir, const char *name, FILE **f) {
     return SD_OK;
 }
 
+/* One phase slice on this device's track (trace.h; a NULL trace records nothing). */
+static void trace_phase(const sd_dist_inputs *in, int tid, sd_trace_phase p, double t0, double dur) {
+    (void)sd_trace_complete(in->trace, in->trace_pid, tid, sd_trace_phase_name(p), "step", t0, dur > 0 ? dur : 0);
+}
+
 sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
     const sd_experiment *e = in->e;
     const int rank = comm->rank, n = comm->size;
@@ -236,6 +247,13 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
 #define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
     if (!all || !preq || !red) { st = SD_FAIL(SD_ERR_OOM, "step records"); goto done; }
     CHECK(device_setup(in, rank, n, &d));
+    {
+        char tname[48];
+        snprintf(tname, sizeof tname, "Device %d", rank);
+        (void)sd_trace_meta(in->trace, in->trace_pid, rank, tname);
+        if (rank == 0 && e->clock != SD_EXP_CLOCK_REAL)
+            (void)sd_trace_meta(in->trace, in->trace_pid, n, "Evaluation (wall seconds, off the virtual clock)");
+    }
     const int classes = sd_net_classes(d.net);
     hlogits = malloc((size_t)d.max_batch * classes * sizeof(float));
     if (!hlogits) { st = SD_FAIL(SD_ERR_OOM, "logits"); goto done; }
@@ -274,6 +292,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         /* ---- cut the batch ---- */
         step_info mine;
         memset(&mine, 0, sizeof mine);
+        const double w_iter = sd_clock_now() - wall0; /* real clock: this step's stream wait begins */
         double T_cut;
         size_t taken = 0;
         rb.x = d.hx;
@@ -324,6 +343,9 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             last_cut = T_cut;
             CHECK(sd_ring_take_upto(d.ring, ddp ? (size_t)e->batch : (size_t)e->cap, &rb, &taken));
         }
+        const double wa0 = sd_clock_now() - wall0;
+        if (real) trace_phase(in, rank, SD_TRACE_STREAM_WAIT, w_iter, wa0 - w_iter);
+        else trace_phase(in, rank, SD_TRACE_STREAM_WAIT, T, T_cut - T);
         int b = (int)taken, inj = 0;
         if (d.pool && b > 0) {
             CHECK(sd_inject_draw(d.pool, rank, b, e->injection.alpha, e->injection.beta, n, &d.inject_rng, d.inj_idx,
@@ -365,11 +387,13 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
 
         /* ---- train: gradient of (1/B) x the sum of this device's losses ---- */
         float loss = 0;
-        double tc0 = sd_clock_now();
+        double tc0 = sd_clock_now(), wa1 = tc0, wf1 = tc0;
         if (mine.batch > 0) {
             CHECK(d.be.ops->upload(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
             CHECK(d.be.ops->upload(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
+            wa1 = sd_clock_now();
             CHECK(sd_net_forward(d.net, d.dx, mine.batch, true));
+            wf1 = sd_clock_now();
             CHECK(sd_net_loss(d.net, d.dy, 1.0f / (float)B, &loss));
             CHECK(sd_net_backward(d.net));
         } else {
@@ -392,6 +416,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         red[0] = loss * (float)mine.batch / (float)B;
         red[1 + rank] = (float)correct;
         CHECK(sd_comm_allreduce_sum(comm, red, (size_t)n + 1));
+        const double wc2 = sd_clock_now();
         float *wl = red;
         int slot = (int)(step % SD_PREQ_WINDOW);
         for (int j = 0; j < n; j++) {
@@ -417,6 +442,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         }
         if (finite) CHECK(sd_optim_step(&d.opt, d.net, lr_scale));
         else out->skipped_steps++;
+        const double wo1 = sd_clock_now();
         step++;
         double T_end = real ? sd_clock_now() - wall0 : T_cut + compute + comm_time;
         if (real) { /* measured: agree on the latest clock reading */
@@ -425,6 +451,44 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             T_end = tt[0];
         }
         double wait = T_cut - T;
+        if (in->trace) {
+            if (real) { /* measured on this device, seconds since the run began */
+                trace_phase(in, rank, SD_TRACE_BATCH_ASSEMBLY, wa0, wa1 - wall0 - wa0);
+                trace_phase(in, rank, SD_TRACE_FORWARD, wa1 - wall0, wf1 - wa1);
+                trace_phase(in, rank, SD_TRACE_BACKWARD, wf1 - wall0, tc1 - wf1);
+                trace_phase(in, rank, SD_TRACE_COMMUNICATION, tc1 - wall0, wc2 - tc1);
+                trace_phase(in, rank, SD_TRACE_OPTIMIZER, wc2 - wall0, wo1 - wc2);
+            } else { /* this device's modelled compute, split by the measured shares of its phases */
+                double w_asm = wa1 - (wa0 + wall0), w_fwd = wf1 - wa1, w_bwd = tc1 - wf1, w_opt = wo1 - wc2;
+                double w_all = w_asm + w_fwd + w_bwd + w_opt;
+                double c = sd_compute_time(&e->devices.dev[rank].profile, mine.batch);
+                double k = w_all > 0 ? c / w_all : 0, opt = w_opt * k, t0 = T_cut;
+                if (w_all <= 0) { w_asm = 1; k = c; } /* nothing measured: all of it is assembly */
+                trace_phase(in, rank, SD_TRACE_BATCH_ASSEMBLY, t0, w_asm * k);
+                t0 += w_asm * k;
+                trace_phase(in, rank, SD_TRACE_FORWARD, t0, w_fwd * k);
+                t0 += w_fwd * k;
+                trace_phase(in, rank, SD_TRACE_BACKWARD, t0, w_bwd * k);
+                trace_phase(in, rank, SD_TRACE_COMMUNICATION, T_cut + compute - opt, comm_time);
+                trace_phase(in, rank, SD_TRACE_OPTIMIZER, T_end - opt, opt);
+            }
+            if (rank == 0) { /* counters belong to the run; rank 0 holds every device's record */
+                int64_t tot = 0;
+                char cn[48];
+                (void)sd_trace_counter(in->trace, in->trace_pid, "global batch", T_cut, "samples", (double)B);
+                for (int j = 0; j < n; j++) {
+                    tot += all[j].buffered;
+                    snprintf(cn, sizeof cn, "batch device %d", j);
+                    (void)sd_trace_counter(in->trace, in->trace_pid, cn, T_cut, "samples", all[j].batch);
+                    snprintf(cn, sizeof cn, "buffer device %d", j);
+                    (void)sd_trace_counter(in->trace, in->trace_pid, cn, T_end, "samples", all[j].buffered);
+                }
+                (void)sd_trace_counter(in->trace, in->trace_pid, "buffer total", T_end, "samples", (double)tot);
+                (void)sd_trace_counter(in->trace, in->trace_pid, "bytes sent (device 0)", T_end, "bytes",
+                                       (double)(sd_comm_wire_bytes(comm) - wire0));
+                (void)sd_trace_counter(in->trace, in->trace_pid, "compression", T_cut, "on", 0); /* the step's flag */
+            }
+        }
         T = T_end;
         uint64_t dropped = 0, peak = 0;
         for (int j = 0; j < n; j++) {
@@ -436,10 +500,12 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         out->samples_dropped = dropped;
         out->peak_buffer = peak;
         if (metrics) {
+            char lossbuf[32];
+            json_num(lossbuf, sizeof lossbuf, wl[0]);
             fprintf(metrics, "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
-                             "\"global_batch\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"dropped\": %llu, "
+                             "\"global_batch\": %lld, \"loss\": %s, \"lr\": %.6g, \"dropped\": %llu, "
                              "\"bytes\": %llu, \"compression\": false, \"batches\": [",
-                    (long long)step, T, wait, compute, step_comm, (long long)B, (double)wl[0], (double)d.opt.last_lr,
+                    (long long)step, T, wait, compute, step_comm, (long long)B, lossbuf, (double)d.opt.last_lr,
                     (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0));
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
             fprintf(metrics, "], \"buffer\": [");
@@ -456,6 +522,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         /* ---- evaluate ---- */
         bool last = (e->max_steps > 0 && step >= e->max_steps) || T >= e->time_budget_s;
         if (T >= next_eval || last) {
+            const double we0 = sd_clock_now();
             while (next_eval <= T) next_eval += e->eval_every_s;
             if (e->bn == SD_EXP_BN_AVERAGE && sd_net_buffer_count(d.net) > 0) {
                 size_t nb = sd_net_buffer_count(d.net);
@@ -471,9 +538,11 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 acc[0] = r.top1;
                 acc[1] = r.loss;
                 double pc = 0, ps = 0;
-                fprintf(evalf, "{\"step\": %lld, \"time\": %.6f, \"top1\": %.6f, \"top5\": %.6f, \"test_loss\": %.6f, "
+                char tl[32];
+                json_num(tl, sizeof tl, r.loss);
+                fprintf(evalf, "{\"step\": %lld, \"time\": %.6f, \"top1\": %.6f, \"top5\": %.6f, \"test_loss\": %s, "
                                "\"samples_trained\": %llu, \"prequential_dev\": [",
-                        (long long)step, T, r.top1, r.top5, r.loss, (unsigned long long)out->samples_trained);
+                        (long long)step, T, r.top1, r.top5, tl, (unsigned long long)out->samples_trained);
                 for (int j = 0; j < n; j++) {
                     double c = 0, sn = 0;
                     for (int w = 0; w < SD_PREQ_WINDOW; w++) {
@@ -493,6 +562,14 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 last_top1 = r.top1;
             }
             CHECK(sd_comm_broadcast(comm, acc, sizeof acc, 0));
+            const double we1 = sd_clock_now();
+            if (real) {
+                trace_phase(in, rank, SD_TRACE_EVALUATION, we0 - wall0, we1 - we0);
+            } else if (rank == 0) { /* the virtual clock does not charge evaluation: its own track, wall seconds */
+                sd_trace_arg ea[2] = {{"top1", acc[0]}, {"wall_s", we1 - we0}};
+                (void)sd_trace_complete_args(in->trace, in->trace_pid, n, sd_trace_phase_name(SD_TRACE_EVALUATION), "eval",
+                                             T, we1 - we0, ea, 2);
+            }
             out->final_accuracy = acc[0];
             if (acc[0] > out->best_accuracy) out->best_accuracy = acc[0];
             if (acc[0] >= e->target_accuracy && out->time_to_target_s < 0) {

@@ -16,6 +16,7 @@
 
 #include "../comm/comm.h"
 #include "experiment.h"
+#include "trace.h"
 #include "stream/dataset.h"
 #include "stream/partition.h"
 
@@ -51,6 +52,8 @@ typedef struct sd_dist_inputs {
     const char *run_dir;       /* where rank 0 writes metrics.jsonl and eval.jsonl */
     int threads_per_device;    /* CPU kernel threads of each device */
     bool quiet;                /* no progress line */
+    sd_trace *trace;           /* timeline (engine/trace.h), shared by the device threads; NULL: off */
+    int trace_pid;             /* this run's process in the trace (run index + 1) */
 } sd_dist_inputs;
 
 /* The device loop of rank comm->rank; returns when the run ends. Every rank must call it. */

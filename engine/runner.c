@@ -12,6 +12,8 @@
 
 #include "../comm/comm_local.h"
 #include "distributed.h"
+#include "report.h"
+#include "trace.h"
 
 static sd_status mkdirs(const char *path) {
     char buf[1024];
@@ -175,6 +177,7 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
     int nruns = e->n_modes * e->n_seeds;
     sd_run_summary *runs = calloc((size_t)nruns, sizeof *runs);
     sd_status st = SD_OK;
+    sd_trace *trace = NULL;
 #define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
     if (!runs) { st = SD_FAIL(SD_ERR_OOM, "run summaries"); goto done; }
     const char *root = e->data_root[0] ? e->data_root : NULL;
@@ -196,6 +199,15 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
         char path[1024];
         snprintf(path, sizeof path, "%s/config.json", e->out_dir);
         CHECK(sd_experiment_write_json(e, path));
+    }
+    if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm)); /* out_dir exists before any rank opens its trace */
+    {
+        char path[1024]; /* one trace per process: the local backend's device threads share one */
+        if (mpi_comm) snprintf(path, sizeof path, "%s/trace-rank%d.json", e->out_dir, rank);
+        else snprintf(path, sizeof path, "%s/trace.json", e->out_dir);
+        CHECK(sd_trace_open(path, &trace));
+        (void)sd_trace_info(trace, "clock", e->clock == SD_EXP_CLOCK_REAL ? "real" : "virtual");
+        (void)sd_trace_info(trace, "experiment", e->name);
     }
     int n = e->devices.count;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -224,7 +236,12 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
             if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
             sd_dist_inputs in = {.e = e, .mode = e->modes[mi], .seed = seed, .train = &train, .test = &test,
                                  .part = &part, .run_dir = dir, .threads_per_device = per_device,
-                                 .quiet = rank != 0 || !isatty(STDERR_FILENO)};
+                                 .quiet = rank != 0 || !isatty(STDERR_FILENO), .trace = trace, .trace_pid = k + 1};
+            {
+                char pname[64];
+                snprintf(pname, sizeof pname, "%s seed %llu", mode_name(e->modes[mi]), (unsigned long long)seed);
+                (void)sd_trace_meta(trace, k + 1, -1, pname);
+            }
             if (rank == 0 && table) {
                 fprintf(table, "run %s seed %llu: %d devices, %d kernel thread(s) each\n", mode_name(e->modes[mi]),
                         (unsigned long long)seed, n, per_device);
@@ -234,6 +251,8 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
             else CHECK(run_local(&in, &runs[k]));
         }
     }
+    if (sd_trace_close(trace) != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
+    trace = NULL;
     /* speedups: each seed's scadles time against the same seed's ddp time */
     for (int i = 0; i < nruns; i++) {
         for (int j = 0; j < nruns; j++)
@@ -247,11 +266,15 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
         write_summary(e, runs, nruns, path);
         if (table) print_table(runs, nruns, e->target_accuracy, table);
         write_plot(e, runs, nruns);
+        if (sd_report_generate(e->out_dir) != SD_OK) fprintf(stderr, "note: report: %s\n", sd_last_error_brief());
+        else if (table) fprintf(table, "report: %s/report.html; timeline: %s/trace%s.json\n", e->out_dir, e->out_dir,
+                                mpi_comm ? "-rank*" : "");
         if (table) fprintf(table, "outputs: %s/summary.json, %s/accuracy.png, per-run metrics.jsonl and eval.jsonl\n",
                            e->out_dir, e->out_dir);
     }
 #undef CHECK
 done:
+    sd_trace_close_quietly(trace); /* a failed run still leaves a complete trace of what happened */
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
     free(runs);
     sd_partition_free(&part);

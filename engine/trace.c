@@ -20,6 +20,7 @@ struct sd_trace {
     char *buf;
     char *path;
     long long events;
+    long long refused;     /* calls refused for bad arguments */
     sd_status err;         /* first failure (sticky), reported again by sd_trace_close */
     char errmsg[512];
     int ninfo;
@@ -61,7 +62,7 @@ static void begin_event(sd_trace *t) {
 static sd_status remember(sd_trace *t, sd_status s) {
     if (s != SD_OK && t->err == SD_OK) {
         t->err = s;
-        snprintf(t->errmsg, sizeof t->errmsg, "%s", sd_last_error());
+        snprintf(t->errmsg, sizeof t->errmsg, "%s", sd_last_error_brief());
     }
     return s;
 }
@@ -71,8 +72,23 @@ static sd_status check_io(sd_trace *t) {
     return SD_OK;
 }
 
-/* Microseconds with nanosecond resolution. */
-static void put_us(FILE *f, const char *key, double seconds) { fprintf(f, "\"%s\": %.3f", key, seconds * 1e6); }
+/* A refused call (bad arguments): recorded for sd_trace_close, nothing written. */
+static sd_status refuse(sd_trace *t, sd_status s) {
+    pthread_mutex_lock(&t->mu);
+    remember(t, s);
+    t->refused++;
+    pthread_mutex_unlock(&t->mu);
+    return s;
+}
+
+/* Seconds on a nanosecond grid, written as microseconds with 3 decimals. A slice's end is rounded
+ * to the grid, not its duration, so back-to-back slices (the next starts where one ends) neither
+ * overlap nor leave a gap after rounding: viewers nest overlapping slices. */
+static long long to_ns(double seconds) { return llround(seconds * 1e9); }
+static void put_us(FILE *f, const char *key, long long ns) {
+    unsigned long long a = ns < 0 ? 0ull - (unsigned long long)ns : (unsigned long long)ns;
+    fprintf(f, "\"%s\": %s%llu.%03llu", key, ns < 0 ? "-" : "", a / 1000, a % 1000);
+}
 
 /* ---- API ------------------------------------------------------------------------------------ */
 sd_status sd_trace_open(const char *path, sd_trace **out) {
@@ -105,7 +121,7 @@ sd_status sd_trace_open(const char *path, sd_trace **out) {
 
 sd_status sd_trace_meta(sd_trace *t, int pid, int tid, const char *name) {
     if (!t) return SD_OK;
-    if (!name || pid < 0) return SD_FAIL(SD_ERR_INVALID, "trace meta: %s", name ? "pid < 0" : "NULL name");
+    if (!name || pid < 0) return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace meta: %s", name ? "pid < 0" : "NULL name"));
     pthread_mutex_lock(&t->mu);
     const char *what = tid < 0 ? "process" : "thread";
     int track = tid < 0 ? 0 : tid;
@@ -125,12 +141,15 @@ sd_status sd_trace_complete_args(sd_trace *t, int pid, int tid, const char *name
                                  double dur_s, const sd_trace_arg *args, int nargs) {
     if (!t) return SD_OK;
     if (!name || pid < 0 || tid < 0 || nargs < 0 || (nargs > 0 && !args))
-        return SD_FAIL(SD_ERR_INVALID, "trace slice '%s': NULL name, negative pid/tid or bad args", name ? name : "(null)");
-    if (!isfinite(ts_s) || !isfinite(dur_s) || dur_s < 0)
-        return SD_FAIL(SD_ERR_INVALID, "trace slice '%s': ts %g s / dur %g s must be finite and dur >= 0", name, ts_s, dur_s);
+        return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace slice '%s': NULL name, negative pid/tid or bad args",
+                                 name ? name : "(null)"));
+    if (!isfinite(ts_s) || !isfinite(dur_s) || dur_s < 0 || fabs(ts_s) + dur_s > 9e9)
+        return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace slice '%s': ts %g s / dur %g s: both finite, dur >= 0, |ts| + dur <= 9e9 s",
+                                 name, ts_s, dur_s));
     for (int i = 0; i < nargs; i++)
         if (!args[i].key || !isfinite(args[i].value))
-            return SD_FAIL(SD_ERR_INVALID, "trace slice '%s': argument %d has no key or a non-finite value", name, i);
+            return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace slice '%s': argument %d has no key or a non-finite value",
+                                     name, i));
     pthread_mutex_lock(&t->mu);
     begin_event(t);
     fprintf(t->f, "{\"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"name\": ", pid, tid);
@@ -139,10 +158,11 @@ sd_status sd_trace_complete_args(sd_trace *t, int pid, int tid, const char *name
         fputs(", \"cat\": ", t->f);
         put_str(t->f, cat);
     }
+    long long ts_ns = to_ns(ts_s), end_ns = to_ns(ts_s + dur_s);
     fputs(", ", t->f);
-    put_us(t->f, "ts", ts_s);
+    put_us(t->f, "ts", ts_ns);
     fputs(", ", t->f);
-    put_us(t->f, "dur", dur_s);
+    put_us(t->f, "dur", end_ns > ts_ns ? end_ns - ts_ns : 0);
     if (nargs > 0) {
         fputs(", \"args\": {", t->f);
         for (int i = 0; i < nargs; i++) {
@@ -164,15 +184,16 @@ sd_status sd_trace_complete(sd_trace *t, int pid, int tid, const char *name, con
 
 sd_status sd_trace_counter(sd_trace *t, int pid, const char *name, double ts_s, const char *key, double value) {
     if (!t) return SD_OK;
-    if (!name || !key || pid < 0) return SD_FAIL(SD_ERR_INVALID, "trace counter: NULL name/key or pid < 0");
-    if (!isfinite(ts_s) || !isfinite(value))
-        return SD_FAIL(SD_ERR_INVALID, "trace counter '%s': ts %g s and value %g must be finite", name, ts_s, value);
+    if (!name || !key || pid < 0) return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace counter: NULL name/key or pid < 0"));
+    if (!isfinite(ts_s) || !isfinite(value) || fabs(ts_s) > 9e9)
+        return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace counter '%s': ts %g s and value %g must be finite (|ts| <= 9e9 s)", name,
+                                 ts_s, value));
     pthread_mutex_lock(&t->mu);
     begin_event(t);
     fprintf(t->f, "{\"ph\": \"C\", \"pid\": %d, \"tid\": 0, \"name\": ", pid);
     put_str(t->f, name);
     fputs(", ", t->f);
-    put_us(t->f, "ts", ts_s);
+    put_us(t->f, "ts", to_ns(ts_s));
     fputs(", \"args\": {", t->f);
     put_str(t->f, key);
     fprintf(t->f, ": %.15g}}", value);
@@ -183,13 +204,14 @@ sd_status sd_trace_counter(sd_trace *t, int pid, const char *name, double ts_s, 
 
 sd_status sd_trace_info(sd_trace *t, const char *key, const char *value) {
     if (!t) return SD_OK;
-    if (!key || !value) return SD_FAIL(SD_ERR_INVALID, "trace info: NULL key or value");
+    if (!key || !value) return refuse(t, SD_FAIL(SD_ERR_INVALID, "trace info: NULL key or value"));
     sd_status s = SD_OK;
     pthread_mutex_lock(&t->mu);
     int i = 0;
     while (i < t->ninfo && strcmp(t->info_key[i], key) != 0) i++;
     if (i == SD_TRACE_INFO_MAX) {
-        s = SD_FAIL(SD_ERR_INVALID, "trace info: more than %d keys (dropping '%s')", SD_TRACE_INFO_MAX, key);
+        s = remember(t, SD_FAIL(SD_ERR_INVALID, "trace info: more than %d keys (dropping '%s')", SD_TRACE_INFO_MAX, key));
+        t->refused++;
     } else {
         char *v = strdup(value), *k = i < t->ninfo ? NULL : strdup(key);
         if (!v || (i == t->ninfo && !k)) {
@@ -219,7 +241,8 @@ sd_status sd_trace_flush(sd_trace *t) {
     return s;
 }
 
-sd_status sd_trace_close(sd_trace *t) {
+/* Finishes and frees t; reports failures (sets the thread's error) only when `report`. */
+static sd_status finish(sd_trace *t, bool report) {
     if (!t) return SD_OK;
     pthread_mutex_lock(&t->mu);
     fputs("\n],\n\"displayTimeUnit\": \"ms\",\n\"otherData\": {\"generator\": \"scadles\"", t->f);
@@ -237,9 +260,16 @@ sd_status sd_trace_close(sd_trace *t) {
     pthread_mutex_unlock(&t->mu);
     pthread_mutex_destroy(&t->mu);
     sd_status s = SD_OK;
-    if (t->err != SD_OK) s = SD_FAIL(t->err, "%s", t->errmsg);
-    else if (write_failed || close_failed)
-        s = SD_FAIL(SD_ERR_IO, "trace %s: writing the file failed: %s", t->path, saved ? strerror(saved) : "unknown error");
+    if (report) {
+        if (t->err != SD_OK && t->refused > 0)
+            s = SD_FAIL(t->err, "trace %s: %lld call(s) refused (not written; the file is complete); the first: %s",
+                        t->path, t->refused, t->errmsg);
+        else if (t->err != SD_OK)
+            s = SD_FAIL(t->err, "%s", t->errmsg);
+        else if (write_failed || close_failed)
+            s = SD_FAIL(SD_ERR_IO, "trace %s: writing the file failed: %s", t->path,
+                        saved ? strerror(saved) : "unknown error");
+    }
     for (int i = 0; i < t->ninfo; i++) {
         free(t->info_key[i]);
         free(t->info_val[i]);
@@ -249,3 +279,7 @@ sd_status sd_trace_close(sd_trace *t) {
     free(t);
     return s;
 }
+
+sd_status sd_trace_close(sd_trace *t) { return finish(t, true); }
+
+void sd_trace_close_quietly(sd_trace *t) { (void)finish(t, false); }

@@ -50,7 +50,9 @@ sd_status sd_trace_meta(sd_trace *t, int pid, int tid, const char *name);
 
 /* A complete slice ("ph":"X") on track (pid = run, tid = device) from ts_s to ts_s + dur_s
  * seconds. name is the phase (sd_trace_phase_name), cat a category ("step", "eval"; NULL: none).
- * ts_s and dur_s must be finite, dur_s >= 0. */
+ * ts_s and dur_s must be finite, dur_s >= 0, |ts_s| + dur_s <= 9e9. Times are written on a
+ * nanosecond grid and the end (not the duration) is rounded, so a slice starting at exactly
+ * ts_s + dur_s of the previous one on the same track abuts it in the file too (no overlap). */
 sd_status sd_trace_complete(sd_trace *t, int pid, int tid, const char *name, const char *cat, double ts_s, double dur_s);
 /* The same with numeric arguments (batch size, samples, measured wall seconds, ...). */
 sd_status sd_trace_complete_args(sd_trace *t, int pid, int tid, const char *name, const char *cat, double ts_s,
@@ -72,5 +74,8 @@ sd_status sd_trace_flush(sd_trace *t);
 /* Writes the closing bracket and otherData, closes the file and frees t (NULL: no-op). Returns
  * the first failure of any earlier call on t, else the close's own result. */
 sd_status sd_trace_close(sd_trace *t);
+/* The same close (the file is complete JSON, t is freed) for cleanup paths that are already
+ * returning another failure: reports nothing and leaves the thread's error message alone. */
+void sd_trace_close_quietly(sd_trace *t);
 
 #endif
