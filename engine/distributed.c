@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "../comm/comm_local.h"
+#include "../comm/compress.h"
 #include "models.h"
 #include "optim.h"
 #include "profile.h"
@@ -107,6 +108,7 @@ typedef struct device {
     sd_sink sink;
     sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay */
     sd_inject_pool *pool;
+    sd_compressor *compressor; /* Top-k + error feedback (compression.policy != off) */
     sd_rng inject_rng;
     float *hx, *dx;
     int32_t *hy, *dy;
@@ -128,6 +130,7 @@ static void device_free(device *d) {
     sd_replay_destroy(d->replay);
     sd_ring_destroy(d->ring);
     sd_inject_pool_destroy(d->pool);
+    sd_compressor_destroy(d->compressor);
     if (d->be.ops) sd_backend_destroy(&d->be);
 }
 
@@ -192,6 +195,11 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * img * sizeof(float), (void **)&d->dx));
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * sizeof(int32_t), (void **)&d->dy));
     TRY(sd_net_reserve(d->net, d->max_batch));
+    if (e->compression.policy != SD_EXP_COMPRESS_OFF) {
+        sd_compress_config cc;
+        sd_compress_config_from_experiment(e, &cc);
+        TRY(sd_compressor_create_net(&cc, d->net, in->threads_per_device, &d->compressor));
+    }
     return SD_OK;
 }
 
@@ -400,7 +408,17 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             CHECK(d.be.ops->zero(d.be.ctx, sd_net_grads(d.net), np * sizeof(float)));
         }
         double tc1 = sd_clock_now();
-        CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
+        sd_compress_step cs;
+        memset(&cs, 0, sizeof cs);
+        uint64_t wire_before = sd_comm_wire_bytes(comm);
+        if (d.compressor) {
+            /* Top-k + error feedback, switched by the policy; the sum of what every rank sent */
+            CHECK(sd_compress_exchange(d.compressor, comm, sd_net_grads(d.net), &cs));
+            step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);
+        } else {
+            CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
+        }
+        uint64_t step_bytes = sd_comm_wire_bytes(comm) - wire_before;
         double tc2 = sd_clock_now();
         if (real) { /* measured on this rank instead of modelled */
             compute = tc1 - tc0;
@@ -444,7 +462,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         else out->skipped_steps++;
         const double wo1 = sd_clock_now();
         step++;
-        double T_end = real ? sd_clock_now() - wall0 : T_cut + compute + comm_time;
+        double T_end = real ? sd_clock_now() - wall0 : T_cut + compute + step_comm;
         if (real) { /* measured: agree on the latest clock reading */
             double tt[1] = {T_end};
             CHECK(sd_comm_broadcast(comm, tt, sizeof tt, 0));
@@ -469,7 +487,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 trace_phase(in, rank, SD_TRACE_FORWARD, t0, w_fwd * k);
                 t0 += w_fwd * k;
                 trace_phase(in, rank, SD_TRACE_BACKWARD, t0, w_bwd * k);
-                trace_phase(in, rank, SD_TRACE_COMMUNICATION, T_cut + compute - opt, comm_time);
+                trace_phase(in, rank, SD_TRACE_COMMUNICATION, T_cut + compute - opt, step_comm);
                 trace_phase(in, rank, SD_TRACE_OPTIMIZER, T_end - opt, opt);
             }
             if (rank == 0) { /* counters belong to the run; rank 0 holds every device's record */
@@ -486,7 +504,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 (void)sd_trace_counter(in->trace, in->trace_pid, "buffer total", T_end, "samples", (double)tot);
                 (void)sd_trace_counter(in->trace, in->trace_pid, "bytes sent (device 0)", T_end, "bytes",
                                        (double)(sd_comm_wire_bytes(comm) - wire0));
-                (void)sd_trace_counter(in->trace, in->trace_pid, "compression", T_cut, "on", 0); /* the step's flag */
+                (void)sd_trace_counter(in->trace, in->trace_pid, "compression", T_cut, "on", cs.compressed ? 1 : 0);
             }
         }
         T = T_end;
@@ -504,9 +522,11 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             json_num(lossbuf, sizeof lossbuf, wl[0]);
             fprintf(metrics, "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
                              "\"global_batch\": %lld, \"loss\": %s, \"lr\": %.6g, \"dropped\": %llu, "
-                             "\"bytes\": %llu, \"compression\": false, \"batches\": [",
+                             "\"bytes\": %llu, \"step_bytes\": %llu, \"compression\": %s, \"ratio\": %.6g, "
+                             "\"votes\": %d, \"batches\": [",
                     (long long)step, T, wait, compute, step_comm, (long long)B, lossbuf, (double)d.opt.last_lr,
-                    (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0));
+                    (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0),
+                    (unsigned long long)step_bytes, cs.compressed ? "true" : "false", cs.ratio, cs.votes);
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
             fprintf(metrics, "], \"buffer\": [");
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].buffered);

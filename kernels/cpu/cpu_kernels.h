@@ -88,4 +88,19 @@ sd_status sd_cpu_dropout_bwd(sd_kctx *k, const sd_dropout_params *p, const float
 /* optimizer.c */
 sd_status sd_cpu_sgd_update(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
 
+/* topk.c: Top-k by magnitude (gradient compression). Writes the kk entries of x[0..n) with the
+ * largest |x| to idx_out/val_out (kk each; val_out[j] = x[idx_out[j]], sign kept), in ASCENDING
+ * INDEX order. Exactly kk entries, deterministic and independent of the thread count:
+ *  - order by magnitude; ties (equal |x|) are broken by the lowest index;
+ *  - -0.0 and +0.0 have magnitude 0 and tie; +-inf rank above every finite value;
+ *  - NaN (any sign or payload) ranks ABOVE +-inf, so NaNs are selected first (they surface in the
+ *    aggregated gradient instead of hiding in an error-feedback residual); NaNs tie by index.
+ * Selects without sorting (a sampled or histogram threshold, one streaming pass, a radix select
+ * among the candidates; see topk.c); threads from k->threads (n >= 131072), scratch from
+ * sd_cpu_scratch (n < 131072: 8 bytes per entry; above: about 12 bytes per selected entry plus
+ * 128 KiB per thread). kk = 0 does nothing (pointers may be NULL); kk > n is SD_ERR_INVALID;
+ * n >= 2^32 is SD_ERR_UNSUPPORTED (indices are 32-bit). Never call it from inside an OpenMP
+ * parallel region. */
+sd_status sd_cpu_topk(sd_kctx *k, const float *x, size_t n, size_t kk, uint32_t *idx_out, float *val_out);
+
 #endif
