@@ -2,7 +2,8 @@
 # test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing,
 # builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
 # present), runs the ctest suite, then builds and runs it again under ASan + UBSan, and the
-# threaded tests (ring buffer, ingest thread, local collectives) under ThreadSanitizer.
+# threaded tests (ring buffer, ingest thread, local collectives) under ThreadSanitizer, and
+# fuzzes each input decoder for 20 s with libFuzzer (clang; docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -24,3 +25,6 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_TSAN=ON -DSCADLES_EN
 cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_trace
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_trace)$')
+
+echo "== Fuzzing (libFuzzer, clang, ASan + UBSan): 20 s per target"
+scripts/fuzz.sh 20
