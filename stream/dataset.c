@@ -86,11 +86,11 @@ static const char *idx_note(gzFile f) {
 }
 
 /* Reads exactly `want` payload bytes after a header of `header` bytes and checks that nothing
- * follows. The buffer grows with the data, so a header that lies about its size costs no more
- * memory than the file holds. `what` describes the payload for messages. */
+ * follows. The buffer starts at 64 KiB and doubles as data arrives, so a header that lies about
+ * its size costs at most about twice what the file holds. `what` describes the payload. */
 static sd_status idx_payload(gzFile f, const char *path, const char *what, int header, size_t want,
                              uint8_t **out) {
-    size_t cap = want < ((size_t)16 << 20) ? want : ((size_t)16 << 20);
+    size_t cap = want < ((size_t)64 << 10) ? want : ((size_t)64 << 10);
     uint8_t *buf = malloc(cap ? cap : 1);
     if (!buf) return SD_FAIL(SD_ERR_OOM, "cannot allocate %zu bytes for '%s'", cap, path);
     size_t got = 0;
