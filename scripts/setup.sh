@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libopenmpi-dev openmpi-bin
       librdkafka-dev libmosquitto-dev mosquitto dataset-fashion-mnist gnuplot-nox python3-torch
-      clang libclang-rt-dev libomp-dev)
+      clang libclang-rt-dev libomp-dev openssl)
 
 missing=()
 for p in "${pkgs[@]}"; do

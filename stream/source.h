@@ -1,5 +1,5 @@
-/* source.h: the interface every stream source fills (replay now; Kafka and MQTT later): a table of
- * function pointers plus a context, as the backends are. A source hands out encoded messages
+/* source.h: the interface every stream source fills (replay; Kafka, stream/kafka.h; MQTT,
+ * stream/mqtt.h): a table of function pointers plus a context, as the backends are. A source hands out encoded messages
  * (docs/stream-format.md); the ingest thread (stream/ingest.h) decodes, validates and stores them,
  * so every source goes through the same checks. */
 #ifndef SD_STREAM_SOURCE_H
