@@ -36,6 +36,24 @@ void sd_test_data_path(const char *name, char *out, size_t size) {
     else snprintf(out, size, "tests/data/%s", name);
 }
 
+char *sd_test_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        b = malloc((size_t)n + 1);
+        if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+            free(b);
+            b = NULL;
+        }
+        if (b) b[n] = '\0';
+    }
+    fclose(f);
+    if (b && len) *len = (size_t)n;
+    return b;
+}
+
 uint64_t sd_test_next(sd_test_rng *r) {
     uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

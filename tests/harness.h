@@ -45,6 +45,10 @@ int sd_test_skip(const char *name, const char *why);
  * $SD_SOURCE_DIR/tests/data/name, else tests/data/name relative to the working directory. */
 void sd_test_data_path(const char *name, char *out, size_t size);
 
+/* The whole file as a NUL-terminated string (malloc'd; the caller frees it), its length in *len
+ * when len is not NULL; NULL when it cannot be read. */
+char *sd_test_slurp(const char *path, size_t *len);
+
 /* ---- numerics ---- */
 /* Deterministic generator for test data (splitmix64). */
 typedef struct sd_test_rng { uint64_t s; } sd_test_rng;

@@ -12,20 +12,6 @@
 #include "engine/experiment.h"
 #include "harness.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 /* A small, fast experiment: 4 devices, a few virtual seconds, 500 test images. */
 static void small_with(sd_experiment *e, const char *out, const char *mode, const char *const *extra, int nextra) {
     sd_experiment_defaults(e);
@@ -67,7 +53,7 @@ int main(void) {
         size_t la = 0, lb = 0;
         snprintf(p1, sizeof p1, "%s/%s", a, files[i]);
         snprintf(p2, sizeof p2, "%s/%s", b, files[i]);
-        char *x = slurp(p1, &la), *y = slurp(p2, &lb);
+        char *x = sd_test_slurp(p1, &la), *y = sd_test_slurp(p2, &lb);
         EXPECT(x && y && la > 0 && la == lb && !memcmp(x, y, la), "%s differs between two identical runs", files[i]);
         free(x);
         free(y);
@@ -75,7 +61,7 @@ int main(void) {
     /* the scadles run: global batch = what arrived in each 1 s window (rates sum to 107/s) */
     size_t len = 0;
     snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
-    char *m = slurp(p1, &len);
+    char *m = sd_test_slurp(p1, &len);
     int gb = -1;
     if (m) {
         char *s = strstr(m, "\"global_batch\": ");
@@ -84,7 +70,7 @@ int main(void) {
     EXPECT(gb >= 100 && gb <= 110, "scadles first global batch %d, want the ~107 samples of one window", gb);
     free(m);
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     EXPECT(m && strstr(m, "\"mode\": \"ddp\"") && strstr(m, "\"mode\": \"scadles\"") && strstr(m, "\"bytes_sent\""),
            "summary.json lists both runs");
     free(m);
@@ -95,7 +81,7 @@ int main(void) {
     small_with(e, a, "scadles", stall, 2);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     EXPECT(m && strstr(m, "\"batches\": [40, 25, 0, 30]"), "scadles trains with device 2 at weight 0: %.200s", m ? m : "");
     free(m);
     small_with(e, a, "ddp", stall, 2);
@@ -110,7 +96,7 @@ int main(void) {
     sd_comm *none = NULL;
     EXPECT_OK(sd_experiment_run(e, none, quiet));
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     char *pk = m ? strstr(m, "\"peak_buffer\": ") : NULL;
     int peak = pk ? atoi(pk + 15) : -1;
     /* the fastest stream (40/s) brings 40 per 1 s window, plus one for a boundary arrival */
@@ -125,7 +111,7 @@ int main(void) {
     small_with(e, a, "scadles", realc, 4);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     char *tr = m ? strstr(m, "\"samples_trained\": ") : NULL;
     long trained = tr ? atol(tr + 19) : -1;
     EXPECT(trained >= 107 && trained <= 107 * 4, "real clock: %ld samples trained in 3 s at 107 samples/s", trained);
@@ -149,7 +135,7 @@ int main(void) {
     small_with(e, a, "scadles", nan_skip, 3);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     char *sk = m ? strstr(m, "\"skipped_steps\": ") : NULL;
     EXPECT(sk && atoi(sk + 17) > 0, "skipped steps counted: %.40s", sk ? sk : "(none)");
     free(m);
@@ -161,7 +147,7 @@ int main(void) {
     small_with(e, a, "scadles", bnavg, 4);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     EXPECT(m && strstr(m, "\"bn_identical\": true"), "bn average: identical statistics on every device");
     free(m);
     const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local"};
@@ -169,7 +155,7 @@ int main(void) {
     small_with(e, a, "scadles", bnloc, 5);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = slurp(p1, &len);
+    m = sd_test_slurp(p1, &len);
     EXPECT(m && strstr(m, "\"bn_identical\": false"), "bn local: each device keeps its own statistics");
     free(m);
 

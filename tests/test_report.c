@@ -34,26 +34,10 @@ static void write_file(const char *dir, const char *name, const char *text) {
     fclose(f);
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static char *slurp2(const char *dir, const char *name) {
     char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    return slurp(p);
+    return sd_test_slurp(p, NULL);
 }
 
 /* data rows: lines that are neither blank nor comments */
@@ -155,7 +139,7 @@ static void test_report(const char *root, bool have_gnuplot) {
     sd_report_options o = {.notes = notes};
     EXPECT_OK(sd_report_generate_ex(root, &o));
     fclose(notes);
-    char *ns = slurp(notes_path);
+    char *ns = sd_test_slurp(notes_path, NULL);
     EXPECT(ns && strstr(ns, "scadles-seed1/metrics.jsonl: line 31 is incomplete"), "the truncated line is noted: %s",
            ns ? ns : "(none)");
     free(ns);

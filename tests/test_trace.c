@@ -48,24 +48,8 @@ static void *device(void *arg) {
     return NULL;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 static cJSON *parse_file(const char *path) {
-    char *text = slurp(path);
+    char *text = sd_test_slurp(path, NULL);
     if (!text) return NULL;
     cJSON *j = cJSON_Parse(text);
     free(text);

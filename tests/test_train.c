@@ -12,23 +12,9 @@
 #include "engine/train.h"
 #include "harness.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static int same_file(const char *a, const char *b) {
     size_t la = 0, lb = 0;
-    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    char *x = sd_test_slurp(a, &la), *y = sd_test_slurp(b, &lb);
     int same = x && y && la == lb && memcmp(x, y, la) == 0;
     free(x);
     free(y);
@@ -109,7 +95,7 @@ int main(void) {
     }
     size_t len = 0;
     snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
-    char *m = slurp(pa, &len);
+    char *m = sd_test_slurp(pa, &len);
     int lines = 0;
     for (size_t i = 0; m && i < len; i++) lines += m[i] == '\n';
     EXPECT(lines == 12, "metrics.jsonl has %d lines, want one per step (12)", lines);
