@@ -30,6 +30,9 @@
 #include "stream/replay.h"
 #include "stream/ring.h"
 #include "train.h"
+#ifdef SCADLES_HAVE_CUDA
+#include "kernels/cuda/cuda_kernels.h"
+#endif
 
 /* Share of its partition each device contributes to the injection pool, and the pool's bound per
  * class (docs/distributed.md). */
@@ -104,6 +107,7 @@ typedef struct device {
     sd_net *net;
     sd_optimizer opt;
     sd_ring *ring;
+    bool ring_pinned; /* CUDA builds: whether the ring's storage came from cudaMallocHost */
     sd_replay *replay;
     sd_sink sink;
     sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay */
@@ -134,6 +138,16 @@ static void device_free(device *d) {
     if (d->be.ops) sd_backend_destroy(&d->be);
 }
 
+#ifdef SCADLES_HAVE_CUDA
+/* With CUDA the ring's storage is pinned host memory (cudaMallocHost), so batches copy to the
+ * GPU by DMA; without a GPU sd_cuda_host_alloc falls back to aligned pageable memory, logged. */
+static void *ring_pinned_alloc(size_t bytes, void *ctx) {
+    void *p = NULL;
+    return sd_cuda_host_alloc(bytes, &p, (bool *)ctx) == SD_OK ? p : NULL;
+}
+static void ring_pinned_free(void *p, void *ctx) { sd_cuda_host_free(p, *(bool *)ctx); }
+#endif
+
 static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device *d) {
     const sd_experiment *e = in->e;
     const sd_dataset *tr = in->train;
@@ -154,6 +168,11 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
                          .policy = ring_policy(e->buffer.policy),
                          .when_full = e->buffer.full == SD_EXP_FULL_BACKPRESSURE ? SD_RING_FULL_BLOCK : SD_RING_FULL_DROP_NEWEST,
                          .block_timeout_s = 0};
+#ifdef SCADLES_HAVE_CUDA
+    sd_ring_allocator pinned = {.alloc = ring_pinned_alloc, .free = ring_pinned_free, .ctx = &d->ring_pinned,
+                                .name = "cudaMallocHost"};
+    rc.allocator = &pinned; /* copied by sd_ring_create; ctx must outlive the ring (it is in *d) */
+#endif
     TRY(sd_ring_create(&rc, &d->ring));
     sd_replay_config pc = {.data = tr, .indices = in->part->index[rank], .n_indices = in->part->count[rank],
                            .rate = sd_rate_fixed(e->devices.dev[rank].rate,

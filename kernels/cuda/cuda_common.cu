@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include "cuda_common.cuh"
 
 /* ---- error descriptions ------------------------------------------------------------------------ */
@@ -116,8 +118,10 @@ sd_status sd_cuda_host_alloc(size_t bytes, void **ptr, bool *pinned) {
         return SD_OK;
     }
     (void)cudaGetLastError(); /* not sticky; clear it so later checks do not see it */
-    fprintf(stderr, "scadles: cudaMallocHost(%zu bytes) failed (%s: %s); using pageable memory (slower copies)\n",
-            bytes, cudaGetErrorName(e), cudaGetErrorString(e));
+    static std::atomic_flag noted = ATOMIC_FLAG_INIT; /* log the fallback once per process */
+    if (!noted.test_and_set())
+        fprintf(stderr, "scadles: cudaMallocHost(%zu bytes) failed (%s: %s); using pageable memory (slower copies)\n",
+                bytes, cudaGetErrorName(e), cudaGetErrorString(e));
     const size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded < bytes) return SD_FAIL(SD_ERR_OOM, "cuda host alloc: %zu bytes overflows", bytes);
     p = aligned_alloc(64, rounded);
