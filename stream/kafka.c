@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stream/loglimit.h"
 #include "stream/message.h"
 #include "stream/rate.h"
 
@@ -88,23 +89,9 @@ static int ms_of(double s) {
     return (int)(s * 1000 + 0.5);
 }
 
-/* A log line limit shared by everything one handle prints: 10 lines per 10 s, then a count. */
-typedef struct loglim {
-    pthread_mutex_t mu;
-    double t0;
-    unsigned n;
-    uint64_t suppressed;
-    bool hold;      /* connecting at start: remember problems, print nothing (the failure says it) */
-    char last[512]; /* the last warning or error, for the messages of failures */
-} loglim;
+/* Everything one handle prints goes through one rate limit (stream/loglimit.h). */
+typedef sd_loglimit loglim;
 
-static void loglim_init(loglim *l) {
-    memset(l, 0, sizeof *l);
-    pthread_mutex_init(&l->mu, NULL);
-    l->t0 = -1e9;
-}
-
-/* Remembers `line` as the last problem; prints it unless quiet or over the limit. */
 static void note(loglim *l, bool quiet, bool remember, const char *who, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static void note(loglim *l, bool quiet, bool remember, const char *who, const char *fmt, ...) {
@@ -113,38 +100,7 @@ static void note(loglim *l, bool quiet, bool remember, const char *who, const ch
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&l->mu);
-    if (remember) snprintf(l->last, sizeof l->last, "%s", line);
-    if (!quiet && !l->hold) {
-        double now = sd_clock_now();
-        if (now - l->t0 >= 10.0) {
-            if (l->suppressed)
-                fprintf(stderr, "scadles: %s: %llu similar lines suppressed in the last 10 s\n", who,
-                        (unsigned long long)l->suppressed);
-            l->t0 = now;
-            l->n = 0;
-            l->suppressed = 0;
-        }
-        if (l->n < 10) {
-            l->n++;
-            fprintf(stderr, "scadles: %s: %s\n", who, line);
-        } else {
-            l->suppressed++;
-        }
-    }
-    pthread_mutex_unlock(&l->mu);
-}
-
-static void loglim_hold(loglim *l, bool hold) {
-    pthread_mutex_lock(&l->mu);
-    l->hold = hold;
-    pthread_mutex_unlock(&l->mu);
-}
-
-static void last_problem(loglim *l, char *out, size_t cap) {
-    pthread_mutex_lock(&l->mu);
-    snprintf(out, cap, "%s", l->last[0] ? l->last : "no answer");
-    pthread_mutex_unlock(&l->mu);
+    sd_loglimit_note(l, quiet, remember, who, line);
 }
 
 /* Sets every property on conf; SD_ERR_INVALID with librdkafka's reason for a bad one. */
@@ -664,14 +620,14 @@ static sd_status k_start(void *ctx) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, k->topic, NULL);
     bool missing = false;
     int nparts = 0;
-    loglim_hold(&k->ll, true);
+    sd_loglimit_hold(&k->ll, true);
     rd_kafka_resp_err_t me = wait_metadata(rk, rkt, k->by_partition ? k->partition : -1, k->conn.connect_timeout_s,
                                            true, &missing, &nparts);
-    loglim_hold(&k->ll, false);
+    sd_loglimit_hold(&k->ll, false);
     if (rkt) rd_kafka_topic_destroy(rkt);
     if (me && !(missing && k->allow_missing_topic)) {
         char why[512];
-        last_problem(&k->ll, why, sizeof why);
+        sd_loglimit_last(&k->ll, why, sizeof why, "no answer");
         if (missing && k->by_partition && nparts > 0)
             s = SD_FAIL(SD_ERR_IO,
                         "%s: topic %s on %s has %d partitions, not partition %d: create it with more partitions or pick "
@@ -928,7 +884,7 @@ sd_status sd_kafka_create(const sd_kafka_config *c, sd_kafka **out) {
     }
     sd_kafka *k = calloc(1, sizeof *k);
     if (!k) return SD_FAIL(SD_ERR_OOM, "out of memory for a Kafka source");
-    loglim_init(&k->ll);
+    sd_loglimit_init(&k->ll);
     pthread_mutex_init(&k->mu, NULL);
     sd_status s = conn_copy_from(&k->conn, &c->conn);
     if (s != SD_OK) {
@@ -983,7 +939,7 @@ void sd_kafka_destroy(sd_kafka *k) {
     free(k->q);
     free(k->parts);
     pthread_mutex_destroy(&k->mu);
-    pthread_mutex_destroy(&k->ll.mu);
+    sd_loglimit_destroy(&k->ll);
     free(k);
 }
 
@@ -1084,7 +1040,7 @@ sd_status sd_kafka_pub_create(const sd_kafka_conn *conn, sd_kafka_pub **out) {
     TRY(conn_check(conn));
     sd_kafka_pub *p = calloc(1, sizeof *p);
     if (!p) return SD_FAIL(SD_ERR_OOM, "out of memory for a Kafka publisher");
-    loglim_init(&p->ll);
+    sd_loglimit_init(&p->ll);
     sd_status s = conn_copy_from(&p->conn, conn);
     if (s != SD_OK) {
         free(p);
@@ -1108,12 +1064,12 @@ sd_status sd_kafka_pub_create(const sd_kafka_conn *conn, sd_kafka_pub **out) {
         return SD_FAIL(SD_ERR_RUNTIME, "could not create a Kafka producer: %s", err);
     }
     bool missing = false;
-    loglim_hold(&p->ll, true);
+    sd_loglimit_hold(&p->ll, true);
     rd_kafka_resp_err_t me = wait_metadata(p->rk, NULL, -1, p->conn.connect_timeout_s, true, &missing, NULL);
-    loglim_hold(&p->ll, false);
+    sd_loglimit_hold(&p->ll, false);
     if (me) {
         char why[512];
-        last_problem(&p->ll, why, sizeof why);
+        sd_loglimit_last(&p->ll, why, sizeof why, "no answer");
         s = SD_FAIL(SD_ERR_IO,
                     "Kafka brokers at %s unreachable after %.1f s (%s; last: %s): start the brokers or fix the address "
                     "(--bootstrap host:port), and check the security settings (security.protocol, ssl.*, sasl.*)",
@@ -1193,7 +1149,7 @@ sd_status sd_kafka_pub_send(sd_kafka_pub *p, const char *topic, int32_t partitio
         }
         if (sd_clock_now() > deadline) {
             char why[512];
-            last_problem(&p->ll, why, sizeof why);
+            sd_loglimit_last(&p->ll, why, sizeof why, "no answer");
             return SD_FAIL(SD_ERR_IO, "%s: the send queue stayed full for 10 s: the brokers are not taking records (%s)",
                            p->name, why);
         }
@@ -1214,7 +1170,7 @@ sd_status sd_kafka_pub_flush(sd_kafka_pub *p, double timeout_s) {
     int left = rd_kafka_outq_len(p->rk);
     uint64_t failed = atomic_load(&p->failed);
     char why[512];
-    last_problem(&p->ll, why, sizeof why);
+    sd_loglimit_last(&p->ll, why, sizeof why, "no answer");
     if (left > 0)
         return SD_FAIL(SD_ERR_IO, "%s: %d records still undelivered after %.1f s (last problem: %s)", p->name, left,
                        timeout_s, why);
@@ -1231,9 +1187,7 @@ void sd_kafka_pub_get_stats(sd_kafka_pub *p, sd_kafka_pub_stats *out) {
     out->delivered = atomic_load(&p->delivered);
     out->failed = atomic_load(&p->failed);
     out->queue_full_waits = atomic_load(&p->waits);
-    pthread_mutex_lock(&p->ll.mu);
-    snprintf(out->last_error, sizeof out->last_error, "%.255s", p->ll.last);
-    pthread_mutex_unlock(&p->ll.mu);
+    sd_loglimit_last(&p->ll, out->last_error, sizeof out->last_error, "");
 }
 
 void sd_kafka_pub_destroy(sd_kafka_pub *p) {
@@ -1243,7 +1197,7 @@ void sd_kafka_pub_destroy(sd_kafka_pub *p) {
         rd_kafka_destroy(p->rk);
     }
     conn_free(&p->conn);
-    pthread_mutex_destroy(&p->ll.mu);
+    sd_loglimit_destroy(&p->ll);
     free(p);
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stream/loglimit.h"
 #include "stream/message.h"
 #include "stream/rate.h"
 
@@ -98,12 +99,7 @@ static void cond_init_mono(pthread_cond_t *c) {
 }
 
 /* A log line limit: 10 lines per 10 s per client, then a count. */
-typedef struct loglim {
-    pthread_mutex_t mu;
-    double t0;
-    unsigned n;
-    uint64_t suppressed;
-} loglim;
+typedef sd_loglimit loglim; /* everything one client prints shares one rate limit */
 
 static void note(loglim *l, bool quiet, const char *who, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void note(loglim *l, bool quiet, const char *who, const char *fmt, ...) {
@@ -113,23 +109,7 @@ static void note(loglim *l, bool quiet, const char *who, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&l->mu);
-    double now = sd_clock_now();
-    if (now - l->t0 >= 10.0) {
-        if (l->suppressed)
-            fprintf(stderr, "scadles: %s: %llu similar lines suppressed in the last 10 s\n", who,
-                    (unsigned long long)l->suppressed);
-        l->t0 = now;
-        l->n = 0;
-        l->suppressed = 0;
-    }
-    if (l->n < 10) {
-        l->n++;
-        fprintf(stderr, "scadles: %s: %s\n", who, line);
-    } else {
-        l->suppressed++;
-    }
-    pthread_mutex_unlock(&l->mu);
+    sd_loglimit_note(l, false, false, who, line);
 }
 
 /* ================================================================================================
@@ -167,8 +147,7 @@ static sd_status client_init(client *c, const sd_mqtt_conn *k, const char *role,
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->mu, NULL);
     cond_init_mono(&c->cv);
-    pthread_mutex_init(&c->ll.mu, NULL);
-    c->ll.t0 = -1e9;
+    sd_loglimit_init(&c->ll);
     c->granted = -1;
     bool tls = (k->cafile && k->cafile[0]) || (k->capath && k->capath[0]);
     c->host = dup_str(k->host && k->host[0] ? k->host : "localhost");
@@ -215,7 +194,7 @@ static void client_free(client *c) {
     free(c->tls_version);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
-    pthread_mutex_destroy(&c->ll.mu);
+    sd_loglimit_destroy(&c->ll);
 }
 
 static sd_status conn_check(const sd_mqtt_conn *k, const char *what) {

@@ -1,0 +1,50 @@
+/* loglimit.c: the rate-limited log of the broker sources (see loglimit.h). */
+#include "loglimit.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "stream/rate.h"
+
+void sd_loglimit_init(sd_loglimit *l) {
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->mu, NULL);
+    l->t0 = -1e9;
+}
+
+void sd_loglimit_destroy(sd_loglimit *l) { pthread_mutex_destroy(&l->mu); }
+
+void sd_loglimit_note(sd_loglimit *l, bool quiet, bool remember, const char *who, const char *line) {
+    pthread_mutex_lock(&l->mu);
+    if (remember) snprintf(l->last, sizeof l->last, "%s", line);
+    if (!quiet && !l->hold) {
+        double now = sd_clock_now();
+        if (now - l->t0 >= 10.0) {
+            if (l->suppressed)
+                fprintf(stderr, "scadles: %s: %llu similar lines suppressed in the last 10 s\n", who,
+                        (unsigned long long)l->suppressed);
+            l->t0 = now;
+            l->n = 0;
+            l->suppressed = 0;
+        }
+        if (l->n < 10) {
+            l->n++;
+            fprintf(stderr, "scadles: %s: %s\n", who, line);
+        } else {
+            l->suppressed++;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sd_loglimit_hold(sd_loglimit *l, bool hold) {
+    pthread_mutex_lock(&l->mu);
+    l->hold = hold;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sd_loglimit_last(sd_loglimit *l, char *out, size_t cap, const char *none) {
+    pthread_mutex_lock(&l->mu);
+    snprintf(out, cap, "%s", l->last[0] ? l->last : none);
+    pthread_mutex_unlock(&l->mu);
+}
