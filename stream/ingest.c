@@ -19,6 +19,11 @@ sd_status sd_sink_init(sd_sink *s, sd_ring *ring, const sd_msg_expect *expect) {
     return SD_OK;
 }
 
+void sd_sink_resume(sd_sink *s, uint64_t last_seq) {
+    s->seq.any = true;
+    s->seq.last = last_seq;
+}
+
 /* The rest of a message's checks once its header passed, in sd_msg_decode's order: the checksum,
  * the experiment's checks, then the sequence number. */
 typedef struct fill_ctx {
@@ -125,6 +130,7 @@ sd_status sd_ingest_start(const sd_ingest_config *c, sd_ingest **out) {
         free(g);
         return s;
     }
+    if (c->resume) sd_sink_resume(&g->sink, c->resume_after_seq);
     sd_ring_reopen(c->ring);
     s = ops->start(c->source.ctx);
     if (s != SD_OK) {

@@ -23,6 +23,11 @@ typedef struct sd_sink {
 
 /* Checks expect (NULL: hard limits only) and sets up the sink. */
 sd_status sd_sink_init(sd_sink *s, sd_ring *ring, const sd_msg_expect *expect);
+/* Resuming a stream: the trainer already has every sample up to sequence number last_seq (e.g. from
+ * a checkpoint, or the last one it took before a restart), so messages numbered <= last_seq are
+ * dropped as duplicates (counted; a broker source treats them as done and commits past them) and a
+ * message numbered last_seq + 1 counts no gap. Call after sd_sink_init, before the first message. */
+void sd_sink_resume(sd_sink *s, uint64_t last_seq);
 /* Decodes, validates, checks the sequence number and pushes into the ring. Returns SD_DROP_NONE
  * when stored, else the reason, which is already counted in the ring's stats. */
 sd_drop_reason sd_sink_deliver(sd_sink *s, const void *msg, size_t len);
@@ -33,6 +38,8 @@ typedef struct sd_ingest_config {
     sd_ring *ring;             /* reopened at start, closed at stop */
     sd_msg_expect expect;
     double poll_s;             /* longest wait in one source poll (bounds the stop time); 0: 0.02 s */
+    bool resume;               /* true: the trainer already has every sample numbered <= resume_after_seq */
+    uint64_t resume_after_seq; /* (sd_sink_resume): a redelivery of those is dropped as a duplicate */
 } sd_ingest_config;
 
 typedef struct sd_ingest_stats {

@@ -2,10 +2,12 @@
  * docs/brokers.md). Compiled to stubs returning SD_ERR_UNSUPPORTED without SCADLES_HAVE_KAFKA. */
 #include "kafka.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "stream/loglimit.h"
 #include "stream/message.h"
@@ -107,8 +109,28 @@ static void note(loglim *l, bool quiet, bool remember, const char *who, const ch
 static sd_status conf_set(rd_kafka_conf_t *conf, const char *key, const char *val) {
     char err[512];
     if (rd_kafka_conf_set(conf, key, val, err, sizeof err) != RD_KAFKA_CONF_OK)
-        return SD_FAIL(SD_ERR_INVALID, "Kafka setting %s=%s: %s", key, val, err);
+        return SD_FAIL(SD_ERR_INVALID, "Kafka setting %s=%s: %s", key,
+                       strstr(key, "password") || strstr(key, "secret") ? "(hidden)" : val, err);
     return SD_OK;
+}
+
+/* The settings that name a file (TLS material, the Kerberos keytab): a missing or unreadable file
+ * is refused here, naming the setting and the file, rather than at the first connection. */
+static sd_status conf_check_file(const char *key, const char *val) {
+    static const char *const file_keys[] = {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+                                            "ssl.keystore.location", "ssl.crl.location", "sasl.kerberos.keytab"};
+    bool is_file = false;
+    for (size_t i = 0; i < sizeof file_keys / sizeof *file_keys; i++) is_file |= !strcmp(key, file_keys[i]);
+    if (!is_file || !val[0]) return SD_OK;
+    if (!strcmp(key, "ssl.ca.location") && !strcmp(val, "probe")) return SD_OK; /* librdkafka: the system's CAs */
+    if (access(val, R_OK) == 0) return SD_OK;
+    return SD_FAIL(SD_ERR_INVALID,
+                   "Kafka setting %s=%s: %s: give the path of a readable PEM file (%s)", key, val, strerror(errno),
+                   !strcmp(key, "ssl.ca.location")
+                       ? "the CA certificate that signed the brokers' certificates, or 'probe' for the system's CAs"
+                   : !strcmp(key, "ssl.key.location") ? "the client's private key, with ssl.key.password if encrypted"
+                   : !strcmp(key, "ssl.certificate.location") ? "the client's certificate, for brokers that require one"
+                                                              : "see docs/brokers.md");
 }
 
 static sd_status conf_set_pairs(rd_kafka_conf_t *conf, const char *const *pairs, size_t n) {
@@ -123,6 +145,7 @@ static sd_status conf_set_pairs(rd_kafka_conf_t *conf, const char *const *pairs,
         if (kl >= sizeof key) return SD_FAIL(SD_ERR_INVALID, "Kafka setting key too long in '%.40s...'", kv);
         memcpy(key, kv, kl);
         key[kl] = 0;
+        TRY(conf_check_file(key, eq + 1));
         TRY(conf_set(conf, key, eq + 1));
     }
     return SD_OK;
@@ -198,6 +221,36 @@ static sd_status conf_build(const conn_copy *c, void *opaque, const char *const 
     }
     rd_kafka_conf_set_opaque(conf, opaque);
     *out = conf;
+    return SD_OK;
+}
+
+/* librdkafka checks some settings only when a handle is made (the SASL mechanism and its username
+ * and password, the TLS material, consumer-only constraints). Makes a handle of the given type from
+ * conf with no brokers (so nothing connects) and destroys it; conf is consumed. A refusal is
+ * SD_ERR_INVALID naming `who`, librdkafka's reason and what to fix. */
+static void trial_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf; /* a trial handle prints nothing */
+}
+
+static sd_status conf_trial(rd_kafka_conf_t *conf, rd_kafka_type_t type, const char *who) {
+    char err[512];
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", "", err, sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return SD_FAIL(SD_ERR_RUNTIME, "%s: could not check the Kafka settings: %s", who, err);
+    }
+    rd_kafka_conf_set_log_cb(conf, trial_log);
+    rd_kafka_conf_set_opaque(conf, NULL);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return SD_FAIL(SD_ERR_INVALID,
+                       "%s: librdkafka refused the settings: %s: fix the setting it names (security.protocol "
+                       "PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL; sasl.mechanisms PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|GSSAPI|"
+                       "OAUTHBEARER with sasl.username and sasl.password; ssl.*.location readable PEM files; see "
+                       "docs/brokers.md)",
+                       who, err);
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     return SD_OK;
 }
 
@@ -295,7 +348,8 @@ struct sd_kafka {
     size_t nparts, capparts;
     bool paused;
     bool lost_track;    /* out of memory for the record list: stop committing (never commit ahead) */
-    double pause_t0, last_commit_t;
+    bool reassign;      /* the committed offset of an assigned partition could not be fetched: assign again */
+    double pause_t0, last_commit_t, reassign_at;
     sd_kafka_stats st;
 };
 
@@ -418,9 +472,15 @@ static void handle_offsets_committed(sd_kafka *k, rd_kafka_resp_err_t err, const
     }
     for (int i = 0; o && i < o->cnt; i++) {
         const rd_kafka_topic_partition_t *t = &o->elems[i];
-        if (t->err || t->offset < 0 || strcmp(t->topic, k->topic)) continue;
+        if (strcmp(t->topic, k->topic)) continue;
         part *p = part_get(k, t->partition);
-        if (p && t->offset > p->committed) p->committed = t->offset;
+        if (!p) continue;
+        if (err || t->err) {
+            /* not committed: ask again with the next commit, even if nothing else moves */
+            if (p->next_commit > p->committed) p->dirty = true;
+            continue;
+        }
+        if (t->offset >= 0 && t->offset > p->committed) p->committed = t->offset;
     }
     uint64_t n = 0;
     for (size_t i = 0; i < k->nparts; i++)
@@ -445,6 +505,14 @@ static rd_kafka_topic_partition_list_t *commit_list(sd_kafka *k) {
         p->dirty = false;
     }
     return l;
+}
+
+/* Marks every partition whose commit point the broker has not confirmed, so the next commit_list
+ * includes it even when an asynchronous commit of it is still in flight (whose answer a stop would
+ * never see). Under mu. */
+static void mark_unconfirmed(sd_kafka *k) {
+    for (size_t i = 0; i < k->nparts; i++)
+        if (k->parts[i].next_commit > k->parts[i].committed) k->parts[i].dirty = true;
 }
 
 static void mark_dirty_again(sd_kafka *k, const rd_kafka_topic_partition_list_t *l) {
@@ -550,6 +618,7 @@ static void rebalance(sd_kafka *k, rd_kafka_resp_err_t err, rd_kafka_topic_parti
          * fetched again (and dropped as duplicates) never overtake their stored originals */
         pthread_mutex_lock(&k->mu);
         advance(k);
+        mark_unconfirmed(k);
         rd_kafka_topic_partition_list_t *l = commit_list(k);
         pthread_mutex_unlock(&k->mu);
         if (l) {
@@ -661,6 +730,7 @@ static sd_status k_start(void *ctx) {
     k->nparts = 0;
     k->paused = false;
     k->lost_track = false;
+    k->reassign = false;
     k->last_commit_t = sd_clock_now();
     memset(&k->st, 0, sizeof k->st);
     k->st.started = true;
@@ -726,6 +796,36 @@ static void backpressure(sd_kafka *k) {
     k->st.paused = k->paused;
 }
 
+/* librdkafka 2.0 leaves a partition whose committed offset it could not fetch (OffsetFetch answered
+ * with a partition error, e.g. COORDINATOR_NOT_AVAILABLE) assigned but never fetched, until the
+ * application assigns it again. So: assign the same partitions again, from the committed offset
+ * (the fetch is retried); records fetched twice are dropped by the sink as duplicates and stay
+ * behind their originals in the commit rule. Ingest thread, not under mu. */
+static void assign_again(sd_kafka *k) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(k->rk, &a) || !a) return;
+    if (a->cnt > 0) {
+        for (int i = 0; i < a->cnt; i++) a->elems[i].offset = RD_KAFKA_OFFSET_STORED;
+        bool coop = !k->by_partition && !strcmp(rd_kafka_rebalance_protocol(k->rk), "COOPERATIVE");
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, a);
+            if (e) rd_kafka_error_destroy(e);
+            e = rd_kafka_incremental_assign(k->rk, a);
+            if (e) rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(k->rk, a);
+        }
+        pthread_mutex_lock(&k->mu);
+        bool paused = k->paused;
+        k->st.reassigns++;
+        pthread_mutex_unlock(&k->mu);
+        if (paused) pause_list(k, a, true);
+        note(&k->ll, k->conn.quiet, false, k->name, "assigned %d partition%s again to retry fetching the committed offset",
+             a->cnt, a->cnt == 1 ? "" : "s");
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
 static uint64_t header_seq(const void *msg, size_t len) {
     if (!msg || len < 40) return 0;
     const uint8_t *b = (const uint8_t *)msg + 32;
@@ -764,14 +864,25 @@ static sd_status k_next(void *ctx, double timeout_s, sd_source_event *ev, const 
         rd_kafka_topic_partition_list_destroy(l);
     }
 
+    if (k->reassign && sd_clock_now() >= k->reassign_at) {
+        k->reassign = false;
+        assign_again(k);
+    }
+
     rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, ms_of(timeout_s));
     if (!m) return SD_OK;
     if (m->err) {
         rd_kafka_resp_err_t err = m->err;
         char what[512];
         snprintf(what, sizeof what, "%s", rd_kafka_message_errstr(m));
+        /* a partition error without an offset on our topic: its committed offset could not be fetched */
+        bool offset_fetch = m->rkt && m->offset == RD_KAFKA_OFFSET_INVALID && !strcmp(rd_kafka_topic_name(m->rkt), k->topic);
         rd_kafka_message_destroy(m);
         if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return SD_OK;
+        if (offset_fetch && !k->reassign) {
+            k->reassign = true;
+            k->reassign_at = sd_clock_now() + 0.2;
+        }
         char fatal[512];
         if (rd_kafka_fatal_error(k->rk, fatal, sizeof fatal))
             return SD_FAIL(SD_ERR_IO, "%s: fatal Kafka consumer error from %s: %s", k->name, conn_where(&k->conn), fatal);
@@ -812,6 +923,7 @@ static sd_status k_stop(void *ctx) {
         k->st.paused_s += sd_clock_now() - k->pause_t0;
         k->paused = false;
     }
+    mark_unconfirmed(k);
     rd_kafka_topic_partition_list_t *l = commit_list(k);
     pthread_mutex_unlock(&k->mu);
     sd_status s = SD_OK;
@@ -917,10 +1029,14 @@ sd_status sd_kafka_create(const sd_kafka_config *c, sd_kafka **out) {
         sd_kafka_destroy(k);
         return SD_FAIL(SD_ERR_OOM, "out of memory for a Kafka source");
     }
-    /* check the settings now rather than at start */
+    /* check the settings now rather than at start: each pair, then a trial handle (nothing connects) */
     rd_kafka_conf_t *conf = NULL;
     s = conf_build(&k->conn, k, consumer_defaults, sizeof consumer_defaults / sizeof *consumer_defaults, &conf);
     if (s == SD_OK) s = conf_set(conf, "group.id", k->group);
+    if (s == SD_OK) {
+        s = conf_trial(conf, RD_KAFKA_CONSUMER, k->name);
+        conf = NULL;
+    }
     if (conf) rd_kafka_conf_destroy(conf);
     if (s != SD_OK) {
         sd_kafka_destroy(k);
@@ -960,6 +1076,7 @@ sd_status sd_kafka_commit_now(sd_kafka *k, double timeout_s) {
     pthread_mutex_lock(&k->mu);
     update_disposed(k, &s);
     advance(k);
+    mark_unconfirmed(k);
     rd_kafka_topic_partition_list_t *l = commit_list(k);
     pthread_mutex_unlock(&k->mu);
     if (!l) return SD_OK;
@@ -1060,8 +1177,12 @@ sd_status sd_kafka_pub_create(const sd_kafka_conn *conn, sd_kafka_pub **out) {
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!p->rk) {
         rd_kafka_conf_destroy(conf);
+        s = SD_FAIL(SD_ERR_INVALID,
+                    "%s: librdkafka refused the settings: %s: fix the setting it names (security.protocol, "
+                    "sasl.mechanisms with sasl.username and sasl.password, ssl.*.location; see docs/brokers.md)",
+                    p->name, err);
         sd_kafka_pub_destroy(p);
-        return SD_FAIL(SD_ERR_RUNTIME, "could not create a Kafka producer: %s", err);
+        return s;
     }
     bool missing = false;
     sd_loglimit_hold(&p->ll, true);

@@ -82,6 +82,8 @@ typedef struct sd_kafka_stats {
     uint64_t assigns, revokes;      /* group rebalances this consumer took part in */
     uint64_t errors;                /* consumer errors librdkafka reported (transport, broker, ...) */
     uint64_t max_poll_exceeded;     /* times the group dropped this consumer for not polling */
+    uint64_t reassigns;             /* partitions assigned again because their committed offset could not be
+                                       fetched (librdkafka would leave them unfetched) */
     size_t pending;                 /* records handed out (and counted) but not yet committable */
     bool paused;                    /* paused now */
     bool started;

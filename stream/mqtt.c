@@ -482,18 +482,35 @@ static sd_status client_open(client *c) {
     if (ok) return SD_OK;
     double took = sd_clock_now() - t0;
     client_close(c);
+    if (refused && c->username)
+        return SD_FAIL(SD_ERR_IO,
+                       "%s: the MQTT broker at %s refused the connection for user '%s': %s: check the username and "
+                       "password (--username/--password) against the broker's password file",
+                       c->name, c->where, c->username, refusal);
     if (refused)
-        return SD_FAIL(SD_ERR_IO, "%s: the MQTT broker at %s refused the connection: %s: check the username and password", c->name,
-                       c->where, refusal);
+        return SD_FAIL(SD_ERR_IO,
+                       "%s: the MQTT broker at %s refused the anonymous connection: %s: give a username and password "
+                       "(--username/--password) the broker knows",
+                       c->name, c->where, refusal);
     if (sub_refused)
         return SD_FAIL(SD_ERR_IO, "%s: the MQTT broker at %s refused the subscription to %s: check its ACL for this user",
                        c->name, c->where, c->sub_topic);
     if (strstr(last, "TLS"))
         return SD_FAIL(SD_ERR_IO,
                        "%s: no TLS connection to the MQTT broker at %s: %d attempt%s failed in %.1f s (last: %s): check the "
-                       "CA file (it must have signed the broker's certificate), the host name the certificate names, and "
-                       "that the port is the broker's TLS listener",
-                       c->name, c->where, failed, failed == 1 ? "" : "s", took, last);
+                       "CA file (it must have signed the broker's certificate), the host name the certificate names, "
+                       "that the port is the broker's TLS listener%s",
+                       c->name, c->where, failed, failed == 1 ? "" : "s", took, last,
+                       c->certfile ? ", and that the broker accepts the client certificate"
+                                   : ", and whether the broker requires a client certificate (--certfile/--keyfile)");
+    bool tls = c->cafile || c->capath;
+    if (tls && strstr(last, "connection was lost")) /* TCP connected, then the broker hung up: the TLS handshake */
+        return SD_FAIL(SD_ERR_IO,
+                       "%s: the MQTT broker at %s closed the TLS connection: %d attempt%s failed in %.1f s (last: %s): %s; "
+                       "also check the CA file and that the port is the broker's TLS listener",
+                       c->name, c->where, failed, failed == 1 ? "" : "s", took, last,
+                       c->certfile ? "check that the broker accepts the client certificate (signed by its CA)"
+                                   : "if the broker requires a client certificate, give one (--certfile/--keyfile)");
     return SD_FAIL(SD_ERR_IO,
                    "%s: MQTT broker at %s unreachable: %d connection attempt%s failed in %.1f s (last: %s): start the "
                    "broker (e.g. mosquitto -p %d) or fix the address (--host/--port)%s",

@@ -6,8 +6,12 @@
  * broker killed and restarted mid-run (the source reconnects, training goes on with what was
  * buffered, the lost messages show as sequence gaps), scadles-publish end to end, and a TLS
  * listener with password authentication (material from tests/mqtt/make_tls.sh: right and wrong
- * password, anonymous, plain MQTT to the TLS port, a wrong CA). Skips (77) without
- * /usr/sbin/mosquitto or without libmosquitto in the build. */
+ * password through the publisher, the source and scadles-publish, each refused at once with a
+ * message naming the broker, the user and the fix; anonymous; plain MQTT to the TLS port; a file
+ * that is no CA and a CA that did not sign the broker's certificate) and a second listener that
+ * requires a client certificate (without one: refused, saying so; with one: in). The helpers
+ * shared with test_kafka.c are in broker_harness.h. Skips (77) without /usr/sbin/mosquitto or
+ * without libmosquitto in the build. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "engine/status.h"
+#include "broker_harness.h"
 #include "harness.h"
 #include "stream/ingest.h"
 #include "stream/message.h"
@@ -26,11 +31,8 @@
 #define MOSQUITTO "/usr/sbin/mosquitto"
 
 #ifdef SCADLES_HAVE_MQTT
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -38,26 +40,6 @@
 static pid_t broker_pid = -1;
 static int broker_port;
 static char broker_dir[64];
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t n = sizeof a;
-    int port = -1;
-    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n)) port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool port_open(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons((uint16_t)port)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
 
 static void broker_kill(int sig) {
     if (broker_pid <= 0) return;
@@ -103,7 +85,7 @@ static bool broker_start_with(int port, const char *extra) {
         chmod(broker_dir, 0755); /* mosquitto may drop to its own user */
     }
     for (int attempt = 0; attempt < 5; attempt++) {
-        int p = port ? port : free_port();
+        int p = port ? port : sd_bh_free_port();
         char conf[128], log[128];
         snprintf(conf, sizeof conf, "%s/mosquitto.conf", broker_dir);
         snprintf(log, sizeof log, "%s/broker.log", broker_dir);
@@ -134,7 +116,7 @@ static bool broker_start_with(int port, const char *extra) {
                 broker_pid = -1;
                 break; /* exited: the port was taken, or a bad config */
             }
-            if (port_open(p)) return true;
+            if (sd_bh_port_open(p)) return true;
             sd_clock_sleep_until(sd_clock_now() + 0.01);
         }
         broker_kill(SIGKILL);
@@ -145,61 +127,21 @@ static bool broker_start_with(int port, const char *extra) {
 
 static bool broker_start(int port) { return broker_start_with(port, NULL); }
 
-/* ---- helpers ------------------------------------------------------------------------------------- */
-enum { SIDE = 4, PIX = SIDE * SIDE, CLASSES = 10 };
-
-/* A valid 1 x 4 x 4 u8 message of device `dev` with sequence number seq. */
-static size_t make_msg(uint8_t *buf, size_t cap, uint32_t dev, uint64_t seq) {
-    sd_msg_meta m = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, SIDE, SIDE}, .label = (int32_t)(seq % CLASSES),
-                     .device = dev, .seq = seq};
-    uint8_t px[PIX];
-    for (int i = 0; i < PIX; i++) px[i] = (uint8_t)(seq * 7 + (uint64_t)i);
-    size_t len = 0;
-    sd_status s = sd_msg_encode(&m, px, PIX, buf, cap, &len);
-    EXPECT(s == SD_OK, "encode: %s", sd_last_error());
-    return len;
-}
-
-static sd_msg_expect expect_dev(uint32_t dev) {
-    return (sd_msg_expect){.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, SIDE, SIDE}, .classes = CLASSES,
-                           .check_device = true, .device = dev, .max_payload = 32};
-}
-
-static sd_ring *make_ring(size_t n) {
-    sd_ring_config c = {.max_samples = n, .max_sample_bytes = 64, .policy = SD_RING_PERSIST,
-                        .when_full = SD_RING_FULL_DROP_NEWEST};
-    sd_ring *r = NULL;
-    sd_status s = sd_ring_create(&c, &r);
-    EXPECT(s == SD_OK, "ring: %s", sd_last_error());
-    return r;
-}
-
 static sd_mqtt_conn conn_here(void) {
     return (sd_mqtt_conn){.host = "127.0.0.1", .port = broker_port, .connect_attempts = 5, .connect_timeout_s = 5,
                           .reconnect_min_s = 0.05, .reconnect_max_s = 0.4, .keepalive_s = 5};
 }
 
-/* Everything the ring received (stored + dropped) reached n, within timeout_s. */
-static bool wait_received(sd_ring *r, uint64_t n, double timeout_s) {
-    double t0 = sd_clock_now();
-    sd_ring_stats st;
-    do {
-        sd_ring_get_stats(r, &st);
-        if (st.received >= n) return true;
-        sd_clock_sleep_until(sd_clock_now() + 0.005);
-    } while (sd_clock_now() - t0 < timeout_s);
-    return false;
-}
+/* Publishing through an MQTT publisher to one topic (sd_bh_publish). */
+typedef struct mqtt_to {
+    sd_mqtt_pub *p;
+    const char *topic;
+} mqtt_to;
 
-/* Takes everything held; checks sequence numbers increase; returns how many (seqs into out). */
-static size_t take_all(sd_ring *r, uint64_t *seqs, size_t cap) {
-    int32_t labels[8192];
-    size_t got = 0;
-    if (cap > 8192) cap = 8192;
-    sd_ring_batch b = {.labels = labels, .seqs = seqs};
-    EXPECT_OK(sd_ring_take_upto(r, cap, &b, &got));
-    for (size_t i = 0; i < got; i++) EXPECT(labels[i] == (int32_t)(seqs[i] % CLASSES), "label of seq %llu", (unsigned long long)seqs[i]);
-    return got;
+static sd_status mqtt_send(void *ctx, int32_t label, const void *msg, size_t len) {
+    (void)label;
+    const mqtt_to *t = ctx;
+    return sd_mqtt_pub_send(t->p, t->topic, msg, len);
 }
 
 typedef struct rig {
@@ -210,12 +152,12 @@ typedef struct rig {
 
 static bool rig_start(rig *g, const char *topic, int qos, uint32_t dev, size_t ring_n) {
     memset(g, 0, sizeof *g);
-    g->ring = make_ring(ring_n);
+    g->ring = sd_bh_ring(ring_n);
     sd_mqtt_config c = {.conn = conn_here(), .topic = topic, .qos = qos, .ring = g->ring};
     sd_status s = sd_mqtt_create(&c, &g->src);
     EXPECT(s == SD_OK, "create: %s", sd_last_error());
     if (s != SD_OK) return false;
-    sd_ingest_config ic = {.source = sd_mqtt_source(g->src), .ring = g->ring, .expect = expect_dev(dev)};
+    sd_ingest_config ic = {.source = sd_mqtt_source(g->src), .ring = g->ring, .expect = sd_bh_expect(dev)};
     s = sd_ingest_start(&ic, &g->ing);
     EXPECT(s == SD_OK, "ingest start: %s", sd_last_error());
     return s == SD_OK;
@@ -227,13 +169,6 @@ static void rig_stop(rig *g) {
     sd_mqtt_destroy(g->src);
     sd_ring_destroy(g->ring);
     memset(g, 0, sizeof *g);
-}
-
-static void check_ring(sd_ring *r, const char *where) {
-    sd_ring_stats st;
-    sd_ring_get_stats(r, &st);
-    char why[256];
-    EXPECT(sd_ring_stats_consistent(&st, why, sizeof why), "%s: %s", where, why);
 }
 
 /* ---- tests --------------------------------------------------------------------------------------- */
@@ -262,7 +197,7 @@ static void test_config_errors(void) {
 }
 
 static void test_unreachable(void) {
-    int port = free_port(); /* nothing listens there */
+    int port = sd_bh_free_port(); /* nothing listens there */
     sd_mqtt_config c = {.conn = {.host = "127.0.0.1", .port = port, .connect_attempts = 3, .reconnect_min_s = 0.05,
                                  .connect_timeout_s = 5, .quiet = true},
                         .topic = "trainer-0"};
@@ -303,15 +238,15 @@ static void test_exact(int qos, int n) {
     uint8_t buf[128];
     double t0 = sd_clock_now();
     for (int i = 0; i < n; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
+        size_t len = sd_bh_make_msg(buf, sizeof buf, 0, (uint64_t)i);
         EXPECT_OK(sd_mqtt_pub_send(p, topic, buf, len));
         if (qos == 0 && i % 500 == 499) sd_clock_sleep_until(sd_clock_now() + 0.002); /* let QoS 0 breathe */
     }
     EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    bool all = wait_received(g.ring, (uint64_t)n, 10);
+    bool all = sd_bh_wait_received(g.ring, (uint64_t)n, 10);
     double dt = sd_clock_now() - t0;
     static uint64_t seqs[8192];
-    size_t got = take_all(g.ring, seqs, 8192);
+    size_t got = sd_bh_take(g.ring, 8192, seqs);
     bool inorder = true;
     for (size_t i = 1; i < got; i++) inorder &= seqs[i] > seqs[i - 1];
     EXPECT(inorder, "qos %d: sequence numbers increase", qos);
@@ -338,7 +273,7 @@ static void test_exact(int qos, int n) {
            "qos %d granted %d, one connection, no queue drops", qos, ms.granted_qos);
     printf("mqtt qos %d: %zu of %d messages through source -> ingest -> ring in %.3f s (%.0f msg/s), queue high-water %zu\n",
            qos, got, n, dt, got / dt, ms.queue_hw);
-    check_ring(g.ring, "exact");
+    sd_bh_check_ring(g.ring, "exact");
     sd_mqtt_pub_destroy(p);
     rig_stop(&g);
 }
@@ -357,7 +292,7 @@ static void test_qos1_resend(void) {
     uint8_t buf[128], again[128];
     size_t again_len = 0;
     for (int i = 0; i < 300; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
+        size_t len = sd_bh_make_msg(buf, sizeof buf, 0, (uint64_t)i);
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-dup", buf, len));
         if (i == 100) {
             memcpy(again, buf, len);
@@ -366,7 +301,7 @@ static void test_qos1_resend(void) {
         if (i == 150 || i == 299) EXPECT_OK(sd_mqtt_pub_send(p, "trainer-dup", again, again_len)); /* the resend */
     }
     EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    EXPECT(wait_received(g.ring, 302, 10), "302 messages reached the ring");
+    EXPECT(sd_bh_wait_received(g.ring, 302, 10), "302 messages reached the ring");
     sd_ring_stats st;
     sd_ring_get_stats(g.ring, &st);
     EXPECT(st.accepted == 300 && st.dropped[SD_DROP_DUPLICATE] == 2 && st.dropped[SD_DROP_BAD_CHECKSUM] == 0 &&
@@ -374,7 +309,7 @@ static void test_qos1_resend(void) {
            "300 stored, 2 duplicates, no corruption (accepted %llu dup %llu crc %llu)", (unsigned long long)st.accepted,
            (unsigned long long)st.dropped[SD_DROP_DUPLICATE], (unsigned long long)st.dropped[SD_DROP_BAD_CHECKSUM]);
     static uint64_t seqs[1024];
-    size_t got = take_all(g.ring, seqs, 1024);
+    size_t got = sd_bh_take(g.ring, 1024, seqs);
     bool exact = got == 300;
     for (size_t i = 0; exact && i < got; i++) exact = seqs[i] == i;
     EXPECT(exact, "seqs 0..299 exactly once");
@@ -385,7 +320,7 @@ static void test_qos1_resend(void) {
     sd_mqtt_get_stats(g.src, &ms);
     EXPECT(ms.rejected == 2 && ms.delivered == 302, "the source saw 2 of its 302 messages rejected (%llu)",
            (unsigned long long)ms.rejected);
-    check_ring(g.ring, "resend");
+    sd_bh_check_ring(g.ring, "resend");
     rig_stop(&g);
 }
 
@@ -393,10 +328,10 @@ static void test_qos1_resend(void) {
 static void test_malformed(void) {
     rig g;
     memset(&g, 0, sizeof g);
-    g.ring = make_ring(256);
+    g.ring = sd_bh_ring(256);
     sd_mqtt_config c = {.conn = conn_here(), .topic = "trainer-bad", .qos = 1, .ring = g.ring, .max_message_bytes = 4096};
     EXPECT_OK(sd_mqtt_create(&c, &g.src));
-    sd_ingest_config ic = {.source = sd_mqtt_source(g.src), .ring = g.ring, .expect = expect_dev(0)};
+    sd_ingest_config ic = {.source = sd_mqtt_source(g.src), .ring = g.ring, .expect = sd_bh_expect(0)};
     EXPECT_OK(sd_ingest_start(&ic, &g.ing));
     sd_mqtt_conn pc = conn_here();
     sd_mqtt_pub *p = NULL;
@@ -411,41 +346,41 @@ static void test_malformed(void) {
     size_t len;
 #define SEND_OK()                                                    \
     do {                                                             \
-        len = make_msg(buf, sizeof buf, 0, seq++);                   \
+        len = sd_bh_make_msg(buf, sizeof buf, 0, seq++);                   \
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));     \
     } while (0)
     SEND_OK();
     /* truncated: half a header, and an empty payload */
-    len = make_msg(buf, sizeof buf, 0, seq++);
+    len = sd_bh_make_msg(buf, sizeof buf, 0, seq++);
     EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, 20));
     EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, 0));
     SEND_OK();
     /* bad magic */
-    len = make_msg(buf, sizeof buf, 0, seq++);
+    len = sd_bh_make_msg(buf, sizeof buf, 0, seq++);
     buf[0] ^= 0xff;
     EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
     /* bad checksum: one payload bit */
-    len = make_msg(buf, sizeof buf, 0, seq++);
+    len = sd_bh_make_msg(buf, sizeof buf, 0, seq++);
     buf[len - 1] ^= 0x01;
     EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
     SEND_OK();
     /* wrong dtype (f32), wrong shape (1x2x2), label out of range, another device's message */
     {
-        float fx[PIX] = {0};
+        float fx[SD_BH_PIX] = {0};
         sd_msg_meta m = {.dtype = SD_MSG_F32, .ndim = 3, .dims = {1, 2, 2}, .label = 1, .device = 0, .seq = seq++};
         EXPECT_OK(sd_msg_encode(&m, fx, 16, buf, sizeof buf, &len));
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
-        uint8_t px[PIX] = {0};
+        uint8_t px[SD_BH_PIX] = {0};
         m = (sd_msg_meta){.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, 2, 2}, .label = 1, .device = 0, .seq = seq++};
         EXPECT_OK(sd_msg_encode(&m, px, 4, buf, sizeof buf, &len));
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
-        m = (sd_msg_meta){.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, SIDE, SIDE}, .label = 12, .device = 0, .seq = seq++};
-        EXPECT_OK(sd_msg_encode(&m, px, PIX, buf, sizeof buf, &len));
+        m = (sd_msg_meta){.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, SD_BH_SIDE, SD_BH_SIDE}, .label = 12, .device = 0, .seq = seq++};
+        EXPECT_OK(sd_msg_encode(&m, px, SD_BH_PIX, buf, sizeof buf, &len));
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
         m.label = 3;
         m.device = 5;
         m.seq = seq++;
-        EXPECT_OK(sd_msg_encode(&m, px, PIX, buf, sizeof buf, &len));
+        EXPECT_OK(sd_msg_encode(&m, px, SD_BH_PIX, buf, sizeof buf, &len));
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len));
         /* oversized for the experiment (payload 64 > 32) */
         uint8_t big[64] = {0};
@@ -455,7 +390,7 @@ static void test_malformed(void) {
     }
     SEND_OK();
     /* trailing garbage after the payload */
-    len = make_msg(buf, sizeof buf, 0, seq++);
+    len = sd_bh_make_msg(buf, sizeof buf, 0, seq++);
     buf[len] = 0;
     EXPECT_OK(sd_mqtt_pub_send(p, "trainer-bad", buf, len + 1));
     /* over the source's own 4096-byte limit: never queued */
@@ -464,7 +399,7 @@ static void test_malformed(void) {
     SEND_OK();
 #undef SEND_OK
     EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    EXPECT(wait_received(g.ring, 15, 10), "15 messages reached the ring");
+    EXPECT(sd_bh_wait_received(g.ring, 15, 10), "15 messages reached the ring");
     sd_clock_sleep_until(sd_clock_now() + 0.05);
     sd_ring_stats st;
     sd_ring_get_stats(g.ring, &st);
@@ -488,7 +423,7 @@ static void test_malformed(void) {
            "source: 16 received, 1 over its limit, 15 delivered, 10 rejected (%llu %llu %llu %llu)",
            (unsigned long long)ms.received, (unsigned long long)ms.oversized_dropped, (unsigned long long)ms.delivered,
            (unsigned long long)ms.rejected);
-    check_ring(g.ring, "malformed");
+    sd_bh_check_ring(g.ring, "malformed");
     rig_stop(&g);
 }
 
@@ -510,7 +445,7 @@ static void test_overflow(void) {
         EXPECT_OK(sd_mqtt_pub_create(&pc, mode, &p));
         int n = mode ? 40 : 100;
         for (int i = 0; p && i < n; i++) {
-            size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
+            size_t len = sd_bh_make_msg(buf, sizeof buf, 0, (uint64_t)i);
             EXPECT_OK(sd_mqtt_pub_send(p, c.topic, buf, len));
         }
         sd_mqtt_stats ms;
@@ -571,11 +506,11 @@ static void test_broker_restart(void) {
     }
     uint8_t buf[128];
     for (int i = 0; i < 50; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
+        size_t len = sd_bh_make_msg(buf, sizeof buf, 0, (uint64_t)i);
         EXPECT_OK(sd_mqtt_pub_send(p, "trainer-rs", buf, len));
     }
     EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    EXPECT(wait_received(g.ring, 50, 10), "50 before the broker dies");
+    EXPECT(sd_bh_wait_received(g.ring, 50, 10), "50 before the broker dies");
 
     broker_kill(SIGKILL);
     sd_mqtt_stats ms;
@@ -587,11 +522,11 @@ static void test_broker_restart(void) {
     EXPECT(ms.disconnects == 1 && !ms.connected, "the source noticed (%llu disconnects)", (unsigned long long)ms.disconnects);
     /* training goes on with what was buffered */
     static uint64_t seqs[1024];
-    size_t got = take_all(g.ring, seqs, 1024);
+    size_t got = sd_bh_take(g.ring, 1024, seqs);
     EXPECT(got == 50 && seqs[0] == 0 && seqs[49] == 49, "50 buffered samples taken while the broker is down (%zu)", got);
     /* what is published meanwhile is lost */
     for (int i = 50; i < 60; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
+        size_t len = sd_bh_make_msg(buf, sizeof buf, 0, (uint64_t)i);
         EXPECT(sd_mqtt_pub_send(p, "trainer-rs", buf, len) == SD_ERR_IO, "message %d not sent while down", i);
     }
     sd_clock_sleep_until(sd_clock_now() + 0.3); /* a few failed reconnects */
@@ -608,77 +543,22 @@ static void test_broker_restart(void) {
     EXPECT(ps.connected && ps.connects == 2 && ps.failed == 10, "the publisher reconnected, 10 messages failed");
     printf("broker restart: source back after %.2f s (%llu failed attempts)\n", sd_clock_now() - t0,
            (unsigned long long)ms.connect_failures);
-    for (int i = 60; i < 100; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
-        EXPECT_OK(sd_mqtt_pub_send(p, "trainer-rs", buf, len));
-    }
+    mqtt_to to = {p, "trainer-rs"};
+    sd_bh_publish(mqtt_send, &to, 0, 60, 100);
     EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    EXPECT(wait_received(g.ring, 90, 10), "40 more after the restart");
-    got = take_all(g.ring, seqs, 1024);
-    bool exact = got == 40;
-    for (size_t i = 0; exact && i < got; i++) exact = seqs[i] == 60 + i;
-    EXPECT(exact, "60..99 after the restart (%zu)", got);
+    sd_bh_drain_exact(g.ring, 90, 60, 100, 10, "after the restart");
     sd_ingest_stats is;
     sd_ingest_get_stats(g.ing, &is);
     EXPECT(is.seq_gaps == 10 && is.stored == 90, "the gap shows: %llu sequence numbers missing, %llu stored",
            (unsigned long long)is.seq_gaps, (unsigned long long)is.stored);
     sd_mqtt_pub_destroy(p);
-    check_ring(g.ring, "restart");
+    sd_bh_check_ring(g.ring, "restart");
     rig_stop(&g);
-}
-
-/* scadles-publish end to end, next to this test in the build tree (skipped when not built). */
-static bool publish_path(char *out, size_t cap) {
-    char self[512];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return false;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (!slash) return false;
-    *slash = 0;
-    snprintf(out, cap, "%s/../apps/scadles-publish", self);
-    return access(out, X_OK) == 0;
-}
-
-/* Runs argv with stdout+stderr into `out`; returns the exit status (-1: did not finish in 30 s). */
-static int run_capture(char *const argv[], char *out, size_t cap) {
-    int pfd[2];
-    if (pipe(pfd)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pfd[1], 1);
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
-    size_t used = 0;
-    int st = 0;
-    double t0 = sd_clock_now();
-    bool done = false;
-    while (sd_clock_now() - t0 < 30) {
-        ssize_t r = read(pfd[0], out + used, cap - 1 - used);
-        if (r > 0) used += (size_t)r;
-        if (!done && waitpid(pid, &st, WNOHANG) == pid) done = true;
-        if (done && r <= 0) break;
-        if (r <= 0) sd_clock_sleep_until(sd_clock_now() + 0.005);
-    }
-    out[used] = 0;
-    close(pfd[0]);
-    if (!done) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        return -1;
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void test_publish_app(void) {
     char exe[600];
-    if (!publish_path(exe, sizeof exe)) {
+    if (!sd_bh_app_path("scadles-publish", exe, sizeof exe)) {
         printf("scadles-publish not built next to this test: skipping its checks\n");
         return;
     }
@@ -700,11 +580,11 @@ static void test_publish_app(void) {
     char *argv[] = {exe, "--broker", "mqtt", "--host", "127.0.0.1", "--port", port, "--devices", "2", "--device", "1",
                     "--rate", "3000", "--count", "300", "--dataset", "synthetic", "--qos", "1", "--topic-prefix",
                     "pub-trainer-", NULL};
-    int rc_pub = run_capture(argv, out, sizeof out);
+    int rc_pub = sd_bh_run_capture(argv, out, sizeof out, 30);
     EXPECT(rc_pub == 0, "scadles-publish exit %d:\n%s", rc_pub, out);
     EXPECT(strstr(out, "achieved") != NULL, "prints the achieved rate:\n%s", out);
     printf("%s", out);
-    EXPECT(wait_received(ring, 300, 10), "300 messages from scadles-publish");
+    EXPECT(sd_bh_wait_received(ring, 300, 10), "300 messages from scadles-publish");
     static uint64_t seqs[1024];
     int32_t labels[1024];
     size_t got = 0;
@@ -719,21 +599,21 @@ static void test_publish_app(void) {
 
     /* an unreachable broker: bounded, non-zero, names the address and the fix */
     char dead[16];
-    snprintf(dead, sizeof dead, "%d", free_port());
+    snprintf(dead, sizeof dead, "%d", sd_bh_free_port());
     char *argv2[] = {exe, "--broker", "mqtt", "--host", "127.0.0.1", "--port", dead, "--devices", "1", "--rate", "10",
                      "--count", "5", "--dataset", "synthetic", NULL};
     double t0 = sd_clock_now();
-    int rc2 = run_capture(argv2, out, sizeof out);
+    int rc2 = sd_bh_run_capture(argv2, out, sizeof out, 30);
     char where[64];
     snprintf(where, sizeof where, "127.0.0.1:%s", dead);
     EXPECT(rc2 != 0 && rc2 != -1 && strstr(out, where) && strstr(out, "mosquitto"),
            "unreachable: exit %d in %.1f s:\n%s", rc2, sd_clock_now() - t0, out);
     /* bad flags */
     char *argv3[] = {exe, "--broker", "mqtt", "--rate", "fast", NULL};
-    int rc3 = run_capture(argv3, out, sizeof out);
+    int rc3 = sd_bh_run_capture(argv3, out, sizeof out, 30);
     EXPECT(rc3 == 2 && strstr(out, "--rate"), "bad --rate: exit %d:\n%s", rc3, out);
     char *argv4[] = {exe, "--broker", "amqp", NULL};
-    int rc4 = run_capture(argv4, out, sizeof out);
+    int rc4 = sd_bh_run_capture(argv4, out, sizeof out, 30);
     EXPECT(rc4 == 2 && strstr(out, "kafka|mqtt"), "bad --broker: exit %d:\n%s", rc4, out);
 }
 
@@ -748,9 +628,19 @@ static void test_tls_auth(void) {
         printf("note: no TLS material (%s with openssl and mosquitto_passwd): TLS and password checks skipped\n", script);
         return;
     }
-    char extra[1024];
-    snprintf(extra, sizeof extra, "cafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\npassword_file %s/passwd\n",
-             dir, dir, dir, dir);
+    /* a second CA, which signed nothing the broker has */
+    char dir2[160];
+    snprintf(dir2, sizeof dir2, "%s/other-ca", broker_dir);
+    snprintf(cmd, sizeof cmd, "sh '%s' '%s'", script, dir2);
+    bool have_other = system(cmd) == 0;
+    /* the first listener: TLS + password; a second one also requires a client certificate */
+    int port2 = sd_bh_free_port();
+    char extra[2048];
+    snprintf(extra, sizeof extra,
+             "cafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\npassword_file %s/passwd\n"
+             "listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n"
+             "require_certificate true\n",
+             dir, dir, dir, dir, port2, dir, dir, dir);
     broker_kill(SIGTERM);
     if (!broker_start_with(0, extra)) {
         EXPECT(false, "a TLS broker with password authentication started");
@@ -766,47 +656,68 @@ static void test_tls_auth(void) {
     good.password = "s3cret";
     good.quiet = true;
     /* the right CA and credentials (and a client certificate): exact delivery */
-    sd_ring *ring = make_ring(256);
+    sd_ring *ring = sd_bh_ring(256);
     sd_mqtt_config c = {.conn = good, .topic = "trainer-tls", .qos = 1, .ring = ring};
     c.conn.certfile = crt;
     c.conn.keyfile = key;
     sd_mqtt *m = NULL;
     EXPECT_OK(sd_mqtt_create(&c, &m));
     sd_ingest *ing = NULL;
-    sd_ingest_config ic = {.source = sd_mqtt_source(m), .ring = ring, .expect = expect_dev(0)};
+    sd_ingest_config ic = {.source = sd_mqtt_source(m), .ring = ring, .expect = sd_bh_expect(0)};
     EXPECT_OK(sd_ingest_start(&ic, &ing));
     sd_mqtt_pub *p = NULL;
     EXPECT_OK(sd_mqtt_pub_create(&good, 1, &p));
-    uint8_t buf[128];
-    for (int i = 0; p && ing && i < 100; i++) {
-        size_t len = make_msg(buf, sizeof buf, 0, (uint64_t)i);
-        EXPECT_OK(sd_mqtt_pub_send(p, "trainer-tls", buf, len));
+    if (p && ing) {
+        mqtt_to to = {p, "trainer-tls"};
+        sd_bh_publish(mqtt_send, &to, 0, 0, 100);
+        EXPECT_OK(sd_mqtt_pub_flush(p, 10));
     }
-    if (p) EXPECT_OK(sd_mqtt_pub_flush(p, 10));
-    EXPECT(wait_received(ring, 100, 10), "100 messages over TLS");
-    static uint64_t seqs[256];
-    size_t got = take_all(ring, seqs, 256);
-    bool exact = got == 100;
-    for (size_t i = 0; exact && i < got; i++) exact = seqs[i] == i;
-    EXPECT(exact, "over TLS with a password: 0..99 exactly (%zu)", got);
+    sd_bh_drain_exact(ring, 100, 0, 100, 10, "over TLS with a password");
     sd_mqtt_pub_destroy(p);
     if (ing) EXPECT_OK(sd_ingest_stop(ing));
     sd_mqtt_destroy(m);
     sd_ring_destroy(ring);
-    /* a wrong password: refused at once, saying so */
+    /* a wrong password: refused at once, naming the broker, the user and the fix */
     sd_mqtt_conn bad = good;
     bad.password = "wrong";
     bad.connect_attempts = 3;
     double t0 = sd_clock_now();
     p = NULL;
-    EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "refused the connection");
-    EXPECT(strstr(sd_last_error(), "username and password") && sd_clock_now() - t0 < 3, "says what to check, at once: %s",
-           sd_last_error());
+    char where[64];
+    snprintf(where, sizeof where, "127.0.0.1:%d", broker_port);
+    EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "refused the connection for user 'alice'");
+    EXPECT(strstr(sd_last_error(), where) && strstr(sd_last_error(), "--username/--password") &&
+               strstr(sd_last_error(), "not authorised") && sd_clock_now() - t0 < 3,
+           "names the broker, the broker's reason and what to check, at once: %s", sd_last_error());
     printf("wrong password: %s\n", sd_last_error_brief());
-    /* anonymous: refused too */
+    /* the same for the source: its start fails, at once */
+    sd_mqtt_config bc = {.conn = bad, .topic = "trainer-tls", .qos = 1};
+    EXPECT_OK(sd_mqtt_create(&bc, &m));
+    sd_source bs = sd_mqtt_source(m);
+    t0 = sd_clock_now();
+    EXPECT_FAIL(bs.ops->start(bs.ctx), SD_ERR_IO, "refused the connection for user 'alice'");
+    EXPECT(sd_clock_now() - t0 < 3, "the source gives up at once (%.2f s)", sd_clock_now() - t0);
+    sd_mqtt_destroy(m);
+    m = NULL;
+    /* and scadles-publish: exit status 1 with that message, no hang */
+    char exe[600];
+    if (sd_bh_app_path("scadles-publish", exe, sizeof exe)) {
+        static char out[16384];
+        char port[16];
+        snprintf(port, sizeof port, "%d", broker_port);
+        char *argv[] = {exe, "--broker", "mqtt", "--host", "127.0.0.1", "--port", port, "--cafile", ca, "--username",
+                        "alice", "--password", "wrong", "--devices", "1", "--count", "5", "--dataset", "synthetic", NULL};
+        t0 = sd_clock_now();
+        int rc = sd_bh_run_capture(argv, out, sizeof out, 30);
+        EXPECT(rc == 1 && strstr(out, where) && strstr(out, "'alice'") && strstr(out, "--password") &&
+                   sd_clock_now() - t0 < 10,
+               "scadles-publish with a wrong password: exit %d after %.1f s:\n%s", rc, sd_clock_now() - t0, out);
+    }
+    /* anonymous: refused too, saying a username is needed */
     bad = good;
     bad.username = bad.password = NULL;
-    EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "refused the connection");
+    EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "refused the anonymous connection");
+    EXPECT(strstr(sd_last_error(), "give a username and password") != NULL, "%s", sd_last_error());
     /* plain MQTT to the TLS port, and TLS with a CA that did not sign the broker's certificate: bounded failures */
     bad = good;
     bad.cafile = NULL;
@@ -823,6 +734,30 @@ static void test_tls_auth(void) {
     EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "no TLS connection to the MQTT broker");
     EXPECT(sd_clock_now() - t0 < 4, "wrong CA: bounded (%.2f s)", sd_clock_now() - t0);
     printf("wrong CA: %s\n", sd_last_error_brief());
+    if (have_other) { /* a real CA, but not the broker's */
+        char ca2[200];
+        snprintf(ca2, sizeof ca2, "%s/ca.crt", dir2);
+        bad.cafile = ca2;
+        t0 = sd_clock_now();
+        EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "no TLS connection to the MQTT broker");
+        EXPECT(strstr(sd_last_error(), "CA file") && sd_clock_now() - t0 < 4, "unknown CA: bounded, names the CA file (%.2f s): %s",
+               sd_clock_now() - t0, sd_last_error());
+        printf("unknown CA: %s\n", sd_last_error_brief());
+    }
+    /* a listener that requires a client certificate: without one, refused (bounded, says so); with one, in */
+    bad = good;
+    bad.port = port2;
+    bad.connect_attempts = 2;
+    bad.connect_timeout_s = 3;
+    t0 = sd_clock_now();
+    EXPECT_FAIL(sd_mqtt_pub_create(&bad, 1, &p), SD_ERR_IO, "client certificate");
+    EXPECT(sd_clock_now() - t0 < 4, "no client certificate: bounded (%.2f s)", sd_clock_now() - t0);
+    printf("no client certificate: %s\n", sd_last_error_brief());
+    bad.certfile = crt;
+    bad.keyfile = key;
+    EXPECT_OK(sd_mqtt_pub_create(&bad, 1, &p));
+    sd_mqtt_pub_destroy(p);
+    p = NULL;
     broker_kill(SIGTERM);
 }
 
