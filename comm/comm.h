@@ -1,7 +1,8 @@
 /* comm.h: the collective interface every device trains through. A communicator (sd_comm) is a
  * table of function pointers (sd_comm_ops) plus a backend context, the caller's rank and the
  * group size, and per-communicator counters of calls and bytes. Backends: local (N devices as
- * threads of one process, comm_local.h), MPI (one process per device, comm_mpi.h); NCCL later.
+ * threads of one process, comm_local.h), MPI (one process per device, comm_mpi.h), NCCL (one
+ * process per GPU, GPU buffers, bootstrapped over MPI, comm_nccl.h).
  *
  * Callers use the sd_comm_* wrappers below, not the table: the wrappers validate arguments the
  * same way for every backend and keep the counters, so backends only move data.
@@ -13,6 +14,7 @@
  *  - allreduce_sum is deterministic by default in every backend: element i of the result is
  *    ((x_0[i] + x_1[i]) + x_2[i]) + ... + x_{p-1}[i] in float, i.e. summed in rank order, so the
  *    local and MPI backends give bitwise identical results on every rank.
+ *    The NCCL backend is the exception: NCCL picks its own order (comm_nccl.h).
  *  - A failed collective leaves the group unusable (a timeout or abort poisons it): later calls
  *    fail fast with the same reason. Recreate the group to go on. */
 #ifndef SD_COMM_COMM_H

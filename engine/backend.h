@@ -4,7 +4,8 @@
  *
  * Memory entries move bytes between the host and the backend's memory ("device" memory is host
  * memory for the CPU backend). Every op entry is required; supports_op lets a backend decline a
- * shape or setting up front (the caller then reports SD_ERR_UNSUPPORTED naming the op). */
+ * shape or setting up front (the caller then reports SD_ERR_UNSUPPORTED naming the op). Entries
+ * marked OPTIONAL may be NULL; callers then use the required entry named there. */
 #ifndef SD_ENGINE_BACKEND_H
 #define SD_ENGINE_BACKEND_H
 
@@ -28,6 +29,19 @@ typedef struct sd_backend_ops {
     sd_status (*synchronize)(sd_kctx *k);
     bool (*supports_op)(sd_kctx *k, sd_op op, const void *params);
     void (*destroy)(sd_kctx *k);
+
+    /* ---- OPTIONAL: asynchronous host-to-device uploads (double buffering); NULL: use upload ----
+     * upload_async enqueues the copy (CUDA: on the copy stream, overlapping compute) and returns at
+     * once. The copy starts only after all compute work enqueued before the last upload_wait (or
+     * before this call, if there was none), so dst may be a buffer that work read: with two input
+     * buffers, the next batch can be uploaded into the one the previous step used while the current
+     * step computes. host_src (best: pinned memory, sd_cuda_host_alloc) must stay unchanged until
+     * the next upload_wait returns.
+     * upload_wait makes every op enqueued after it see the data of all earlier upload_async calls,
+     * and returns once those copies are done (their host sources may then be reused). The CPU
+     * backend implements them as memcpy and a no-op. */
+    sd_status (*upload_async)(sd_kctx *k, void *dst, const void *host_src, size_t bytes);
+    sd_status (*upload_wait)(sd_kctx *k);
 
     /* ---- ops (signatures match the exported kernels in kernels/cpu and kernels/cuda) ---- */
     sd_status (*conv2d_fwd)(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,

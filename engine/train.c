@@ -15,6 +15,9 @@
 #include "models.h"
 #include "rng.h"
 #include "safetensors.h"
+#ifdef SCADLES_HAVE_CUDA
+#include "kernels/cuda/cuda_kernels.h" /* sd_cuda_host_alloc: pinned staging buffers */
+#endif
 
 static double now_s(void) {
     struct timespec t;
@@ -38,6 +41,8 @@ void sd_train_config_defaults(sd_train_config *c) {
     c->threads = 0;
     c->out_dir = "runs/train";
     c->progress = true;
+    c->backend = "cpu";
+    c->device = 0;
 }
 
 /* ---- evaluation -------------------------------------------------------------------------- */
@@ -225,6 +230,71 @@ static uint64_t mix(uint64_t a, uint64_t b) {
     return sd_rng_u64(&r);
 }
 
+/* ---- input batches ------------------------------------------------------------------------ */
+
+/* Host staging memory: pinned (cudaMallocHost, with its logged pageable fallback) for the CUDA
+ * backend, so uploads are DMA from it; plain malloc otherwise. */
+static sd_status host_alloc(bool pin, size_t bytes, void **p, bool *pinned) {
+    *pinned = false;
+#ifdef SCADLES_HAVE_CUDA
+    if (pin) return sd_cuda_host_alloc(bytes, p, pinned);
+#else
+    (void)pin;
+#endif
+    *p = malloc(bytes ? bytes : 1);
+    if (!*p) return SD_FAIL(SD_ERR_OOM, "train: host staging buffer of %zu bytes", bytes);
+    return SD_OK;
+}
+
+static void host_free(void *p, bool pinned) {
+#ifdef SCADLES_HAVE_CUDA
+    if (pinned) {
+        sd_cuda_host_free(p, true);
+        return;
+    }
+#endif
+    (void)pinned;
+    free(p);
+}
+
+/* What assembling a batch needs; the sample order of `epoch_loaded` lives in order. */
+typedef struct batch_maker {
+    const sd_train_config *c;
+    const sd_dataset *train;
+    const sd_augment *aug;
+    int64_t per_epoch;
+    int64_t *order;
+    int64_t epoch_loaded;
+} batch_maker;
+
+/* Step `step`'s batch into hx/hy: the epoch's order (reshuffled when the epoch changes, from
+ * (seed, epoch)) and the step's augmentation (from (seed, step)). */
+static sd_status make_batch(batch_maker *m, int64_t step, float *hx, int32_t *hy) {
+    const sd_train_config *c = m->c;
+    int64_t epoch = step / m->per_epoch, pos = step % m->per_epoch;
+    if (epoch != m->epoch_loaded) {
+        for (int64_t i = 0; i < m->train->n; i++) m->order[i] = i;
+        sd_rng er;
+        sd_rng_seed(&er, mix(c->seed, 0x0e90c4 + (uint64_t)epoch));
+        TRY(sd_shuffle(m->order, m->train->n, &er));
+        m->epoch_loaded = epoch;
+    }
+    sd_rng ar;
+    sd_rng_seed(&ar, mix(c->seed ^ 0xa5a5, (uint64_t)step));
+    TRY(sd_augment_batch(m->train, m->order + pos * c->batch, c->batch, m->aug, &ar, hx, hy));
+    return SD_OK;
+}
+
+/* Assembles step's batch into staging slot `slot` and starts its upload into device slot `slot`. */
+static sd_status prefetch(sd_backend *be, batch_maker *m, int64_t step, int slot, float **hx, int32_t **hy,
+                          float **dx, int32_t **dy, size_t img) {
+    const int b = m->c->batch;
+    TRY(make_batch(m, step, hx[slot], hy[slot]));
+    TRY(be->ops->upload_async(be->ctx, dx[slot], hx[slot], (size_t)b * img * sizeof(float)));
+    TRY(be->ops->upload_async(be->ctx, dy[slot], hy[slot], (size_t)b * sizeof(int32_t)));
+    return SD_OK;
+}
+
 sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
     if (!c || !c->out_dir) return SD_FAIL(SD_ERR_INVALID, "train: no configuration or output directory");
     if (c->batch <= 0 || c->eval_batch <= 0 || (c->steps <= 0 && c->epochs <= 0))
@@ -236,8 +306,9 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
     sd_net *net = NULL;
     sd_optimizer opt = {0};
     FILE *metrics = NULL, *evalf = NULL;
-    float *hx = NULL, *dx = NULL;
-    int32_t *hy = NULL, *dy = NULL;
+    float *hx[2] = {NULL, NULL}, *dx[2] = {NULL, NULL};
+    int32_t *hy[2] = {NULL, NULL}, *dy[2] = {NULL, NULL};
+    bool hx_pinned[2] = {false, false}, hy_pinned[2] = {false, false};
     int64_t *order = NULL;
 
 #define CHECK(expr) do { if ((st = (expr)) != SD_OK) goto done; } while (0)
@@ -245,7 +316,13 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
     CHECK(sd_dataset_open(c->dataset, c->data_root, false, &test));
     CHECK(keep_first(&train, c->train_limit));
     CHECK(keep_first(&test, c->eval_limit));
-    CHECK(sd_backend_cpu_create(&be, c->threads));
+    const bool cuda = c->backend && !strcmp(c->backend, "cuda");
+    if (c->backend && !cuda && strcmp(c->backend, "cpu")) {
+        st = SD_FAIL(SD_ERR_INVALID, "train: backend '%s' is unknown; use \"cpu\" or \"cuda\"", c->backend);
+        goto done;
+    }
+    if (cuda) CHECK(sd_backend_cuda_create(&be, c->device));
+    else CHECK(sd_backend_cpu_create(&be, c->threads));
     sd_model_spec spec = {.name = c->model, .in_c = train.c, .in_h = train.h, .in_w = train.w,
                           .classes = train.classes, .width = c->width};
     CHECK(sd_model_build(&be, &spec, c->seed, &net));
@@ -268,36 +345,44 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
     CHECK(sd_augment_default(&train, c->augment, &aug_train));
     CHECK(sd_augment_default(&test, false, &aug_test));
     size_t img = (size_t)train.c * train.h * train.w;
-    hx = malloc((size_t)c->batch * img * sizeof(float));
-    hy = malloc((size_t)c->batch * sizeof(int32_t));
+    /* Two staging and two device slots when the backend uploads asynchronously (batch s + 1 goes up
+     * while step s computes), one otherwise. */
+    const bool async = be.ops->upload_async && be.ops->upload_wait;
+    const int slots = async ? 2 : 1;
     order = malloc((size_t)train.n * sizeof(int64_t));
-    if (!hx || !hy || !order) { st = SD_FAIL(SD_ERR_OOM, "train: host buffers"); goto done; }
-    CHECK(be.ops->alloc(be.ctx, (size_t)c->batch * img * sizeof(float), (void **)&dx));
-    CHECK(be.ops->alloc(be.ctx, (size_t)c->batch * sizeof(int32_t), (void **)&dy));
+    if (!order) { st = SD_FAIL(SD_ERR_OOM, "train: host buffers"); goto done; }
+    for (int sl = 0; sl < slots; sl++) {
+        CHECK(host_alloc(cuda, (size_t)c->batch * img * sizeof(float), (void **)&hx[sl], &hx_pinned[sl]));
+        CHECK(host_alloc(cuda, (size_t)c->batch * sizeof(int32_t), (void **)&hy[sl], &hy_pinned[sl]));
+        CHECK(be.ops->alloc(be.ctx, (size_t)c->batch * img * sizeof(float), (void **)&dx[sl]));
+        CHECK(be.ops->alloc(be.ctx, (size_t)c->batch * sizeof(int32_t), (void **)&dy[sl]));
+    }
+    batch_maker bm = {.c = c, .train = &train, .aug = &aug_train, .per_epoch = per_epoch, .order = order,
+                      .epoch_loaded = -1};
 
     printf("train: %s (%zu parameters) on %s: %lld train / %lld test samples, batch %d, %lld steps (%lld per epoch), "
            "lr %g %s, threads %d (0 = all cores)\n", c->model, sd_net_param_count(net), train.name, (long long)train.n, (long long)test.n,
            c->batch, (long long)total, (long long)per_epoch, (double)c->lr, c->schedule, c->threads);
     double t0 = now_s(), last_print = 0, epoch_t0 = t0, loss_acc = 0;
-    int64_t loss_n = 0, epoch_loaded = -1;
+    int64_t loss_n = 0;
     int64_t last = c->stop_at > 0 && c->stop_at < total ? c->stop_at : total;
+    if (async && step < last) CHECK(prefetch(&be, &bm, step, (int)(step & 1), hx, hy, dx, dy, img));
     while (step < last) {
-        int64_t epoch = step / per_epoch, pos = step % per_epoch;
-        if (epoch != epoch_loaded) {
-            for (int64_t i = 0; i < train.n; i++) order[i] = i;
-            sd_rng er;
-            sd_rng_seed(&er, mix(c->seed, 0x0e90c4 + (uint64_t)epoch));
-            CHECK(sd_shuffle(order, train.n, &er));
-            epoch_loaded = epoch;
+        int64_t epoch = step / per_epoch;
+        const int cur = async ? (int)(step & 1) : 0;
+        if (async) {
+            CHECK(be.ops->upload_wait(be.ctx)); /* this step's batch is on the device */
+        } else {
+            CHECK(make_batch(&bm, step, hx[0], hy[0]));
+            CHECK(be.ops->upload(be.ctx, dx[0], hx[0], (size_t)c->batch * img * sizeof(float)));
+            CHECK(be.ops->upload(be.ctx, dy[0], hy[0], (size_t)c->batch * sizeof(int32_t)));
         }
-        sd_rng ar;
-        sd_rng_seed(&ar, mix(c->seed ^ 0xa5a5, (uint64_t)step));
-        CHECK(sd_augment_batch(&train, order + pos * c->batch, c->batch, &aug_train, &ar, hx, hy));
         float loss = 0;
-        CHECK(be.ops->upload(be.ctx, dx, hx, (size_t)c->batch * img * sizeof(float)));
-        CHECK(be.ops->upload(be.ctx, dy, hy, (size_t)c->batch * sizeof(int32_t)));
-        CHECK(sd_net_forward(net, dx, c->batch, true));
-        CHECK(sd_net_loss(net, dy, 1.0f / (float)c->batch, &loss));
+        CHECK(sd_net_forward(net, dx[cur], c->batch, true));
+        /* the next batch: assembled on the host while the device runs this step's forward, then
+         * copied (copy stream) into the other slot while the step goes on */
+        if (async && step + 1 < last) CHECK(prefetch(&be, &bm, step + 1, cur ^ 1, hx, hy, dx, dy, img));
+        CHECK(sd_net_loss(net, dy[cur], 1.0f / (float)c->batch, &loss));
         if (!isfinite(loss)) { st = SD_FAIL(SD_ERR_NUMERIC, "train: loss is %g at step %lld; lower the learning rate", (double)loss, (long long)step); goto done; }
         CHECK(sd_net_backward(net));
         CHECK(sd_optim_step(&opt, net, 1.0f));
@@ -347,9 +432,14 @@ done:
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
     if (metrics) fclose(metrics);
     if (evalf) fclose(evalf);
-    if (dx) be.ops->free(be.ctx, dx);
-    if (dy) be.ops->free(be.ctx, dy);
-    free(hx); free(hy); free(order);
+    if (be.ops && be.ops->upload_wait && be.ops->upload_async) (void)be.ops->upload_wait(be.ctx); /* no copy in flight */
+    for (int sl = 0; sl < 2; sl++) {
+        if (dx[sl]) be.ops->free(be.ctx, dx[sl]);
+        if (dy[sl]) be.ops->free(be.ctx, dy[sl]);
+        if (hx[sl]) host_free(hx[sl], hx_pinned[sl]);
+        if (hy[sl]) host_free(hy[sl], hy_pinned[sl]);
+    }
+    free(order);
     sd_optim_free(&opt);
     sd_net_destroy(net);
     if (be.ops) sd_backend_destroy(&be);

@@ -1,7 +1,12 @@
 /* train.h: single-device training and evaluation: a model on a dataset for a number of epochs or
  * steps, SGD with a schedule, a live progress line, metrics.jsonl / eval.jsonl in an output
  * directory, checkpoints (model.safetensors for PyTorch users, train_state.safetensors for exact
- * resume). The distributed ScaDLES trainer builds on the same pieces. */
+ * resume). The distributed ScaDLES trainer builds on the same pieces.
+ *
+ * Input pipeline: when the backend has upload_async/upload_wait (engine/backend.h), the next batch is
+ * assembled into a second host staging buffer (pinned memory with CUDA) and uploaded into a second
+ * device buffer while the current step computes (CUDA: on the copy stream). The batches, and so the
+ * results, are the same as with plain uploads: each batch depends only on (seed, epoch, step). */
 #ifndef SD_ENGINE_TRAIN_H
 #define SD_ENGINE_TRAIN_H
 
@@ -44,6 +49,8 @@ typedef struct sd_train_config {
     const char *resume;     /* a run directory to continue from, or NULL */
     int64_t stop_at;        /* end this invocation after this step, checkpointed (0 = run to the end) */
     bool progress;          /* live progress line on stderr */
+    const char *backend;    /* "cpu" (default; NULL means cpu) or "cuda" */
+    int device;             /* CUDA device index (backend "cuda") */
 } sd_train_config;
 
 void sd_train_config_defaults(sd_train_config *c);

@@ -32,6 +32,12 @@ static sd_status cpu_zero(sd_kctx *k, void *ptr, size_t bytes) {
     return SD_OK;
 }
 
+/* upload_wait: upload_async (cpu_copy) already copied synchronously. */
+static sd_status cpu_upload_wait(sd_kctx *k) {
+    (void)k;
+    return SD_OK;
+}
+
 static sd_status cpu_synchronize(sd_kctx *k) {
     (void)k;
     return SD_OK;
@@ -57,6 +63,8 @@ static const sd_backend_ops sd_cpu_ops = {
     .synchronize = cpu_synchronize,
     .supports_op = cpu_supports_op,
     .destroy = cpu_destroy,
+    .upload_async = cpu_copy,
+    .upload_wait = cpu_upload_wait,
     .conv2d_fwd = sd_cpu_conv2d_fwd,
     .conv2d_bwd = sd_cpu_conv2d_bwd,
     .bn_fwd_train = sd_cpu_bn_fwd_train,

@@ -1,7 +1,9 @@
 /* backend_cuda.cu: the CUDA backend: creates the CUDA kernel context (device, streams, cuBLAS and
  * cuDNN handles) and fills the backend table (engine/backend.h) with the kernels of this folder.
  * Memory entries: alloc = cudaMalloc, upload/download = cudaMemcpyAsync on the compute stream and
- * a wait, copy/zero = asynchronous device copies and memsets on the compute stream.
+ * a wait, copy/zero = asynchronous device copies and memsets on the compute stream; the optional
+ * upload_async/upload_wait pair copies on the copy stream, ordered against the compute stream by
+ * two events (double-buffered batch uploads that overlap the step before).
  *
  * Threading: one context drives one device from one host thread at a time (the create call makes
  * the device current for the calling thread). */
@@ -28,6 +30,8 @@ static sd_status kctx_init(sd_kctx *k) {
 
     CUDA_CHECK(cudaStreamCreateWithFlags(&k->stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaStreamCreateWithFlags(&k->copy_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&k->copy_done, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&k->compute_mark, cudaEventDisableTiming));
 
     /* fp32 parity with the CPU backend: no TF32 anywhere. cuBLAS's default math mode only uses
      * TF32 when asked (CUBLAS_TF32_TENSOR_OP_MATH); cuDNN's CUDNN_DEFAULT_MATH would permit TF32 on
@@ -64,6 +68,7 @@ extern "C" void sd_cuda_kctx_destroy(sd_kctx *k) {
     /* Best effort: errors here have nowhere to go; clear them so they do not leak into later calls. */
     if (cudaSetDevice(k->device) != cudaSuccess) (void)cudaGetLastError();
     if (k->stream && cudaStreamSynchronize(k->stream) != cudaSuccess) (void)cudaGetLastError();
+    if (k->copy_stream && cudaStreamSynchronize(k->copy_stream) != cudaSuccess) (void)cudaGetLastError();
     if (k->conv_desc) cudnnDestroyConvolutionDescriptor(k->conv_desc);
     if (k->w_desc) cudnnDestroyFilterDescriptor(k->w_desc);
     if (k->b_desc) cudnnDestroyTensorDescriptor(k->b_desc);
@@ -73,6 +78,9 @@ extern "C" void sd_cuda_kctx_destroy(sd_kctx *k) {
     if (k->cublas) cublasDestroy(k->cublas);
     if (k->workspace) cudaFree(k->workspace);
     if (k->d_small) cudaFree(k->d_small);
+    if (k->topk_scratch) cudaFree(k->topk_scratch);
+    if (k->copy_done) cudaEventDestroy(k->copy_done);
+    if (k->compute_mark) cudaEventDestroy(k->compute_mark);
     sd_cuda_host_free(k->h_small, k->h_small_pinned);
     if (k->copy_stream) cudaStreamDestroy(k->copy_stream);
     if (k->stream) cudaStreamDestroy(k->stream);
@@ -147,6 +155,35 @@ static sd_status cuda_upload(sd_kctx *k, void *dst, const void *host_src, size_t
      * memory (sd_cuda_host_alloc) and the copy stream. */
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, k->stream));
     CUDA_CHECK(cudaStreamSynchronize(k->stream));
+    return SD_OK;
+}
+
+/* The copy waits for the compute work enqueued before the last upload_wait (the double-buffering
+ * rule of engine/backend.h); the first call, before any upload_wait, waits for everything so far. */
+static sd_status cuda_upload_async(sd_kctx *k, void *dst, const void *host_src, size_t bytes) {
+    if (bytes == 0) return SD_OK;
+    if (!k || !dst || !host_src)
+        return SD_FAIL(SD_ERR_INVALID, "cuda upload_async: NULL context or pointer (%zu bytes)", bytes);
+    if (!k->mark_set) {
+        CUDA_CHECK(cudaEventRecord(k->compute_mark, k->stream));
+        k->mark_set = 1;
+    }
+    CUDA_CHECK(cudaStreamWaitEvent(k->copy_stream, k->compute_mark, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, k->copy_stream));
+    CUDA_CHECK(cudaEventRecord(k->copy_done, k->copy_stream));
+    k->async_pending++;
+    return SD_OK;
+}
+
+static sd_status cuda_upload_wait(sd_kctx *k) {
+    if (!k) return SD_FAIL(SD_ERR_INVALID, "cuda upload_wait: NULL context");
+    if (k->async_pending) {
+        CUDA_CHECK(cudaStreamWaitEvent(k->stream, k->copy_done, 0)); /* later compute sees the data */
+        CUDA_CHECK(cudaEventSynchronize(k->copy_done));              /* host sources reusable */
+        k->async_pending = 0;
+    }
+    CUDA_CHECK(cudaEventRecord(k->compute_mark, k->stream)); /* the next async copy starts after this point */
+    k->mark_set = 1;
     return SD_OK;
 }
 
@@ -239,6 +276,8 @@ static sd_backend_ops make_cuda_ops(void) {
     o.synchronize = cuda_synchronize;
     o.supports_op = cuda_supports_op;
     o.destroy = cuda_destroy;
+    o.upload_async = cuda_upload_async;
+    o.upload_wait = cuda_upload_wait;
     o.conv2d_fwd = sd_cuda_conv2d_fwd;
     o.conv2d_bwd = sd_cuda_conv2d_bwd;
     o.bn_fwd_train = sd_cuda_bn_fwd_train;

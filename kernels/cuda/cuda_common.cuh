@@ -67,7 +67,7 @@ struct sd_kctx {
     int cc_major, cc_minor;
     char name[256];
     cudaStream_t stream;      /* compute: every kernel, cuBLAS and cuDNN call */
-    cudaStream_t copy_stream; /* host <-> device staging overlapped with compute (stream ring buffer) */
+    cudaStream_t copy_stream; /* host -> device staging overlapped with compute (upload_async) */
     cublasHandle_t cublas;
     cudnnHandle_t cudnn;
     /* cuDNN descriptors, re-set per call (setting one is a few stores). */
@@ -87,6 +87,14 @@ struct sd_kctx {
     sd_cuda_small *h_small;
     bool h_small_pinned;
     int argmax_check_pending; /* a maxpool backward raised/may raise the argmax flag */
+    /* Top-k (topk.cu): a fixed-size device block allocated on the first call, kept until destroy. */
+    void *topk_scratch;
+    /* Asynchronous uploads (backend_cuda.cu, upload_async/upload_wait): copy_done is recorded on the
+     * copy stream after each async copy; compute_mark on the compute stream at each upload_wait (the
+     * point after which the compute stream no longer reads what the next async copy overwrites). */
+    cudaEvent_t copy_done, compute_mark;
+    int async_pending; /* async copies enqueued since the last upload_wait */
+    int mark_set;      /* compute_mark has been recorded (by an upload_wait) */
 };
 
 /* ---- helpers (cuda_common.cu) ---------------------------------------------------------------- */

@@ -88,6 +88,16 @@ sd_status sd_cuda_dropout_fwd(sd_kctx *k, const sd_dropout_params *p, const floa
 sd_status sd_cuda_dropout_bwd(sd_kctx *k, const sd_dropout_params *p, const float *dy, const uint8_t *mask,
                               float *dx);
 
+/* ---- topk.cu: Top-k by magnitude (gradient compression), the twin of sd_cpu_topk ---- */
+/* The kk entries of x[0..n) (device memory) with the largest |x| to idx_out/val_out (device memory,
+ * kk each; val_out[j] = x[idx_out[j]] bit for bit), in ASCENDING INDEX order: exactly the result of
+ * sd_cpu_topk (kernels/cpu/cpu_kernels.h): ties by the lowest index, -0 == +0, +-inf above every
+ * finite value, NaN (any sign or payload) above +-inf. Radix select (three histogram passes over x)
+ * and an index-ordered compaction, no sort; enqueued on the compute stream, returns without waiting.
+ * Scratch: a fixed block of about 74 KB owned by the context (allocated on the first call). kk = 0
+ * does nothing (pointers may be NULL); kk > n is SD_ERR_INVALID; n >= 2^32 is SD_ERR_UNSUPPORTED. */
+sd_status sd_cuda_topk(sd_kctx *k, const float *x, size_t n, size_t kk, uint32_t *idx_out, float *val_out);
+
 /* ---- optimizer.cu ---- */
 sd_status sd_cuda_sgd_update(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
 
