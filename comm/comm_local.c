@@ -95,7 +95,8 @@ static void describe_timeout(sd_comm_local_group *g, int rank, const post *mine)
                     (unsigned long long)g->last_seq[j]);
         appendf(g->reason, sizeof g->reason, ")");
     }
-    appendf(g->reason, sizeof g->reason, " to reach %s #%llu (noticed by rank %d); the group is unusable",
+    appendf(g->reason, sizeof g->reason, " to reach %s #%llu (noticed by rank %d); the group is unusable. If that "
+            "rank was only slow (an evaluation on a loaded machine), raise the timeout (experiment field comm_timeout_s)",
             sd_coll_name(mine->op), (unsigned long long)mine->seq, rank);
 }
 

@@ -24,6 +24,7 @@ struct sd_compressor {
     size_t *loff, *lcnt;        /* layers sorted by offset (per_layer), or the one whole block */
     sd_kctx *kc;                /* private: threads and the Top-k scratch */
     float *residual;
+    float *velocity;            /* momentum correction: u (NULL when cfg.momentum is 0) */
     bool residual_zero;         /* the residual is known to be all zeros */
     uint32_t *idx;              /* this step's pairs: global indices, ascending */
     float *val;                 /* values as sent (after f16 rounding) */
@@ -104,6 +105,8 @@ void sd_compress_config_from_experiment(const sd_experiment *e, sd_compress_conf
     c->max_ratio = e->compression.max_ratio;
     c->epsilon = e->compression.epsilon;
     c->f16_values = e->compression.f16_values;
+    c->momentum = e->compression.momentum_correction && e->compression.policy != SD_EXP_COMPRESS_OFF
+                      ? e->optimizer.momentum : 0.0;
 }
 
 static int gain_window(const sd_compress_config *c) { return c->gain_window > 0 ? c->gain_window : SD_COMPRESS_GAIN_WINDOW; }
@@ -116,6 +119,9 @@ static sd_status check_config(const sd_compress_config *c) {
         return SD_FAIL(SD_ERR_INVALID, "compression.ratio %g: must be in (0, 1]", c->ratio);
     if (!(c->delta >= 0 && c->delta <= 1))
         return SD_FAIL(SD_ERR_INVALID, "compression.delta %g: must be in [0, 1]", c->delta);
+    if (!(c->momentum >= 0 && c->momentum < 1))
+        return SD_FAIL(SD_ERR_INVALID, "compression momentum correction %g: must be in [0, 1) (optimizer.momentum)",
+                       c->momentum);
     if (c->policy == SD_EXP_COMPRESS_GAIN) {
         if (!(c->min_ratio > 0 && c->min_ratio <= c->max_ratio && c->max_ratio <= 1))
             return SD_FAIL(SD_ERR_INVALID, "compression.min_ratio %g, max_ratio %g: need 0 < min <= max <= 1",
@@ -188,6 +194,7 @@ void sd_compressor_destroy(sd_compressor *z) {
     free(z->lcnt);
     sd_cpu_kctx_destroy(z->kc);
     free(z->residual);
+    free(z->velocity);
     free(z->idx);
     free(z->val);
     free(z->partial);
@@ -272,12 +279,14 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
     if ((s = sd_cpu_alloc(count * sizeof(float), (void **)&z->residual)) != SD_OK ||
         (s = sd_cpu_alloc((z->cap_pairs ? z->cap_pairs : 1) * sizeof(uint32_t), (void **)&z->idx)) != SD_OK ||
         (s = sd_cpu_alloc((z->cap_pairs ? z->cap_pairs : 1) * sizeof(float), (void **)&z->val)) != SD_OK ||
-        (s = sd_cpu_alloc(z->npartial * sizeof(double), (void **)&z->partial)) != SD_OK) {
+        (s = sd_cpu_alloc(z->npartial * sizeof(double), (void **)&z->partial)) != SD_OK ||
+        (c->momentum > 0 && (s = sd_cpu_alloc(count * sizeof(float), (void **)&z->velocity)) != SD_OK)) {
         sd_compressor_destroy(z);
         sd_add_context(__func__, __FILE__, __LINE__);
         return s;
     }
     memset(z->residual, 0, count * sizeof(float));
+    if (z->velocity) memset(z->velocity, 0, count * sizeof(float));
     *out = z;
     return SD_OK;
 }
@@ -315,6 +324,19 @@ sd_status sd_compressor_set_residual(sd_compressor *z, const float *residual, si
         return SD_FAIL(SD_ERR_SHAPE, "compressor: residual of %zu floats for a gradient of %zu", count, z->count);
     memcpy(z->residual, residual, count * sizeof(float));
     z->residual_zero = false;
+    return SD_OK;
+}
+
+const float *sd_compressor_velocity(const sd_compressor *z) { return z ? z->velocity : NULL; }
+
+sd_status sd_compressor_set_velocity(sd_compressor *z, const float *velocity, size_t count) {
+    if (!z || !velocity) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL compressor or velocity");
+    if (!z->velocity)
+        return SD_FAIL(SD_ERR_INVALID, "compressor: no momentum correction configured, so no velocity to restore; "
+                       "the checkpoint was made with compression.momentum_correction on");
+    if (count != z->count)
+        return SD_FAIL(SD_ERR_SHAPE, "compressor: velocity of %zu floats for a gradient of %zu", count, z->count);
+    memcpy(z->velocity, velocity, count * sizeof(float));
     return SD_OK;
 }
 
@@ -563,6 +585,16 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
         return SD_OK;
     }
 
+    /* momentum correction: g becomes the velocity u = momentum x u + g */
+    if (z->velocity) {
+        float *u = z->velocity;
+        const float mu = (float)z->cfg.momentum;
+#pragma omp parallel for simd num_threads(z->kc->threads) schedule(static) if (count >= CZ_PAR_MIN)
+        for (size_t i = 0; i < count; i++) {
+            u[i] = mu * u[i] + g[i];
+            g[i] = u[i];
+        }
+    }
     /* a = g + residual; C(a) at this step's ratio; how much of the norm it keeps */
     add_residual(z, g);
     const double ratio = current_ratio(z);
@@ -625,6 +657,8 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
         z->residual[z->idx[j]] = isnan(d) ? 0.0f : d; /* a NaN that was sent is not kept */
     }
     z->residual_zero = false;
+    if (z->velocity) /* masking: what was sent leaves the velocity too */
+        for (size_t j = 0; j < np; j++) z->velocity[z->idx[j]] = 0.0f;
     TRY(sd_comm_allgatherv(comm, mine, mb, z->buf, z->sizes, z->displs));
     TRY(scatter_sum(z->kc->threads, z->buf, z->displs, z->np, n, f16, g, count, comm->rank));
     double gsum = 0;

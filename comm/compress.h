@@ -58,6 +58,10 @@ typedef struct sd_compress_config {
     bool f16_values;               /* values as IEEE binary16 (6 bytes per pair instead of 8) */
     int gain_window;               /* gain: steps per decision (0: SD_COMPRESS_GAIN_WINDOW) */
     double gain_factor;            /* gain: ladder factor > 1 (0: SD_COMPRESS_GAIN_FACTOR) */
+    double momentum;               /* momentum correction (DGC): 0 = off; in [0, 1): each rank keeps a
+                                      velocity u = momentum x u + g and compresses u + residual instead
+                                      of g + residual; sent entries of u are cleared (masking). The
+                                      caller then applies the sum with plain SGD (no momentum). */
 } sd_compress_config;
 
 /* The experiment defaults (policy off, ratio 0.1, delta 0.3, per layer, 0.001..0.1, epsilon 0.9). */
@@ -115,7 +119,9 @@ sd_status sd_compressor_create_net(const sd_compress_config *c, const sd_net *ne
 /* NULL is allowed. */
 void sd_compressor_destroy(sd_compressor *z);
 
-/* One step. g: this rank's (already weighted) gradient, count floats, host memory. Decides dense
+/* One step. g: this rank's (already weighted) gradient, count floats, host memory. With momentum
+ * correction, g first becomes the velocity u = momentum x u + g (a below is u + residual; sparse
+ * steps clear u where they send; dense steps send u + residual and keep u). Decides dense
  * or sparse by the policy (policy paper: one sd_comm_vote), applies error feedback, exchanges
  * (dense: sd_comm_allreduce_sum of g + residual; sparse: one sd_comm_allgatherv of every rank's
  * pairs, then a scatter-add in rank order) and leaves in g the SUM over ranks of what they sent,
@@ -136,9 +142,13 @@ uint64_t sd_compressor_message_bytes(const sd_compressor *z, double ratio);
 double sd_compressor_ratio(const sd_compressor *z);
 size_t sd_compressor_count(const sd_compressor *z);
 
-/* ---- checkpoints: the residual (count floats) and the policy state ------------------------- */
+/* ---- checkpoints: the residual (count floats), the velocity and the policy state ------------ */
 const float *sd_compressor_residual(const sd_compressor *z);
 sd_status sd_compressor_set_residual(sd_compressor *z, const float *residual, size_t count);
+/* The momentum-correction velocity (count floats); NULL when config momentum is 0. */
+const float *sd_compressor_velocity(const sd_compressor *z);
+/* SD_ERR_INVALID when the compressor has no momentum correction. */
+sd_status sd_compressor_set_velocity(sd_compressor *z, const float *velocity, size_t count);
 void sd_compressor_get_state(const sd_compressor *z, sd_compress_state *s);
 sd_status sd_compressor_set_state(sd_compressor *z, const sd_compress_state *s);
 

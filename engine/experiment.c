@@ -67,6 +67,7 @@ static const char *const full_names[] = {"drop-newest", "backpressure", NULL};
 static const char *const compress_names[] = {"off", "always", "paper", "gain", NULL};
 static const char *const bn_names[] = {"local", "average", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
+static const char *const link_emulation_names[] = {"off", "token_bucket", NULL};
 /* stream/dataset.h's sd_dataset_open names and their class counts */
 static const char *const dataset_names[] = {"fashion-mnist", "mnist", "cifar10", "cifar100", NULL};
 static const int dataset_classes[] = {10, 10, 10, 100};
@@ -318,6 +319,7 @@ static const field compression_fields[] = {
     FNUM("max_ratio", compression_t, max_ratio, 0, 1, LO_OPEN),
     FNUM("epsilon", compression_t, epsilon, 0, 1, LO_OPEN),
     FBOOL("f16_values", compression_t, f16_values),
+    FBOOL("momentum_correction", compression_t, momentum_correction),
     FEND,
 };
 
@@ -344,6 +346,9 @@ static const field top_fields[] = {
     FOBJ("compression", sd_experiment, compression, compression_fields),
     FENUM("bn", sd_experiment, bn, bn_names),
     FENUM("nonfinite", sd_experiment, nonfinite, nonfinite_names),
+    FENUM("link_emulation", sd_experiment, link_emulation, link_emulation_names),
+    FNUM("link_burst_bytes", sd_experiment, link_burst_bytes, 0, 1e12, 0),
+    FNUM("comm_timeout_s", sd_experiment, comm_timeout_s, 0, 1e6, LO_OPEN),
     {.key = "seeds", .type = F_SEEDS, .off = 0},
     FNUM("target_accuracy", sd_experiment, target_accuracy, 0, 1, LO_OPEN),
     FNUM("eval_every_s", sd_experiment, eval_every_s, 0, 1e9, LO_OPEN),
@@ -875,6 +880,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->compression.max_ratio = 0.1;
     e->compression.epsilon = 0.9;
     e->compression.f16_values = false;
+    e->compression.momentum_correction = true;
     e->bn = SD_EXP_BN_AVERAGE;
     e->n_seeds = 1;
     e->seeds[0] = 1;
@@ -882,6 +888,8 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->eval_every_s = 10.0;
     e->eval_limit = 0;
     e->time_budget_s = 600.0;
+    e->link_burst_bytes = 65536.0;
+    e->comm_timeout_s = 600.0;
     e->max_steps = 0;
     e->threads = 0;
 }
@@ -1322,6 +1330,9 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && r->compression.policy == SD_EXP_COMPRESS_GAIN && r->compression.min_ratio > r->compression.max_ratio)
         s = BAD(NULL, "compression.min_ratio", "%g is above compression.max_ratio %g; allowed: min_ratio <= max_ratio",
                 r->compression.min_ratio, r->compression.max_ratio);
+    if (s == SD_OK && r->link_emulation != SD_EXP_LINK_OFF && r->clock != SD_EXP_CLOCK_REAL)
+        s = BAD(NULL, "link_emulation", "token_bucket needs clock \"real\" (the virtual clock already charges every "
+                "collective to the device's link); allowed: off, or set clock to real");
     if (s == SD_OK && (r->injection.alpha > 0) != (r->injection.beta > 0))
         s = BAD(NULL, r->injection.alpha > 0 ? "injection.beta" : "injection.alpha",
                 "is 0 while the other is not; allowed: both in (0, 1] (injection on) or both 0 (off)");

@@ -65,6 +65,7 @@ typedef enum sd_exp_bn { SD_EXP_BN_LOCAL = 0, SD_EXP_BN_AVERAGE } sd_exp_bn; /* 
 /* A step whose summed gradient or loss is NaN/Inf: stop the run with a message naming the step,
  * or skip the update (counted as skipped_steps in summary.json). */
 typedef enum sd_exp_nonfinite { SD_EXP_NONFINITE_STOP = 0, SD_EXP_NONFINITE_SKIP } sd_exp_nonfinite; /* "stop" "skip" */
+typedef enum sd_exp_link_emulation { SD_EXP_LINK_OFF = 0, SD_EXP_LINK_TOKEN_BUCKET } sd_exp_link_emulation; /* "off" "token_bucket" */
 
 /* ---- devices ----------------------------------------------------------------------------------- */
 /* Bits of sd_exp_device.set: which values devices.list gave explicitly. */
@@ -158,10 +159,14 @@ typedef struct sd_experiment {
         double min_ratio, max_ratio;   /* gain: range of the ratio, 0 < min <= max <= 1, default 0.001, 0.1 */
         double epsilon;                /* gain: threshold of the smoothed gain, (0, 1], default 0.9 */
         bool f16_values;               /* send values as float16, default false */
+        bool momentum_correction;      /* momentum accumulated per device before Top-k (DGC), default true */
     } compression;
 
     sd_exp_bn bn;                      /* batch-norm running statistics, default average */
     sd_exp_nonfinite nonfinite;        /* NaN/Inf in loss or gradients: stop (default) or skip the step */
+    sd_exp_link_emulation link_emulation; /* real clock: shape each device's collectives to its link (comm/shaper.h), default off */
+    double link_burst_bytes;           /* token-bucket depth, [0, 1e12], default 65536 */
+    double comm_timeout_s;             /* local backend: bound on a wait inside a collective, (0, 1e6], default 600 */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
     double target_accuracy;            /* (0, 1], default 0.85 */

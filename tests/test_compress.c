@@ -328,6 +328,7 @@ static float wire_value(float v, bool f16) {
 typedef struct model {
     float *res[MAXR];
     double loss_sum[MAXR];
+    float *u[MAXR]; /* momentum correction: the velocity */
     uint64_t steps;
     int level, wsteps;
     double wsum;
@@ -344,6 +345,7 @@ static long scen_check(scen *sc) {
     unsigned char *sel[MAXR];
     for (int r = 0; r < n; r++) {
         m.res[r] = calloc(count, sizeof(float));
+        m.u[r] = calloc(count, sizeof(float));
         a[r] = malloc(count * sizeof(float));
         sent[r] = malloc(count * sizeof(float));
         sel[r] = malloc(count);
@@ -361,6 +363,11 @@ static long scen_check(scen *sc) {
         size_t np = 0;
         for (int r = 0; r < n; r++) {
             gen(sc, r, t, a[r]);
+            if (cfg->momentum > 0) /* u = momentum x u + g; a = u + residual */
+                for (size_t i = 0; i < count; i++) {
+                    m.u[r][i] = (float)cfg->momentum * m.u[r][i] + a[r][i];
+                    a[r][i] = m.u[r][i];
+                }
             for (size_t i = 0; i < count; i++) a[r][i] += m.res[r][i];
             memset(sel[r], 0, count);
             memset(sent[r], 0, count * sizeof(float));
@@ -410,6 +417,7 @@ static long scen_check(scen *sc) {
                     if (sel[r][i]) {
                         out[i] += sent[r][i];
                         m.res[r][i] = a[r][i] - sent[r][i];
+                        m.u[r][i] = 0.0f; /* masking */
                     } else {
                         m.res[r][i] = a[r][i];
                     }
@@ -466,6 +474,7 @@ static long scen_check(scen *sc) {
     }
     for (int r = 0; r < n; r++) {
         free(m.res[r]);
+        free(m.u[r]);
         free(a[r]);
         free(sent[r]);
         free(sel[r]);
@@ -517,6 +526,66 @@ static void test_model_exact(void) {
                 }
 }
 
+/* The paper schedule for N ranks: phases of concentrated and diffuse gradients so that the
+ * running mean crosses delta both ways. */
+static const char *mix_sched = "CCCDDDDDDDCCCCCCCCCCCCDDDDDDDDDDCCCCCCCCCCCC";
+
+/* Momentum correction (DGC) against the model: always and paper (a schedule that switches dense
+ * and sparse), per layer and whole, f32 and f16, N = 1..3, momentum 0.5 on small integers (every
+ * value dyadic, so exact); the velocity survives dense steps and is cleared where sent. */
+static void test_momentum_correction(void) {
+    static scen sc;
+    for (int pol = 0; pol < 2; pol++)
+        for (int pl = 0; pl < 2; pl++)
+            for (int f = 0; f < 2; f++)
+                for (int n = 1; n <= 3; n++) {
+                    memset(&sc, 0, sizeof sc);
+                    sc.name = "momentum";
+                    sc.cfg = cfg_of(pol ? SD_EXP_COMPRESS_PAPER : SD_EXP_COMPRESS_ALWAYS, 0.1, pl, f);
+                    sc.cfg.momentum = 0.5;
+                    scen_layers(&sc, 6, layers_a);
+                    sc.n = n;
+                    const char *ms = "DDDDCCCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"; /* dense first, then both */
+                    sc.steps = pol ? (int)strlen(ms) : 12;
+                    sc.threads = 2;
+                    sc.seed = 900 + (uint64_t)(pol * 16 + pl * 8 + f * 4 + n);
+                    sc.gen = pol ? G_SCHED : G_INT;
+                    for (int r = 0; r < n; r++)
+                        for (int t = 0; t < sc.steps; t++) sc.sched[r][t] = ms[t] == 'C' ? K_CONC : K_DIFF;
+                    scen_run(&sc);
+                    long w = scen_check(&sc);
+                    int dense = 0, sparse = 0;
+                    for (int t = 0; t < sc.steps; t++) {
+                        dense += !sc.st[0][t].compressed;
+                        sparse += sc.st[0][t].compressed;
+                    }
+                    EXPECT(scen_bad(&sc) == 0 && w == 0, "momentum policy %d per_layer %d f16 %d n=%d: %d failures, "
+                           "%ld mismatches with the model", pol, pl, f, n, scen_bad(&sc), w);
+                    EXPECT(sparse > 0 && (pol == 0 || dense > 0), "momentum policy %d: dense %d sparse %d steps", pol,
+                           dense, sparse);
+                    scen_free(&sc);
+                }
+    /* the velocity for checkpoints: present only with momentum correction, shape checked */
+    sd_compress_config c = cfg_of(SD_EXP_COMPRESS_ALWAYS, 0.1, true, false);
+    size_t off = 0, cnt = 100;
+    sd_compressor *z = NULL;
+    float v[100] = {0};
+    EXPECT_OK(sd_compressor_create(&c, 100, 1, &off, &cnt, 1, &z));
+    EXPECT(sd_compressor_velocity(z) == NULL, "no velocity without momentum correction");
+    EXPECT_FAIL(sd_compressor_set_velocity(z, v, 100), SD_ERR_INVALID, "momentum_correction");
+    sd_compressor_destroy(z);
+    c.momentum = 0.9;
+    EXPECT_OK(sd_compressor_create(&c, 100, 1, &off, &cnt, 1, &z));
+    EXPECT(sd_compressor_velocity(z) != NULL, "a velocity with momentum correction");
+    EXPECT_FAIL(sd_compressor_set_velocity(z, v, 99), SD_ERR_SHAPE, "velocity");
+    v[7] = 3.0f;
+    EXPECT_OK(sd_compressor_set_velocity(z, v, 100));
+    EXPECT(sd_compressor_velocity(z)[7] == 3.0f, "velocity restored");
+    sd_compressor_destroy(z);
+    c.momentum = 1.0;
+    EXPECT_FAIL(sd_compressor_create(&c, 100, 1, &off, &cnt, 1, &z), SD_ERR_INVALID, "momentum");
+}
+
 /* sum over steps of what was sent + residual == sum of gradients, after every step. With n = 1
  * the exchanged sum is exactly what the device sent; with n > 1 the sums run over ranks too. */
 static long mass_check(const scen *sc, double tol, bool *saw_dense, bool *saw_sparse) {
@@ -551,9 +620,6 @@ static long mass_check(const scen *sc, double tol, bool *saw_dense, bool *saw_sp
     return bad;
 }
 
-/* The paper schedule for N ranks: phases of concentrated and diffuse gradients so that the
- * running mean crosses delta both ways. */
-static const char *mix_sched = "CCCDDDDDDDCCCCCCCCCCCCDDDDDDDDDDCCCCCCCCCCCC";
 
 static void test_mass(void) {
     static scen sc;
@@ -842,6 +908,7 @@ int main(void) {
     test_sparse_allgather();
     test_model_exact();
     test_mass();
+    test_momentum_correction();
     test_votes();
     test_gain();
     test_determinism();

@@ -116,6 +116,31 @@ int main(void) {
     long trained = tr ? atol(tr + 19) : -1;
     EXPECT(trained >= 107 && trained <= 107 * 4, "real clock: %ld samples trained in 3 s at 107 samples/s", trained);
     free(m);
+    /* 4b. the real clock with an emulated 2 Mbit/s link (token bucket of depth 0): every step's
+     * measured communication takes at least its wire bytes at 2 Mbit/s (a lower bound: robust to a
+     * loaded machine) */
+    snprintf(a, sizeof a, "%s/shaped", dir);
+    const char *shaped[] = {"clock=real", "time_budget_s=3", "eval_every_s=10", "max_steps=0",
+                            "link_emulation=token_bucket", "link_burst_bytes=0", "devices.link.bandwidth_mbps=2"};
+    small_with(e, a, "scadles", shaped, 7);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
+    m = sd_test_slurp(p1, &len);
+    int shaped_steps = 0, shaped_short = 0;
+    for (char *l = m; l && (l = strstr(l, "\"comm\": ")); l++) {
+        double comm = atof(l + 8);
+        char *sb = strstr(l, "\"step_bytes\": ");
+        double bytes = sb ? atof(sb + 14) : 0;
+        shaped_steps++;
+        if (!(bytes > 0) || comm < 0.999 * bytes * 8 / 2e6) shaped_short++;
+    }
+    EXPECT(shaped_steps >= 1 && shaped_short == 0, "emulated link: %d of %d steps communicated faster than 2 Mbit/s "
+           "allows (or sent nothing)", shaped_short, shaped_steps);
+    free(m);
+    const char *badlink[] = {"link_emulation=token_bucket"}; /* the virtual clock models the link already */
+    sd_experiment_defaults(e);
+    EXPECT_OK(sd_experiment_set(e, badlink[0]));
+    EXPECT_FAIL(sd_experiment_resolve(e), SD_ERR_INVALID, "link_emulation");
     const char *realstall[] = {"clock=real", "time_budget_s=3", "devices.rates=80,70,0.01,90", "ddp_timeout_s=2",
                                "max_steps=0"};
     small_with(e, a, "ddp", realstall, 5);
