@@ -1,7 +1,9 @@
 /* train.c: scadles-train, the main job. Two uses:
- *   scadles-train --config EXPERIMENT.json [--set key=value ...]
+ *   scadles-train --config EXPERIMENT.json [--set key=value ...] [--resume DIR] [--stop-at STEP]
  *       a distributed ScaDLES experiment (every listed mode and seed, comparison table,
- *       summary.json, plot); under mpirun with "backend": "mpi", one rank per device.
+ *       summary.json, plot); under mpirun with "backend": "mpi", one rank per device. SIGINT,
+ *       SIGTERM or SIGUSR1 (what mpirun forwards) stop it after the current step with a
+ *       checkpoint, and it says how to resume (docs/checkpoints.md).
  *   scadles-train [--model ... --dataset ...]
  *       one device training a model on a dataset with SGD and a schedule, writing
  *       metrics.jsonl, eval.jsonl and checkpoints to an output directory. */
@@ -13,6 +15,7 @@
 #include "engine/experiment.h"
 #include "engine/models.h"
 #include "engine/report.h"
+#include "engine/signals.h"
 #include "engine/train.h"
 #ifdef SCADLES_HAVE_MPI
 #include <mpi.h>
@@ -20,11 +23,64 @@
 #include "comm/comm_mpi.h"
 #endif
 
-/* --config: load, override, resolve, run. Returns the exit code. */
-static int run_experiment(const char *path, const char **sets, int nsets) {
+/* Appends one shell word to buf, quoted when it needs to be. */
+static void shell_word(char *buf, size_t cap, const char *w) {
+    size_t len = strlen(buf);
+    bool plain = *w != '\0';
+    for (const char *p = w; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=,:@+%", *p)) plain = false;
+    if (plain) {
+        snprintf(buf + len, cap - len, "%s%s", len ? " " : "", w);
+        return;
+    }
+    len += (size_t)snprintf(buf + len, cap - len, "%s'", len ? " " : "");
+    for (const char *p = w; *p && len + 5 < cap; p++) {
+        if (*p == '\'') len += (size_t)snprintf(buf + len, cap - len, "'\\''");
+        else buf[len++] = *p, buf[len] = '\0';
+    }
+    if (len + 1 < cap) snprintf(buf + len, cap - len, "'");
+}
+
+/* The stop message: where the checkpoint is and the command that continues the run. */
+static void print_stopped(const sd_experiment *e, const sd_run_control *ctl, const char *argv0, const char *path,
+                          const char **sets, int nsets) {
+    char cmd[4096] = "";
+    if (e->backend == SD_EXP_BACKEND_MPI) {
+        char np[32];
+        snprintf(np, sizeof np, "%d", e->devices.count);
+        shell_word(cmd, sizeof cmd, "mpirun");
+        shell_word(cmd, sizeof cmd, "-np");
+        shell_word(cmd, sizeof cmd, np);
+    }
+    shell_word(cmd, sizeof cmd, argv0);
+    shell_word(cmd, sizeof cmd, "--config");
+    shell_word(cmd, sizeof cmd, path);
+    for (int i = 0; i < nsets; i++) {
+        shell_word(cmd, sizeof cmd, "--set");
+        shell_word(cmd, sizeof cmd, sets[i]);
+    }
+    shell_word(cmd, sizeof cmd, "--resume");
+    shell_word(cmd, sizeof cmd, ctl->checkpoint_dir);
+    char why[64];
+    if (ctl->stop_signal) snprintf(why, sizeof why, "%s", sd_signals_name(ctl->stop_signal));
+    else snprintf(why, sizeof why, "--stop-at %lld", (long long)ctl->stop_at);
+    printf("\nstopped (%s): %s seed %llu after step %lld; every device stopped after the same step.\n"
+           "checkpoint: %s (one file per rank + %s)\n"
+           "resume with:\n  %s\n",
+           why, sd_exp_mode_name(ctl->stopped_mode), (unsigned long long)ctl->stopped_seed,
+           (long long)ctl->stopped_step, ctl->checkpoint_dir, "run.safetensors", cmd);
+    fflush(stdout);
+}
+
+/* --config: load, override, resolve, run. Returns the exit code: 0 done (or stopped by --stop-at,
+ * or by a signal under MPI), 128 + the signal when a signal stopped a local run (checkpointed, as a
+ * shell expects of an interrupted program), 1 failed, 2 bad usage. */
+static int run_experiment(const char *argv0, const char *path, const char **sets, int nsets, const char *resume,
+                          int64_t stop_at) {
     sd_experiment *e = malloc(sizeof *e);
     if (!e) return 1;
     int rc = 1;
+    sd_run_control ctl = {.resume_dir = resume, .stop_at = stop_at, .stop_flag = sd_signals_flag()};
     sd_status st = sd_experiment_load_file(path, e);
     for (int i = 0; st == SD_OK && i < nsets; i++) st = sd_experiment_set(e, sets[i]);
     if (st == SD_OK) st = sd_experiment_resolve(e);
@@ -41,25 +97,30 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
         sd_comm *comm = NULL;
         st = sd_experiment_check_ranks(e, ranks);
         if (st == SD_OK) st = sd_comm_mpi_create(MPI_COMM_WORLD, &comm);
-        if (st == SD_OK) st = sd_experiment_run(e, comm, comm->rank == 0 ? stdout : NULL);
+        if (st == SD_OK) st = sd_signals_install();
+        if (st == SD_OK) st = sd_experiment_run_ctl(e, comm, comm->rank == 0 ? stdout : NULL, &ctl);
         if (st != SD_OK) {
             fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
             if (comm) sd_comm_destroy(comm);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
+        if (ctl.stopped && comm->rank == 0) print_stopped(e, &ctl, argv0, path, sets, nsets);
         sd_comm_destroy(comm);
         MPI_Finalize();
-        rc = 0;
+        rc = 0; /* stopped by a signal too: mpirun would call any other exit status a failure and abort the job */
 #else
         fprintf(stderr, "scadles-train: %s asks for \"backend\": \"mpi\" but this build has no MPI; install "
                         "libopenmpi-dev and reconfigure, or use --set backend=local\n", path);
         rc = 2;
 #endif
     } else {
-        st = sd_experiment_run(e, NULL, stdout);
+        st = sd_signals_install();
+        if (st == SD_OK) st = sd_experiment_run_ctl(e, NULL, stdout, &ctl);
         if (st != SD_OK) fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
-        rc = st == SD_OK ? 0 : 1;
+        if (st == SD_OK && ctl.stopped) print_stopped(e, &ctl, argv0, path, sets, nsets);
+        rc = st != SD_OK ? 1 : ctl.stopped && ctl.stop_signal ? 128 + ctl.stop_signal : 0;
     }
+    sd_signals_restore();
     free(e);
     return rc;
 }
@@ -67,6 +128,7 @@ static int run_experiment(const char *path, const char **sets, int nsets) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: scadles-train --config EXPERIMENT.json [--set key=value ...]   (docs/experiments.md)\n"
+            "                     [--resume CHECKPOINT_DIR] [--stop-at STEP]       (docs/checkpoints.md)\n"
             "       scadles-train --report DIR                                       (report.html of an experiment's out_dir)\n"
             "       scadles-train [options]                                          (one device)\n"
             "  --model NAME        %s (default fmnist_cnn)\n"
@@ -80,6 +142,7 @@ static void usage(FILE *f) {
             "  --nesterov          --no-augment           --train-limit N  --eval-limit N\n"
             "  --eval-every STEPS  (default: each epoch)  --checkpoint-every STEPS (default: at the end)\n"
             "  --seed S            (default 1)            --threads T (default: all cores)\n"
+            "  --backend cpu|cuda  (default cpu)          --device D  CUDA device index (default 0)\n"
             "  --out DIR           run directory (default runs/train)\n"
             "  --resume DIR        continue the run saved in DIR\n"
             "  --stop-at STEP      end this invocation after STEP (checkpointed; resume later)\n"
@@ -119,13 +182,23 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--set")) sets[nsets++] = argv[++i];
     }
     if (config) {
+        const char *resume = NULL;
+        double stop_at = 0;
         for (int i = 1; i < argc; i++) {
-            if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--set")) { i++; continue; }
-            fprintf(stderr, "scadles-train: with --config only --set key=value may follow (got '%s'); see docs/experiments.md\n", argv[i]);
+            const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+            if (!strcmp(a, "--config") || !strcmp(a, "--set")) { i++; continue; }
+            if (!strcmp(a, "--resume") && v) { resume = v; i++; continue; }
+            if (!strcmp(a, "--stop-at")) {
+                if (num(a, v, 1, 1e15, &stop_at)) { free(sets); return 2; }
+                i++;
+                continue;
+            }
+            fprintf(stderr, "scadles-train: with --config only --set key=value, --resume DIR and --stop-at STEP may "
+                            "follow (got '%s'); see docs/experiments.md\n", a);
             free(sets);
             return 2;
         }
-        int rc = run_experiment(config, sets, nsets);
+        int rc = run_experiment(argv[0], config, sets, nsets, resume, (int64_t)stop_at);
         free(sets);
         return rc;
     }
@@ -149,6 +222,7 @@ int main(int argc, char **argv) {
         STR("--schedule", c.schedule)
         STR("--out", c.out_dir)
         STR("--resume", c.resume)
+        STR("--backend", c.backend)
         NUM("--width", 0.01, 16, c.width = (float)x)
         NUM("--epochs", 1, 100000, c.epochs = (int)x)
         NUM("--steps", 1, 1e12, c.steps = (int64_t)x)
@@ -165,6 +239,7 @@ int main(int argc, char **argv) {
         NUM("--seed", 0, 1.8e19, c.seed = (uint64_t)x)
         NUM("--stop-at", 0, 1e12, c.stop_at = (int64_t)x)
         NUM("--threads", 0, 1024, c.threads = (int)x)
+        NUM("--device", 0, 1024, c.device = (int)x)
         else if (!strcmp(a, "--nesterov")) c.optim.nesterov = true;
         else if (!strcmp(a, "--no-augment")) c.augment = false;
         else if (!strcmp(a, "--quiet")) c.progress = false;

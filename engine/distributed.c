@@ -16,13 +16,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../comm/comm_local.h"
 #include "../comm/compress.h"
+#include "../comm/shaper.h"
+#include "checkpoint.h"
+#include "dist_checkpoint.h"
 #include "models.h"
 #include "optim.h"
 #include "profile.h"
 #include "rng.h"
+#include "signals.h"
 #include "stream/augment.h"
 #include "stream/inject.h"
 #include "stream/ingest.h"
@@ -70,12 +75,18 @@ typedef struct step_info {
     int32_t batch;        /* samples trained on this step: stream + injected */
     int32_t stream_batch; /* of them, from the device's own stream */
     int32_t buffered;     /* buffer occupancy after the take */
-    int32_t injected;
+    int32_t stop;         /* a stop request seen on this device (the signal's number), 0: none */
     uint64_t dropped;     /* all drops so far (policy, truncation, decode) */
     uint64_t high_water;
 } step_info;
 
 static double max_d(double a, double b) { return a > b ? a : b; }
+
+/* Compression with momentum correction (docs/compression.md): the optimizer's momentum and weight
+ * decay move into the compressor, applied per device before Top-k. */
+static bool momentum_corrected(const sd_experiment *e) {
+    return e->compression.policy != SD_EXP_COMPRESS_OFF && e->compression.momentum_correction;
+}
 
 /* JSON has no NaN/Inf: a non-finite value is written as null. */
 static void json_num(char *buf, size_t n, double v) {
@@ -110,6 +121,7 @@ typedef struct device {
     bool ring_pinned; /* CUDA builds: whether the ring's storage came from cudaMallocHost */
     sd_replay *replay;
     sd_sink sink;
+    sd_msg_expect expect;
     sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay */
     sd_inject_pool *pool;
     sd_compressor *compressor; /* Top-k + error feedback (compression.policy != off) */
@@ -161,6 +173,15 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
     sched.warmup_steps = e->optimizer.warmup_steps;
     sd_optim_config oc = {.momentum = (float)e->optimizer.momentum, .weight_decay = (float)e->optimizer.weight_decay,
                           .nesterov = e->optimizer.nesterov};
+    if (momentum_corrected(e)) {
+        /* the momentum and the weight decay live in each device's compressor (DGC momentum
+         * correction, docs/compression.md): the global update is plain SGD on the summed result */
+        if (e->optimizer.nesterov)
+            return SD_FAIL(SD_ERR_UNSUPPORTED, "compression.momentum_correction does not do Nesterov momentum; set "
+                           "optimizer.nesterov to false or compression.momentum_correction to false");
+        oc.momentum = 0;
+        oc.weight_decay = 0;
+    }
     TRY(sd_optim_init(&d->opt, d->net, &oc, &sched));
 
     size_t img = (size_t)tr->c * tr->h * tr->w;
@@ -182,8 +203,10 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
     sd_msg_expect ex = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {(uint32_t)tr->c, (uint32_t)tr->h, (uint32_t)tr->w},
                         .classes = tr->classes, .check_device = true, .device = (uint32_t)rank};
     TRY(sd_sink_init(&d->sink, d->ring, &ex));
-    if (e->clock == SD_EXP_CLOCK_REAL) {
-        /* The replay paced by the wall clock, delivered by an ingest thread (its time 0 is now). */
+    d->expect = ex;
+    if (e->clock == SD_EXP_CLOCK_REAL && !in->resume_dir) {
+        /* The replay paced by the wall clock, delivered by an ingest thread (its time 0 is now; a
+         * resumed run starts it once the stream's state is restored) */
         sd_ingest_config ic = {.source = sd_replay_source(d->replay), .ring = d->ring, .expect = ex};
         TRY(sd_ingest_start(&ic, &d->ingest));
     }
@@ -244,11 +267,156 @@ static sd_status ready_time(device *d, double now, int b, double *t_ready) {
     return SD_OK;
 }
 
-static sd_status open_out(const char *dir, const char *name, FILE **f) {
+/* Opens an output of the run for writing: afresh (resume_bytes < 0), or, resuming, cut back to
+ * the size it had when the checkpoint was taken and appended to, so the finished file is the one
+ * an uninterrupted run writes. */
+static sd_status open_out(const char *dir, const char *name, int64_t resume_bytes, FILE **f) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    *f = fopen(path, "w");
+    if (resume_bytes >= 0) {
+        struct stat sb;
+        if (stat(path, &sb) != 0)
+            return SD_FAIL(SD_ERR_IO, "resume: cannot find %s (%s); it holds the run's output up to the checkpoint; "
+                           "resume with the out_dir the checkpoint was written in", path, strerror(errno));
+        if ((int64_t)sb.st_size < resume_bytes)
+            return SD_FAIL(SD_ERR_INVALID, "resume: %s has %lld bytes, fewer than the %lld it had at the checkpoint; "
+                           "the run directory was changed since", path, (long long)sb.st_size, (long long)resume_bytes);
+        if (truncate(path, (off_t)resume_bytes) != 0)
+            return SD_FAIL(SD_ERR_IO, "resume: cannot cut %s back to %lld bytes: %s", path, (long long)resume_bytes,
+                           strerror(errno));
+    }
+    *f = fopen(path, resume_bytes >= 0 ? "a" : "w");
     if (!*f) return SD_FAIL(SD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return SD_OK;
+}
+
+/* ---- checkpoints (docs/checkpoints.md, "Distributed runs") ------------------------------------- */
+/* The loop's state between two steps, besides the device's components and the summary so far. */
+typedef struct loop_state {
+    double T, last_cut, next_eval, last_top1;
+    int64_t step;
+    uint64_t wire_bytes;      /* this rank's wire bytes since the run began */
+    int64_t out_bytes[4];     /* rank 0: sizes of the outputs below at the checkpoint (-1: write afresh) */
+} loop_state;
+
+static const char *const OUT_NAMES[4] = {"metrics.jsonl", "eval.jsonl", "eval.dat", "buffer.dat"};
+
+/* Summary fields the loop accumulates (F64 and U64 tensors "summary.f64", "summary.u64"). */
+#define SUMMARY_F64 4
+#define SUMMARY_U64 5
+
+/* Writes <checkpoint_dir>/rank<r>.safetensors: everything this device needs to continue. */
+static sd_status save_rank(const sd_dist_inputs *in, int rank, int n, device *d, const loop_state *ls,
+                           const sd_run_summary *out, const preq_window *preq, const char *reason) {
+    sd_dist_ckpt_id id = {.experiment = in->experiment_json, .devices = n, .run_index = in->run_index,
+                          .mode = in->mode, .seed = in->seed, .step = ls->step};
+    sd_dist_ckpt_writer cw;
+    TRY(sd_dist_ckpt_writer_begin(&cw, &id, rank, reason));
+    double clock[4] = {ls->T, ls->last_cut, ls->next_eval, ls->last_top1};
+    double sf[SUMMARY_F64] = {out->time_to_target_s, out->final_accuracy, out->best_accuracy, out->wall_s};
+    uint64_t su[SUMMARY_U64] = {(uint64_t)out->skipped_steps, out->samples_trained, out->samples_injected,
+                                out->samples_dropped, out->peak_buffer};
+    const int64_t pshape[2] = {SD_PREQ_WINDOW, SD_MAX_DEVICES};
+    sd_status s = SD_OK;
+#define PUT(x) if (s == SD_OK) s = (x)
+    PUT(sd_dist_ckpt_put_net(&cw, d->net, &d->opt));
+    PUT(sd_dist_ckpt_put_ring(&cw, d->ring, &d->sink));
+    PUT(sd_dist_ckpt_put_replay(&cw, d->replay));
+    if (d->pool) {
+        PUT(sd_dist_ckpt_put_pool(&cw, d->pool, n));
+        PUT(sd_dist_ckpt_put_rng(&cw, "inject.rng", &d->inject_rng));
+    }
+    if (d->compressor) PUT(sd_dist_ckpt_put_compressor(&cw, d->compressor));
+    PUT(sd_dist_ckpt_put(&cw, "loop.clock", SD_ST_F64, 1, (int64_t[]){4}, clock));
+    PUT(sd_dist_ckpt_put_i64(&cw, "loop.step", ls->step));
+    PUT(sd_dist_ckpt_put_u64(&cw, "loop.wire_bytes", ls->wire_bytes));
+    PUT(sd_dist_ckpt_put(&cw, "loop.outputs", SD_ST_I64, 1, (int64_t[]){4}, ls->out_bytes));
+    PUT(sd_dist_ckpt_put(&cw, "preq.correct", SD_ST_F32, 2, pshape, preq->correct));
+    PUT(sd_dist_ckpt_put(&cw, "preq.seen", SD_ST_F32, 2, pshape, preq->seen));
+    PUT(sd_dist_ckpt_put(&cw, "summary.f64", SD_ST_F64, 1, (int64_t[]){SUMMARY_F64}, sf));
+    PUT(sd_dist_ckpt_put(&cw, "summary.u64", SD_ST_U64, 1, (int64_t[]){SUMMARY_U64}, su));
+#undef PUT
+    if (s != SD_OK) {
+        sd_dist_ckpt_writer_abort(&cw);
+        TRY(s);
+    }
+    char path[1100];
+    sd_dist_ckpt_path(in->checkpoint_dir, rank, path, sizeof path);
+    s = sd_dist_ckpt_mkdir(in->checkpoint_dir);
+    if (s != SD_OK) {
+        sd_dist_ckpt_writer_abort(&cw);
+        TRY(s);
+    }
+    TRY(sd_dist_ckpt_writer_finish(&cw, path));
+    return SD_OK;
+}
+
+/* Reads <resume_dir>/rank<r>.safetensors back into a freshly set-up device and the loop state. */
+static sd_status load_rank(const sd_dist_inputs *in, int rank, int n, device *d, loop_state *ls, sd_run_summary *out,
+                           preq_window *preq) {
+    char path[1100];
+    sd_dist_ckpt_path(in->resume_dir, rank, path, sizeof path);
+    sd_dist_ckpt_id want = {.experiment = in->experiment_json, .devices = n}, got;
+    sd_st_file *f = NULL;
+    TRY(sd_dist_ckpt_open(path, &want, rank, &f, &got));
+    sd_status s = SD_OK;
+    const sd_st_tensor *t = NULL;
+#define GET(x) if (s == SD_OK) s = (x)
+    if (got.run_index != in->run_index || got.step != in->resume_step)
+        s = SD_FAIL(SD_ERR_INVALID, "%s holds step %lld of run %d but %s/%s says step %lld of run %d: the checkpoint "
+                    "was interrupted while it was being written; resume from a complete copy or start again", path,
+                    (long long)got.step, got.run_index, in->resume_dir, SD_DIST_CKPT_RUN_FILE,
+                    (long long)in->resume_step, in->run_index);
+    GET(sd_dist_ckpt_get_net(f, d->net, &d->opt));
+    GET(sd_dist_ckpt_get_ring(f, d->ring, &d->sink));
+    GET(sd_dist_ckpt_get_replay(f, d->replay));
+    if (d->pool) {
+        GET(sd_dist_ckpt_get_pool(f, d->pool, n));
+        GET(sd_dist_ckpt_get_rng(f, "inject.rng", &d->inject_rng));
+    }
+    if (d->compressor) GET(sd_dist_ckpt_get_compressor(f, d->compressor));
+    GET(sd_dist_ckpt_get(f, "loop.clock", SD_ST_F64, 4, &t));
+    if (s == SD_OK) {
+        double c[4];
+        memcpy(c, t->data, sizeof c);
+        ls->T = c[0];
+        ls->last_cut = c[1];
+        ls->next_eval = c[2];
+        ls->last_top1 = c[3];
+    }
+    GET(sd_dist_ckpt_get_i64(f, "loop.step", &ls->step));
+    GET(sd_dist_ckpt_get_u64(f, "loop.wire_bytes", &ls->wire_bytes));
+    GET(sd_dist_ckpt_get(f, "loop.outputs", SD_ST_I64, 4, &t));
+    if (s == SD_OK) memcpy(ls->out_bytes, t->data, sizeof ls->out_bytes);
+    GET(sd_dist_ckpt_get(f, "preq.correct", SD_ST_F32, (size_t)SD_PREQ_WINDOW * SD_MAX_DEVICES, &t));
+    if (s == SD_OK) memcpy(preq->correct, t->data, sizeof preq->correct);
+    GET(sd_dist_ckpt_get(f, "preq.seen", SD_ST_F32, (size_t)SD_PREQ_WINDOW * SD_MAX_DEVICES, &t));
+    if (s == SD_OK) memcpy(preq->seen, t->data, sizeof preq->seen);
+    GET(sd_dist_ckpt_get(f, "summary.f64", SD_ST_F64, SUMMARY_F64, &t));
+    if (s == SD_OK) {
+        double v[SUMMARY_F64];
+        memcpy(v, t->data, sizeof v);
+        out->time_to_target_s = v[0];
+        out->final_accuracy = v[1];
+        out->best_accuracy = v[2];
+        out->wall_s = v[3];
+    }
+    GET(sd_dist_ckpt_get(f, "summary.u64", SD_ST_U64, SUMMARY_U64, &t));
+    if (s == SD_OK) {
+        uint64_t v[SUMMARY_U64];
+        memcpy(v, t->data, sizeof v);
+        out->skipped_steps = (int64_t)v[0];
+        out->samples_trained = v[1];
+        out->samples_injected = v[2];
+        out->samples_dropped = v[3];
+        out->peak_buffer = v[4];
+    }
+    if (s == SD_OK && ls->step != got.step)
+        s = SD_FAIL(SD_ERR_FORMAT, "%s: loop.step %lld disagrees with the metadata's step %lld; the file is damaged",
+                    path, (long long)ls->step, (long long)got.step);
+#undef GET
+    sd_st_close(f);
+    TRY(s);
     return SD_OK;
 }
 
@@ -257,7 +425,7 @@ static void trace_phase(const sd_dist_inputs *in, int tid, sd_trace_phase p, dou
     (void)sd_trace_complete(in->trace, in->trace_pid, tid, sd_trace_phase_name(p), "step", t0, dur > 0 ? dur : 0);
 }
 
-sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
+static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
     const sd_experiment *e = in->e;
     const int rank = comm->rank, n = comm->size;
     if (n != e->devices.count)
@@ -284,11 +452,34 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     const int classes = sd_net_classes(d.net);
     hlogits = malloc((size_t)d.max_batch * classes * sizeof(float));
     if (!hlogits) { st = SD_FAIL(SD_ERR_OOM, "logits"); goto done; }
+    loop_state ls = {.T = 0, .last_cut = -INFINITY, .next_eval = e->eval_every_s, .last_top1 = -1, .step = 0,
+                     .out_bytes = {-1, -1, -1, -1}};
+    memset(out, 0, sizeof *out);
+    out->time_to_target_s = -1;
+    if (in->resume_dir) { /* every device restores its state before any output is touched */
+        sd_status ls_st = load_rank(in, rank, n, &d, &ls, out, preq);
+        uint64_t oks[SD_MAX_DEVICES];
+        CHECK(sd_comm_allgather_u64(comm, (uint64_t)ls_st, oks));
+        CHECK(ls_st);
+        for (int j = 0; j < n; j++)
+            if (oks[j] != SD_OK) {
+                st = SD_FAIL((sd_status)oks[j], "device %d could not restore its state from %s (its message says why)",
+                             j, in->resume_dir);
+                goto done;
+            }
+    }
+    const int64_t step0 = ls.step;
+    const double wall_before = out->wall_s; /* wall seconds of earlier invocations of this run */
     if (rank == 0) {
-        CHECK(open_out(in->run_dir, "metrics.jsonl", &metrics));
-        CHECK(open_out(in->run_dir, "eval.jsonl", &evalf));
-        CHECK(open_out(in->run_dir, "eval.dat", &evaldat));   /* gnuplot: time top1 */
-        CHECK(open_out(in->run_dir, "buffer.dat", &bufdat));  /* gnuplot: time total max global_batch */
+        CHECK(open_out(in->run_dir, OUT_NAMES[0], ls.out_bytes[0], &metrics));
+        CHECK(open_out(in->run_dir, OUT_NAMES[1], ls.out_bytes[1], &evalf));
+        CHECK(open_out(in->run_dir, OUT_NAMES[2], ls.out_bytes[2], &evaldat)); /* gnuplot: time top1 */
+        CHECK(open_out(in->run_dir, OUT_NAMES[3], ls.out_bytes[3], &bufdat));  /* gnuplot: time total max global_batch */
+    }
+    if (e->clock == SD_EXP_CLOCK_REAL && in->resume_dir) {
+        /* resumed: the stream's time goes on from where the checkpoint paused it */
+        sd_ingest_config ic = {.source = sd_replay_source(d.replay), .ring = d.ring, .expect = d.expect};
+        CHECK(sd_ingest_start(&ic, &d.ingest));
     }
     const sd_dataset *tr = in->train;
     size_t img = (size_t)tr->c * tr->h * tr->w;
@@ -305,17 +496,54 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
     }
     const double comm_time = sd_ring_allreduce_time(n, (double)np * sizeof(float), min_bw, max_lat);
 
-    double T = 0, last_cut = -INFINITY, next_eval = e->eval_every_s, wall0 = sd_clock_now();
-    double last_print = -1, last_top1 = -1;
-    int64_t step = 0;
-    memset(out, 0, sizeof *out);
+    double T = ls.T, last_cut = ls.last_cut, next_eval = ls.next_eval;
+    const double inv0 = sd_clock_now(), wall0 = inv0 - (real ? T : 0); /* real clock: time goes on from T */
+    double last_print = -1, last_top1 = ls.last_top1;
+    int64_t step = ls.step;
     out->mode = in->mode;
     out->seed = in->seed;
-    out->time_to_target_s = -1;
     out->devices = n;
-    uint64_t wire0 = sd_comm_wire_bytes(comm);
-    bool stop = false;
+    uint64_t wire0 = sd_comm_wire_bytes(comm) - ls.wire_bytes; /* (mod 2^64: differences stay right) */
+    bool stop = false, stop_requested = false;
+    int stop_signal = 0;
     while (!stop) {
+        /* ---- stop here with a checkpoint? Every rank decides alike: stop_at is common, and the stop
+         * requests travelled in the last step's allgather ---- */
+        if (in->experiment_json && (stop_requested || (in->stop_at > 0 && step >= in->stop_at && step0 < in->stop_at))) {
+            if (d.ingest) { /* real clock: the stream pauses; what it delivered stays in the ring */
+                sd_status si = sd_ingest_stop(d.ingest);
+                d.ingest = NULL;
+                CHECK(si);
+            }
+            ls.T = T;
+            ls.last_cut = last_cut;
+            ls.next_eval = next_eval;
+            ls.last_top1 = last_top1;
+            ls.step = step;
+            ls.wire_bytes = sd_comm_wire_bytes(comm) - wire0;
+            if (rank == 0) {
+                FILE *fs[4] = {metrics, evalf, evaldat, bufdat};
+                for (int i = 0; i < 4; i++) {
+                    long pos = fflush(fs[i]) == 0 ? ftell(fs[i]) : -1;
+                    if (pos < 0) {
+                        st = SD_FAIL(SD_ERR_IO, "checkpoint: cannot flush %s/%s: %s", in->run_dir, OUT_NAMES[i],
+                                     strerror(errno));
+                        goto done;
+                    }
+                    ls.out_bytes[i] = pos;
+                }
+            }
+            out->wall_s = wall_before + (sd_clock_now() - inv0);
+            char reason[64];
+            if (stop_requested) snprintf(reason, sizeof reason, "%s", sd_signals_name(stop_signal));
+            else snprintf(reason, sizeof reason, "stop_at %lld", (long long)in->stop_at);
+            CHECK(save_rank(in, rank, n, &d, &ls, out, preq, reason));
+            out->steps = step;
+            out->clock_s = T;
+            out->stopped = true;
+            out->stop_signal = stop_requested ? stop_signal : 0;
+            break;
+        }
         /* ---- cut the batch ---- */
         step_info mine;
         memset(&mine, 0, sizeof mine);
@@ -388,14 +616,26 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         sd_ring_get_stats(d.ring, &rs);
         mine.batch = b + inj;
         mine.stream_batch = b;
-        mine.injected = inj;
+        mine.stop = in->stop_flag ? (int32_t)*in->stop_flag : 0;
         mine.buffered = (int32_t)rs.samples;
         mine.dropped = ring_drops(&rs);
         mine.high_water = rs.hw_samples;
         mine.next_arrival = real ? 0.0 : sd_replay_next_time(d.replay); /* real: the ingest thread owns the replay */
+        /* the batch goes to the device while the ranks exchange their step records (CUDA: on the
+         * copy stream; hx/hy stay untouched until the upload_wait below) */
+        const bool async_up = d.be.ops->upload_async && d.be.ops->upload_wait && mine.batch > 0;
+        if (async_up) {
+            CHECK(d.be.ops->upload_async(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
+            CHECK(d.be.ops->upload_async(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
+        }
         CHECK(allgather_info(comm, &mine, all));
         int64_t B = 0, Bstream = 0;
         double compute = 0, next_any = INFINITY, step_comm = comm_time;
+        for (int j = 0; j < n && !stop_requested; j++)
+            if (all[j].stop) { /* the lowest rank's signal names the stop */
+                stop_requested = true;
+                stop_signal = all[j].stop;
+            }
         for (int j = 0; j < n; j++) {
             B += all[j].batch;
             Bstream += all[j].stream_batch;
@@ -416,8 +656,12 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         float loss = 0;
         double tc0 = sd_clock_now(), wa1 = tc0, wf1 = tc0;
         if (mine.batch > 0) {
-            CHECK(d.be.ops->upload(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
-            CHECK(d.be.ops->upload(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
+            if (async_up) {
+                CHECK(d.be.ops->upload_wait(d.be.ctx));
+            } else {
+                CHECK(d.be.ops->upload(d.be.ctx, d.dx, d.hx, (size_t)mine.batch * img * sizeof(float)));
+                CHECK(d.be.ops->upload(d.be.ctx, d.dy, d.hy, (size_t)mine.batch * sizeof(int32_t)));
+            }
             wa1 = sd_clock_now();
             CHECK(sd_net_forward(d.net, d.dx, mine.batch, true));
             wf1 = sd_clock_now();
@@ -432,6 +676,12 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         uint64_t wire_before = sd_comm_wire_bytes(comm);
         if (d.compressor) {
             /* Top-k + error feedback, switched by the policy; the sum of what every rank sent */
+            if (momentum_corrected(e) && e->optimizer.weight_decay != 0 && mine.batch > 0) {
+                /* this device's share b_i / B of the weight decay joins its gradient (and the
+                 * velocity): the shares sum to weight_decay x w, as the optimizer would add */
+                const float wd = (float)(e->optimizer.weight_decay * (double)mine.batch / (double)B);
+                CHECK(d.be.ops->axpy(d.be.ctx, np, wd, sd_net_params(d.net), sd_net_grads(d.net)));
+            }
             CHECK(sd_compress_exchange(d.compressor, comm, sd_net_grads(d.net), &cs));
             step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);
         } else {
@@ -542,10 +792,10 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             fprintf(metrics, "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
                              "\"global_batch\": %lld, \"loss\": %s, \"lr\": %.6g, \"dropped\": %llu, "
                              "\"bytes\": %llu, \"step_bytes\": %llu, \"compression\": %s, \"ratio\": %.6g, "
-                             "\"votes\": %d, \"batches\": [",
+                             "\"votes\": %d, \"rel_loss\": %.6g, \"mean_loss\": %.6g, \"gain\": %.6g, \"batches\": [",
                     (long long)step, T, wait, compute, step_comm, (long long)B, lossbuf, (double)d.opt.last_lr,
                     (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0),
-                    (unsigned long long)step_bytes, cs.compressed ? "true" : "false", cs.ratio, cs.votes);
+                    (unsigned long long)step_bytes, cs.compressed ? "true" : "false", cs.ratio, cs.votes, cs.rel_loss, cs.mean_loss, cs.gain);
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
             fprintf(metrics, "], \"buffer\": [");
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].buffered);
@@ -556,6 +806,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                 if (all[j].buffered > mx) mx = all[j].buffered;
             }
             fprintf(bufdat, "%.6f %lld %lld %lld\n", T, (long long)tot, (long long)mx, (long long)B);
+            fflush(metrics); /* a line per step, visible as it happens (tail -f) */
         }
 
         /* ---- evaluate ---- */
@@ -639,6 +890,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
             last_print = wall;
         }
     }
+    if (out->stopped) goto done; /* the checkpoint holds the rest; the run's totals come when it finishes */
     /* BN statistics: the same on every device iff the last evaluation averaged them (bn average) */
     {
         uint64_t h = 1469598103934665603ull, hs[SD_MAX_DEVICES];
@@ -659,8 +911,15 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
         }
     out->steps = step;
     out->clock_s = T;
-    out->wall_s = sd_clock_now() - wall0;
+    out->wall_s = wall_before + (sd_clock_now() - inv0);
     if (rank == 0 && !in->quiet) fprintf(stderr, "\n");
+    if (rank == 0) { /* the final weights, loadable by PyTorch (docs/checkpoints.md) */
+        char path[1100], num[32];
+        snprintf(path, sizeof path, "%s/model.safetensors", in->run_dir);
+        snprintf(num, sizeof num, "%lld", (long long)step);
+        sd_ckpt_kv kv[] = {{"model", e->model}, {"dataset", e->dataset}, {"mode", ddp ? "ddp" : "scadles"}, {"step", num}};
+        CHECK(sd_checkpoint_save(d.net, path, &(sd_ckpt_meta){kv, 4}));
+    }
 #undef CHECK
 done:
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
@@ -673,5 +932,24 @@ done:
     free(red);
     free(hlogits);
     device_free(&d);
+    return st;
+}
+
+/* With link_emulation (real clock), this device's collectives run through a token-bucket link of
+ * its own bandwidth and latency (comm/shaper.h); otherwise on comm as given. */
+sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
+    const sd_experiment *e = in->e;
+    if (e->link_emulation == SD_EXP_LINK_OFF) return device_run(in, comm, out);
+    if (e->clock != SD_EXP_CLOCK_REAL)
+        return SD_FAIL(SD_ERR_INVALID, "link_emulation token_bucket needs clock \"real\"; set link_emulation to off");
+    if (comm->rank < 0 || comm->rank >= e->devices.count)
+        return SD_FAIL(SD_ERR_INVALID, "rank %d outside the experiment's %d devices", comm->rank, e->devices.count);
+    const sd_device_profile *p = &e->devices.dev[comm->rank].profile;
+    sd_shaper_config sc = {.bandwidth_bps = p->bandwidth_bps, .latency_s = p->latency_s,
+                           .burst_bytes = e->link_burst_bytes};
+    sd_comm *shaped = NULL;
+    TRY(sd_comm_shaped_create(comm, &sc, &shaped));
+    sd_status st = device_run(in, shaped, out);
+    sd_comm_destroy(shaped);
     return st;
 }

@@ -10,6 +10,7 @@
 #ifndef SD_ENGINE_DISTRIBUTED_H
 #define SD_ENGINE_DISTRIBUTED_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,7 +41,30 @@ typedef struct sd_run_summary {
     int devices;
     bool bn_identical;         /* every device ended with bitwise the same BN running statistics */
     double speedup_vs_ddp;     /* filled by the experiment runner; 0 when there is no ddp run */
+    bool stopped;              /* the run stopped early (stop_at or a stop request) and wrote its checkpoint */
+    int stop_signal;           /* stopped by a stop request: its signal number (0: stop_at) */
 } sd_run_summary;
+
+/* How an experiment is driven beyond its configuration: exact resume from a checkpoint, a
+ * deterministic stop, a stop request (engine/signals.h), and how the invocation ended. A stopped
+ * run writes a checkpoint directory (<out_dir>/checkpoint: one safetensors file per rank and
+ * run.safetensors, docs/checkpoints.md); resuming from it with the same experiment continues the
+ * run bitwise identically under the virtual clock: metrics.jsonl and eval.jsonl are truncated to
+ * where the checkpoint was taken and appended to. */
+typedef struct sd_run_control {
+    const char *resume_dir;   /* a checkpoint directory to continue from; NULL or "": start afresh */
+    int64_t stop_at;          /* > 0: stop with a checkpoint once a run of this invocation has done this
+                                 many steps (a run resumed at or past it goes on to the next stop) */
+    const volatile sig_atomic_t *stop_flag; /* nonzero (the signal's number): every device finishes its
+                                 step, all agree on the step, checkpoint, stop; NULL: none */
+    /* out */
+    bool stopped;             /* the invocation ended early with a checkpoint */
+    int stop_signal;          /* the signal that asked for it (0: stop_at) */
+    int64_t stopped_step;     /* steps done in the stopped run */
+    sd_exp_mode stopped_mode;
+    uint64_t stopped_seed;
+    char checkpoint_dir[SD_EXP_PATH_LEN + 16];
+} sd_run_control;
 
 /* The read-only inputs every device of one run shares (loaded once per process). */
 typedef struct sd_dist_inputs {
@@ -54,9 +78,17 @@ typedef struct sd_dist_inputs {
     bool quiet;                /* no progress line */
     sd_trace *trace;           /* timeline (engine/trace.h), shared by the device threads; NULL: off */
     int trace_pid;             /* this run's process in the trace (run index + 1) */
+    int run_index;             /* which mode x seed run this is (seed-major), for checkpoints */
+    const char *experiment_json; /* the checkpoint identity (sd_dist_ckpt_experiment_json); NULL: no checkpoints */
+    const char *checkpoint_dir;  /* where a stopped run writes its rank files */
+    const char *resume_dir;      /* this run continues from the rank files there; NULL: from the start */
+    int64_t resume_step;         /* the step the checkpoint holds (every rank checks its file against it) */
+    int64_t stop_at;             /* sd_run_control.stop_at */
+    const volatile sig_atomic_t *stop_flag;
 } sd_dist_inputs;
 
-/* The device loop of rank comm->rank; returns when the run ends. Every rank must call it. */
+/* The device loop of rank comm->rank; returns when the run ends, or when it stops early with its
+ * rank file written (out->stopped). Every rank must call it. */
 sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out);
 
 /* Runs every mode x seed of a resolved experiment on the local backend (N device threads in this
@@ -64,5 +96,11 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
  * Prints the comparison table and writes summary.json, the resolved config and a plot (gnuplot,
  * when installed) under e->out_dir. comm NULL = local backend. */
 sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *table);
+/* The same with resume, stop_at and stop requests (ctl may be NULL: sd_experiment_run). When the
+ * invocation stops early, ctl says where and the checkpoint is complete; summary.json and the plot
+ * are written by the invocation that finishes the experiment. A checkpoint of another experiment
+ * configuration or device count, or a damaged one, is refused (SD_ERR_INVALID / SD_ERR_FORMAT
+ * naming the file and what differs) before anything is trained. */
+sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl);
 
 #endif

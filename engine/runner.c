@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../comm/comm_local.h"
+#include "dist_checkpoint.h"
 #include "distributed.h"
 #include "report.h"
 #include "trace.h"
@@ -55,6 +56,7 @@ static sd_status run_local(const sd_dist_inputs *in, sd_run_summary *out) {
     int n = in->e->devices.count;
     sd_comm_local_group *g = NULL;
     TRY(sd_comm_local_group_create(n, &g));
+    sd_comm_local_set_timeout(g, in->e->comm_timeout_s);
     local_job *jobs = calloc((size_t)n, sizeof *jobs);
     pthread_t *th = calloc((size_t)n, sizeof *th);
     sd_status st = SD_OK;
@@ -166,8 +168,71 @@ static void write_plot(const sd_experiment *e, const sd_run_summary *runs, int n
     }
 }
 
+/* ---- resume ---------------------------------------------------------------------------------- */
+/* Rank 0 reads run.safetensors (checked against this experiment) and tells every rank which run
+ * and step it holds; runs[0..run_index) get the finished runs' summaries. */
+static sd_status read_resume(const char *dir, const char *exp_json, int devices, sd_comm *mpi_comm, int rank,
+                             sd_run_summary *runs, int nruns, sd_dist_ckpt_id *got) {
+    sd_dist_ckpt_id want = {.experiment = exp_json, .devices = devices};
+    int64_t info[4] = {SD_OK, 0, 0, 0};
+    sd_status s = SD_OK;
+    if (rank == 0) {
+        s = sd_dist_ckpt_read_run(dir, &want, got, runs);
+        if (s == SD_OK && got->run_index >= nruns)
+            s = SD_FAIL(SD_ERR_FORMAT, "%s/%s: run %d is beyond the experiment's %d runs; the file is damaged", dir,
+                        SD_DIST_CKPT_RUN_FILE, got->run_index, nruns);
+        info[0] = s;
+        if (s == SD_OK) {
+            info[1] = got->run_index;
+            info[2] = got->step;
+            info[3] = (int64_t)got->seed;
+        }
+    }
+    if (mpi_comm) TRY(sd_comm_broadcast(mpi_comm, info, sizeof info, 0));
+    if (info[0] != SD_OK) {
+        if (rank == 0) TRY(s);
+        return SD_FAIL((sd_status)info[0], "rank 0 refused the checkpoint %s (its message says why)", dir);
+    }
+    got->run_index = (int)info[1];
+    got->step = info[2];
+    got->seed = (uint64_t)info[3];
+    /* every rank file (local: all of them here; MPI: each rank its own) is intact, of this
+     * experiment and of the same run and step, before any output is touched */
+    int first = mpi_comm ? rank : 0, last = mpi_comm ? rank : devices - 1;
+    s = SD_OK;
+    for (int r = first; r <= last && s == SD_OK; r++) {
+        char path[1100];
+        sd_dist_ckpt_path(dir, r, path, sizeof path);
+        sd_st_file *f = NULL;
+        sd_dist_ckpt_id fid;
+        s = sd_dist_ckpt_open(path, &want, r, &f, &fid);
+        if (s == SD_OK && (fid.run_index != got->run_index || fid.step != got->step))
+            s = SD_FAIL(SD_ERR_INVALID, "%s holds step %lld of run %d but %s/%s says step %lld of run %d: the "
+                        "checkpoint was interrupted while it was being written; resume from a complete copy or start "
+                        "again", path, (long long)fid.step, fid.run_index, dir, SD_DIST_CKPT_RUN_FILE,
+                        (long long)got->step, got->run_index);
+        sd_st_close(f);
+    }
+    if (mpi_comm) {
+        uint64_t all[SD_MAX_DEVICES];
+        sd_status ms = sd_comm_allgather_u64(mpi_comm, (uint64_t)s, all);
+        TRY(s);
+        TRY(ms);
+        for (int j = 0; j < mpi_comm->size; j++)
+            if (all[j] != SD_OK)
+                return SD_FAIL((sd_status)all[j], "rank %d refused its file of the checkpoint %s (its message says why)",
+                               j, dir);
+    }
+    TRY(s);
+    return SD_OK;
+}
+
 /* ---- the runner ---------------------------------------------------------------------------- */
 sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *table) {
+    return sd_experiment_run_ctl(e, mpi_comm, table, NULL);
+}
+
+sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl) {
     int rank = mpi_comm ? mpi_comm->rank : 0;
     if (mpi_comm && mpi_comm->size != e->devices.count)
         return SD_FAIL(SD_ERR_INVALID, "mpirun started %d ranks but devices.count is %d; run with -np %d", mpi_comm->size,
@@ -175,11 +240,26 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
     sd_dataset train = {0}, test = {0};
     sd_partition part = {0};
     int nruns = e->n_modes * e->n_seeds;
-    sd_run_summary *runs = calloc((size_t)nruns, sizeof *runs);
+    /* room for every run an experiment may have: a checkpoint's run file fills runs[0..run_index) */
+    sd_run_summary *runs = calloc((size_t)SD_EXP_MAX_MODES * SD_EXP_MAX_SEEDS, sizeof *runs);
     sd_status st = SD_OK;
     sd_trace *trace = NULL;
+    char *exp_json = NULL, ckpt_dir[SD_EXP_PATH_LEN + 16];
+    const char *resume = ctl && ctl->resume_dir && ctl->resume_dir[0] ? ctl->resume_dir : NULL;
+    sd_dist_ckpt_id resume_at = {.run_index = -1};
+    bool stopped = false;
+    if (ctl) {
+        ctl->stopped = false;
+        ctl->stop_signal = 0;
+        ctl->stopped_step = 0;
+        ctl->checkpoint_dir[0] = '\0';
+    }
+    snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoint", e->out_dir);
 #define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
     if (!runs) { st = SD_FAIL(SD_ERR_OOM, "run summaries"); goto done; }
+    if (ctl) CHECK(sd_dist_ckpt_experiment_json(e, &exp_json));
+    /* a checkpoint of another experiment is refused before any data is loaded */
+    if (resume) CHECK(read_resume(resume, exp_json, e->devices.count, mpi_comm, rank, runs, nruns, &resume_at));
     const char *root = e->data_root[0] ? e->data_root : NULL;
     CHECK(sd_dataset_open(e->dataset, root, true, &train));
     CHECK(sd_dataset_open(e->dataset, root, false, &test));
@@ -229,30 +309,66 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
             sd_partition_print(&part, &train, table);
             fflush(table);
         }
-        for (int mi = 0; mi < e->n_modes; mi++, k++) {
+        for (int mi = 0; mi < e->n_modes && !stopped; mi++, k++) {
+            if (k < resume_at.run_index) { /* finished before the checkpoint: its summary came with it */
+                if (rank == 0 && table)
+                    fprintf(table, "run %s seed %llu: finished before the checkpoint\n", mode_name(e->modes[mi]),
+                            (unsigned long long)seed);
+                continue;
+            }
             char dir[1024];
             snprintf(dir, sizeof dir, "%s/%s-seed%llu", e->out_dir, mode_name(e->modes[mi]), (unsigned long long)seed);
             if (rank == 0) CHECK(mkdirs(dir));
             if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
             sd_dist_inputs in = {.e = e, .mode = e->modes[mi], .seed = seed, .train = &train, .test = &test,
                                  .part = &part, .run_dir = dir, .threads_per_device = per_device,
-                                 .quiet = rank != 0 || !isatty(STDERR_FILENO), .trace = trace, .trace_pid = k + 1};
+                                 .quiet = rank != 0 || !isatty(STDERR_FILENO), .trace = trace, .trace_pid = k + 1,
+                                 .run_index = k, .experiment_json = exp_json, .checkpoint_dir = ckpt_dir,
+                                 .resume_dir = k == resume_at.run_index ? resume : NULL,
+                                 .resume_step = k == resume_at.run_index ? resume_at.step : 0,
+                                 .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL};
             {
                 char pname[64];
                 snprintf(pname, sizeof pname, "%s seed %llu", mode_name(e->modes[mi]), (unsigned long long)seed);
                 (void)sd_trace_meta(trace, k + 1, -1, pname);
             }
             if (rank == 0 && table) {
-                fprintf(table, "run %s seed %llu: %d devices, %d kernel thread(s) each\n", mode_name(e->modes[mi]),
-                        (unsigned long long)seed, n, per_device);
+                fprintf(table, "run %s seed %llu: %d devices, %d kernel thread(s) each%s\n", mode_name(e->modes[mi]),
+                        (unsigned long long)seed, n, per_device, in.resume_dir ? " (resumed from the checkpoint)" : "");
                 fflush(table);
             }
             if (mpi_comm) CHECK(sd_dist_device_run(&in, mpi_comm, &runs[k]));
             else CHECK(run_local(&in, &runs[k]));
+            if (runs[k].stopped) {
+                /* every rank file is written (the device threads joined, or the barrier): the run
+                 * file completes the checkpoint */
+                if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
+                sd_dist_ckpt_id id = {.experiment = exp_json, .devices = n, .run_index = k, .mode = e->modes[mi],
+                                      .seed = seed, .step = runs[k].steps};
+                char reason[64];
+                if (runs[k].stop_signal) snprintf(reason, sizeof reason, "signal %d", runs[k].stop_signal);
+                else snprintf(reason, sizeof reason, "stop_at %lld", (long long)ctl->stop_at);
+                if (rank == 0) CHECK(sd_dist_ckpt_write_run(ckpt_dir, &id, runs, reason));
+                if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
+                stopped = true;
+                ctl->stopped = true;
+                ctl->stop_signal = runs[k].stop_signal;
+                ctl->stopped_step = runs[k].steps;
+                ctl->stopped_mode = e->modes[mi];
+                ctl->stopped_seed = seed;
+                snprintf(ctl->checkpoint_dir, sizeof ctl->checkpoint_dir, "%s", ckpt_dir);
+                if (rank == 0 && table) {
+                    fprintf(table, "run %s seed %llu stopped after step %lld; checkpoint in %s\n",
+                            mode_name(e->modes[mi]), (unsigned long long)seed, (long long)runs[k].steps, ckpt_dir);
+                    fflush(table);
+                }
+            }
         }
+        if (stopped) break;
     }
     if (sd_trace_close(trace) != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
     trace = NULL;
+    if (stopped) goto done; /* summary.json, the table and the plot come when the experiment finishes */
     /* speedups: each seed's scadles time against the same seed's ddp time */
     for (int i = 0; i < nruns; i++) {
         for (int j = 0; j < nruns; j++)
@@ -277,6 +393,7 @@ done:
     sd_trace_close_quietly(trace); /* a failed run still leaves a complete trace of what happened */
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
     free(runs);
+    free(exp_json);
     sd_partition_free(&part);
     sd_dataset_free(&train);
     sd_dataset_free(&test);

@@ -288,3 +288,32 @@ sd_status sd_inject_pool_print(const sd_inject_pool *p, FILE *f) {
     if (ferror(f)) return SD_FAIL(SD_ERR_IO, "sd_inject_pool_print: writing failed");
     return SD_OK;
 }
+
+/* ---- checkpoints ---------------------------------------------------------------------------- */
+
+sd_status sd_inject_pool_restore_counters(sd_inject_pool *p, const sd_inject_stats *stats, const uint64_t *flow) {
+    if (!p || !stats || !flow) return SD_FAIL(SD_ERR_INVALID, "sd_inject_pool_restore_counters needs a pool, counters and flows");
+    size_t D = (size_t)p->devices;
+    for (size_t i = 0; i < D; i++) {
+        const sd_inject_stats *s = &stats[i], *now = &p->stats[i];
+        if (s->shared != now->shared || s->evicted != now->evicted || s->held != now->held)
+            return SD_FAIL(SD_ERR_INVALID, "injection pool restore: device %zu shared/evicted/held %llu/%llu/%llu in the "
+                           "checkpoint but %llu/%llu/%llu here; the checkpoint belongs to another partition or seed", i,
+                           (unsigned long long)s->shared, (unsigned long long)s->evicted, (unsigned long long)s->held,
+                           (unsigned long long)now->shared, (unsigned long long)now->evicted,
+                           (unsigned long long)now->held);
+        uint64_t out = 0, in = 0;
+        for (size_t j = 0; j < D; j++) {
+            out += flow[i * D + j];
+            in += flow[j * D + i];
+        }
+        if (out != s->drawn_by_others || in != s->received || flow[i * D + i] != 0)
+            return SD_FAIL(SD_ERR_INVALID, "injection pool restore: device %zu's flows (out %llu, in %llu) do not match "
+                           "its counters (drawn by others %llu, received %llu); the checkpoint is damaged", i,
+                           (unsigned long long)out, (unsigned long long)in, (unsigned long long)s->drawn_by_others,
+                           (unsigned long long)s->received);
+    }
+    memcpy(p->stats, stats, D * sizeof *stats);
+    memcpy(p->flow, flow, D * D * sizeof *flow);
+    return SD_OK;
+}

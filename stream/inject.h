@@ -91,4 +91,14 @@ bool sd_inject_pool_owns(const sd_inject_pool *p, int device, int cls);
 /* One line per device: shared, evicted, held, drawn by others, received, draws. */
 sd_status sd_inject_pool_print(const sd_inject_pool *p, FILE *f);
 
+/* ---- checkpoints --------------------------------------------------------------------------------
+ * Draws change only the counters (drawn_by_others, received, draws, short_draws) and the flow
+ * matrix; the buckets change only by contributions. A checkpoint therefore saves every device's
+ * counters (sd_inject_pool_stats) and the flows (sd_inject_pool_flow), and a resumed run rebuilds
+ * the pool by the same contributions and restores them: stats[devices], flow[devices x devices]
+ * (flow[from * devices + to]). SD_ERR_INVALID, and the pool unchanged, when a device's shared,
+ * evicted or held count differs from the pool's (the pool was built from other contributions) or
+ * the flows do not add up to the counters. */
+sd_status sd_inject_pool_restore_counters(sd_inject_pool *p, const sd_inject_stats *stats, const uint64_t *flow);
+
 #endif

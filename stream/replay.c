@@ -245,3 +245,73 @@ static const sd_source_ops replay_ops = {
     .name = replay_name, .start = replay_start, .next = replay_next, .stop = replay_stop, .interrupt = NULL};
 
 sd_source sd_replay_source(sd_replay *r) { return (sd_source){&replay_ops, r}; }
+
+/* ---- checkpoints ------------------------------------------------------------------------------- */
+int64_t sd_replay_partition_size(const sd_replay *r) { return r->n; }
+
+void sd_replay_get_state(const sd_replay *r, sd_replay_state *s, int64_t *order) {
+    memset(s, 0, sizeof *s);
+    s->pos = r->pos;
+    s->passes = r->passes;
+    s->sent = r->sent;
+    s->shuffle_rng = r->shuffle_rng;
+    s->arrival_rng = r->arrivals.rng;
+    s->arrival_rate = r->arrivals.rate;
+    s->arrival_target = r->arrivals.target;
+    s->arrival_count = r->arrivals.count;
+    s->arrival_seg = (uint64_t)r->arrivals.seg;
+    s->next_t = r->next_t;
+    s->paused_at = r->paused_at;
+    if (order) memcpy(order, r->order, (size_t)r->n * sizeof *order);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+sd_status sd_replay_set_state(sd_replay *r, const sd_replay_state *s, const int64_t *order, int64_t n) {
+    if (!r || !s || !order) return SD_FAIL(SD_ERR_INVALID, "sd_replay_set_state needs a replay, a state and an order");
+    if (n != r->n)
+        return SD_FAIL(SD_ERR_INVALID, "%s: the saved stream order has %lld samples but this device's partition has "
+                       "%lld; the checkpoint belongs to another partition (seed, partition or devices differ)",
+                       r->name, (long long)n, (long long)r->n);
+    if (s->pos < 0 || s->pos > n)
+        return SD_FAIL(SD_ERR_INVALID, "%s: saved position %lld is outside [0, %lld]", r->name, (long long)s->pos,
+                       (long long)n);
+    if (isnan(s->next_t) || isnan(s->arrival_target) || !(s->arrival_rate >= 0) || isnan(s->paused_at))
+        return SD_FAIL(SD_ERR_INVALID, "%s: saved arrival state is not a number; the checkpoint is damaged", r->name);
+    if (r->cfg.rate.kind == SD_RATE_TRACE && s->arrival_seg >= r->cfg.rate.trace->n)
+        return SD_FAIL(SD_ERR_INVALID, "%s: saved trace segment %llu is outside the trace's %zu rows", r->name,
+                       (unsigned long long)s->arrival_seg, r->cfg.rate.trace->n);
+    /* the saved order must be a permutation of this partition (whatever pass it is in) */
+    int64_t *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return SD_FAIL(SD_ERR_OOM, "%s: checking a saved order of %lld samples", r->name, (long long)n);
+    }
+    memcpy(a, order, (size_t)n * sizeof *a);
+    memcpy(b, r->order, (size_t)n * sizeof *b);
+    qsort(a, (size_t)n, sizeof *a, cmp_i64);
+    qsort(b, (size_t)n, sizeof *b, cmp_i64);
+    bool same = memcmp(a, b, (size_t)n * sizeof *a) == 0;
+    free(a);
+    free(b);
+    if (!same)
+        return SD_FAIL(SD_ERR_INVALID, "%s: the saved stream order is not a permutation of this device's partition; "
+                       "the checkpoint belongs to another partition (seed, partition or devices differ)", r->name);
+    memcpy(r->order, order, (size_t)n * sizeof *order);
+    r->pos = s->pos;
+    r->passes = s->passes;
+    r->sent = s->sent;
+    r->shuffle_rng = s->shuffle_rng;
+    r->arrivals.rng = s->arrival_rng;
+    r->arrivals.rate = s->arrival_rate;
+    r->arrivals.target = s->arrival_target;
+    r->arrivals.count = s->arrival_count;
+    r->arrivals.seg = (size_t)s->arrival_seg;
+    r->next_t = s->next_t;
+    r->paused_at = s->paused_at;
+    return SD_OK;
+}

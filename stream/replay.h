@@ -61,4 +61,31 @@ double sd_replay_rate(const sd_replay *r);
 uint64_t sd_replay_sent(const sd_replay *r);
 uint64_t sd_replay_passes(const sd_replay *r);
 
+/* ---- checkpoints --------------------------------------------------------------------------------
+ * The stream position of a replay, enough to continue exactly where it was: this pass's order of
+ * the partition (sd_replay_partition_size entries), the position in it, the counters, both random
+ * streams (shuffles and arrivals) and the arrival generator's level. The real clock's pause point
+ * is kept too, so a resumed real-clock stream goes on from its time instead of from 0. */
+typedef struct sd_replay_state {
+    int64_t pos;            /* next position in this pass's order, [0, partition size] */
+    uint64_t passes, sent;
+    sd_rng shuffle_rng;
+    sd_rng arrival_rng;
+    double arrival_rate;    /* the device's drawn rate */
+    double arrival_target;  /* expected-count level of the next arrival */
+    uint64_t arrival_count;
+    uint64_t arrival_seg;   /* trace models: the segment of the last arrival */
+    double next_t;          /* time of the next message (may be INFINITY) */
+    double paused_at;       /* real clock: the stream's time when it was last stopped */
+} sd_replay_state;
+
+int64_t sd_replay_partition_size(const sd_replay *r);
+/* Copies the state, and this pass's order into order[0..partition size) when order is not NULL. */
+void sd_replay_get_state(const sd_replay *r, sd_replay_state *s, int64_t *order);
+/* Restores a state taken from a replay of the same configuration. order must hold n =
+ * sd_replay_partition_size entries that are a permutation of the partition (else SD_ERR_INVALID:
+ * the checkpoint belongs to another partition or seed); pos must lie in [0, n]. The replay is
+ * unchanged on failure. Not while the ingest thread runs it. */
+sd_status sd_replay_set_state(sd_replay *r, const sd_replay_state *s, const int64_t *order, int64_t n);
+
 #endif

@@ -661,3 +661,48 @@ bool sd_ring_stats_consistent(const sd_ring_stats *s, char *why, size_t why_cap)
     }
     return true;
 }
+
+/* ---- checkpoints ------------------------------------------------------------------------------- */
+sd_status sd_ring_restore(sd_ring *r, const sd_ring_sample *samples, size_t n, const sd_ring_stats *stats) {
+    if (!r || !stats || (n && !samples)) return SD_FAIL(SD_ERR_INVALID, "sd_ring_restore needs a ring, samples and counters");
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!samples[i].data || samples[i].nbytes == 0 || samples[i].nbytes > r->cfg.max_sample_bytes)
+            return SD_FAIL(SD_ERR_INVALID, "ring restore: sample %zu has %zu bytes; this ring stores 1..%zu per sample "
+                           "(the checkpoint belongs to another configuration)", i, samples[i].nbytes,
+                           r->cfg.max_sample_bytes);
+        bytes += samples[i].nbytes;
+    }
+    if (n > r->cfg.max_samples || bytes > r->cfg.max_bytes)
+        return SD_FAIL(SD_ERR_INVALID, "ring restore: %zu samples / %zu bytes do not fit a ring of %zu samples / %zu "
+                       "bytes (the checkpoint belongs to another buffer.capacity)", n, bytes, r->cfg.max_samples,
+                       r->cfg.max_bytes);
+    sd_ring_stats want = *stats;
+    want.samples = n;
+    want.bytes = bytes;
+    char why[256];
+    if (stats->samples != n || stats->bytes != bytes || !sd_ring_stats_consistent(&want, why, sizeof why))
+        return SD_FAIL(SD_ERR_INVALID, "ring restore: the saved counters do not match the %zu saved samples (%s); the "
+                       "checkpoint is damaged", n, stats->samples != n || stats->bytes != bytes ? "held count" : why);
+    pthread_mutex_lock(&r->mu);
+    if (held(r) != 0 || r->claimed) {
+        size_t h = held(r);
+        pthread_mutex_unlock(&r->mu);
+        return SD_FAIL(SD_ERR_INVALID, "ring restore: the ring holds %zu samples; restore into an empty ring", h);
+    }
+    r->rd = r->wr = r->used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t off = 0, span = 0;
+        /* cannot fail: an empty ring of this configuration admits what fitted the bounds above */
+        if (!place(r, align_up(samples[i].nbytes), &off, &span)) {
+            while (held(r)) remove_front(r);
+            pthread_mutex_unlock(&r->mu);
+            return SD_FAIL(SD_ERR_INVALID, "ring restore: no room for sample %zu", i);
+        }
+        memcpy(r->data + off, samples[i].data, samples[i].nbytes);
+        commit(r, &samples[i].meta, off, samples[i].nbytes, span);
+    }
+    r->st = want;
+    pthread_mutex_unlock(&r->mu);
+    return SD_OK;
+}

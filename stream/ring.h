@@ -156,4 +156,15 @@ const sd_ring_config *sd_ring_get_config(const sd_ring *r);
 bool sd_ring_stats_consistent(const sd_ring_stats *s, char *why, size_t why_cap);
 const char *sd_ring_policy_name(sd_ring_policy p); /* "persist", "truncate", "drop_oldest" */
 
+/* ---- checkpoints --------------------------------------------------------------------------------
+ * Saving: sd_ring_acquire every held sample (sd_ring_size of them), copy their metas and payloads,
+ * sd_ring_release(r, 0) to hand them back untouched, and sd_ring_get_stats for the counters.
+ * Restoring: into an empty ring of the same configuration, the samples in the same order (oldest
+ * first) and the counters; the ring then behaves as the saved one did (the sample and byte bounds
+ * are exact, so where the bytes sit does not matter). SD_ERR_INVALID, and the ring unchanged, when
+ * the ring is not empty, a sample does not fit (the configuration differs) or the counters do not
+ * add up (sd_ring_stats_consistent, and samples / bytes equal to what is restored). Not while a
+ * producer runs. */
+sd_status sd_ring_restore(sd_ring *r, const sd_ring_sample *samples, size_t n, const sd_ring_stats *stats);
+
 #endif

@@ -1,0 +1,267 @@
+/* test_resume.c: exact resume of distributed runs (local backend, virtual clock, real
+ * Fashion-MNIST). A run stopped at step k (--stop-at, or a SIGINT raised in this process while it
+ * trains) and resumed from its checkpoint must finish with metrics.jsonl, eval.jsonl, eval.dat,
+ * buffer.dat and the final weights (model.safetensors) byte for byte those of an uninterrupted run:
+ * scadles with the paper's compression vote, injection and a persistence buffer on a non-IID
+ * partition; ddp with Top-k always and a drop-oldest buffer; a two-mode experiment stopped in its
+ * second run. A checkpoint of another configuration or device count, or a damaged one, is refused
+ * with a message naming what differs. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/distributed.h"
+#include "engine/experiment.h"
+#include "engine/signals.h"
+#include "harness.h"
+
+/* scadles + compression (paper vote) + injection + persistence, 4 devices streaming 2 classes each */
+static const char *const SCADLES[] = {"modes=scadles", "compression.policy=paper", "injection.alpha=0.5",
+                                      "injection.beta=0.5", "partition.kind=slices",
+                                      "partition.classes_per_device=2", "buffer.policy=persistence"};
+/* ddp + Top-k every step + a small drop-oldest buffer (drops happen) */
+static const char *const DDP[] = {"modes=ddp", "compression.policy=always", "buffer.policy=drop-oldest",
+                                  "buffer.capacity=100", "eval_every_s=10"};
+
+static void setup(sd_experiment *e, const char *out, const char *const *extra, int nextra, const char *more) {
+    sd_experiment_defaults(e);
+    /* a quarter-width CNN keeps the test short under the sanitizers; the math is the same code */
+    const char *sets[] = {"devices.rates=40,25,12,30", "max_steps=12", "eval_limit=200", "eval_every_s=3",
+                          "target_accuracy=0.99", "threads=1", "width=0.25"};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) EXPECT_OK(sd_experiment_set(e, sets[i]));
+    char buf[600];
+    snprintf(buf, sizeof buf, "out_dir=%s", out);
+    EXPECT_OK(sd_experiment_set(e, buf));
+    for (int i = 0; i < nextra; i++) EXPECT_OK(sd_experiment_set(e, extra[i]));
+    if (more) EXPECT_OK(sd_experiment_set(e, more));
+    EXPECT_OK(sd_experiment_resolve(e));
+}
+
+/* Every output of run `run` is byte-identical in the two experiment directories. */
+static void same_outputs(const char *a, const char *b, const char *run, const char *what) {
+    const char *files[] = {"metrics.jsonl", "eval.jsonl", "eval.dat", "buffer.dat", "model.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p1[800], p2[800];
+        size_t la = 0, lb = 0;
+        snprintf(p1, sizeof p1, "%s/%s/%s", a, run, files[i]);
+        snprintf(p2, sizeof p2, "%s/%s/%s", b, run, files[i]);
+        char *x = sd_test_slurp(p1, &la), *y = sd_test_slurp(p2, &lb);
+        EXPECT(x && y && la > 0 && la == lb && !memcmp(x, y, la), "%s: %s/%s differs from the uninterrupted run's "
+               "(%zu vs %zu bytes)", what, run, files[i], la, lb);
+        free(x);
+        free(y);
+    }
+}
+
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0, c;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Raises SIGINT in this process once the run's metrics.jsonl has `after` lines (a line per step). */
+typedef struct raiser {
+    char path[800];
+    int after;
+    volatile int done;
+    int raised;
+} raiser;
+
+static void *raise_later(void *arg) {
+    raiser *r = arg;
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 120000 && !r->done; i++) { /* at most about two minutes */
+        if (count_lines(r->path) >= r->after) {
+            raise(SIGINT);
+            r->raised = 1;
+            return NULL;
+        }
+        nanosleep(&ms, NULL);
+    }
+    return NULL;
+}
+
+/* Deletes the numbers of "wall_s" (wall-clock seconds differ between any two runs). */
+static void strip_wall(char *s) {
+    for (; s && (s = strstr(s, "\"wall_s\": ")); s += 10) {
+        char *v = s + 10;
+        size_t k = strspn(v, "0123456789.");
+        memmove(v, v + k, strlen(v + k) + 1);
+    }
+}
+
+static void flip_last_byte(const char *path) {
+    FILE *f = fopen(path, "r+b");
+    EXPECT(f != NULL, "open %s", path);
+    if (!f) return;
+    fseek(f, -1, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -1, SEEK_END);
+    fputc(c ^ 0x5a, f);
+    fclose(f);
+}
+
+static void copy_file(const char *from, const char *to) {
+    size_t n = 0;
+    char *d = sd_test_slurp(from, &n);
+    FILE *f = fopen(to, "wb");
+    EXPECT(d && f && fwrite(d, 1, n, f) == n, "copy %s to %s", from, to);
+    if (f) fclose(f);
+    free(d);
+}
+
+int main(void) {
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0)
+        return sd_test_skip("test_resume", "Fashion-MNIST not installed (scripts/setup.sh installs dataset-fashion-mnist)");
+    char dir[] = "/tmp/sd_resume_XXXXXX";
+    EXPECT(mkdtemp(dir) != NULL, "mkdtemp");
+    char full[600], part[600], ck[700], p1[800], p2[800];
+    sd_experiment *e = malloc(sizeof *e);
+    FILE *quiet = fopen("/dev/null", "w");
+    const int ns = (int)(sizeof SCADLES / sizeof SCADLES[0]), nd = (int)(sizeof DDP / sizeof DDP[0]);
+
+    /* 1. scadles: uninterrupted, and stopped at step 5 then resumed */
+    snprintf(full, sizeof full, "%s/scadles_full", dir);
+    snprintf(part, sizeof part, "%s/scadles_part", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoint", part);
+    setup(e, full, SCADLES, ns, NULL);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    setup(e, part, SCADLES, ns, NULL);
+    sd_run_control ctl = {.stop_at = 5};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &ctl));
+    EXPECT(ctl.stopped && ctl.stopped_step == 5 && ctl.stop_signal == 0 && !strcmp(ctl.checkpoint_dir, ck),
+           "stop_at 5: stopped %d at step %lld in %s", ctl.stopped, (long long)ctl.stopped_step, ctl.checkpoint_dir);
+    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", part);
+    EXPECT(count_lines(p1) == 5, "metrics.jsonl holds the 5 steps done (%d lines)", count_lines(p1));
+    snprintf(p2, sizeof p2, "%s/summary.json", part);
+    EXPECT(access(p2, F_OK) != 0, "no summary.json before the experiment finishes");
+    /* a line written after the checkpoint (a crash later on) is cut away on resume */
+    FILE *g = fopen(p1, "a");
+    if (g) {
+        fputs("{\"step\": 999}\n", g);
+        fclose(g);
+    }
+    sd_run_control rc = {.resume_dir = ck};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &rc));
+    EXPECT(!rc.stopped, "the resumed run finishes");
+    same_outputs(full, part, "scadles-seed1", "scadles stop_at 5 + resume");
+    snprintf(p1, sizeof p1, "%s/summary.json", full);
+    char *sa = sd_test_slurp(p1, NULL), *sb = sd_test_slurp(p2, NULL);
+    char *ia = sa ? strstr(sa, "\"samples_injected\": ") : NULL, *ib = sb ? strstr(sb, "\"samples_injected\": ") : NULL;
+    EXPECT(ia && ib && atoi(ia + 20) > 0 && atoi(ia + 20) == atoi(ib + 20), "injection ran and the totals agree");
+    char *ca = sa ? strstr(sa, "\"bytes_sent\": ") : NULL, *cb = sb ? strstr(sb, "\"bytes_sent\": ") : NULL;
+    EXPECT(ca && cb && atol(ca + 14) == atol(cb + 14), "bytes_sent agrees after resume");
+    free(sa);
+    free(sb);
+    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", full);
+    sa = sd_test_slurp(p1, NULL);
+    EXPECT(sa && strstr(sa, "\"compression\": true") && strstr(sa, "\"compression\": false"),
+           "the paper vote switched compression on and off during the run");
+    free(sa);
+
+    /* 2. refusals, on the checkpoint of 1 (still there after the resume) */
+    setup(e, part, SCADLES, ns, "optimizer.lr=0.07");
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_INVALID, "another experiment configuration");
+    EXPECT(strstr(sd_last_error(), "lr") != NULL, "the message shows the differing key: %s", sd_last_error());
+    setup(e, part, SCADLES, ns, "devices.rates=40,25,12");
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_INVALID, "4 devices but this run has 3");
+    snprintf(p1, sizeof p1, "%s/rank2.safetensors", ck);
+    snprintf(p2, sizeof p2, "%s/rank2.good", ck);
+    copy_file(p1, p2);
+    flip_last_byte(p1);
+    setup(e, part, SCADLES, ns, NULL);
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "checksum");
+    EXPECT(strstr(sd_last_error(), "rank2.safetensors") != NULL, "names the damaged file: %s", sd_last_error());
+    EXPECT(truncate(p1, 100) == 0, "truncate");
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "damaged");
+    copy_file(p2, p1);
+    snprintf(p1, sizeof p1, "%s/run.safetensors", ck);
+    flip_last_byte(p1);
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "run.safetensors");
+    sd_run_control missing = {.resume_dir = dir};
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &missing), SD_ERR_IO, "--resume takes the checkpoint directory");
+
+    /* 3. the signal path: SIGINT raised in this process while the devices train (after step 3);
+     * every device finishes its step, they agree on one, checkpoint; the resume matches 1's run */
+    EXPECT_OK(sd_signals_install());
+    snprintf(part, sizeof part, "%s/scadles_sig", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoint", part);
+    setup(e, part, SCADLES, ns, NULL);
+    raiser r = {.after = 3};
+    snprintf(r.path, sizeof r.path, "%s/scadles-seed1/metrics.jsonl", part);
+    pthread_t th;
+    EXPECT(pthread_create(&th, NULL, raise_later, &r) == 0, "raiser thread");
+    sd_run_control sc = {.stop_flag = sd_signals_flag()};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &sc));
+    r.done = 1;
+    pthread_join(th, NULL);
+    EXPECT(r.raised && sc.stopped && sc.stop_signal == SIGINT && sc.stopped_step >= 3 && sc.stopped_step < 12,
+           "SIGINT after step 3: stopped %d by signal %d at step %lld", sc.stopped, sc.stop_signal,
+           (long long)sc.stopped_step);
+    sd_signals_set(0);
+    sd_run_control sr = {.resume_dir = ck, .stop_flag = sd_signals_flag()};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &sr));
+    EXPECT(!sr.stopped, "the resumed run finishes");
+    same_outputs(full, part, "scadles-seed1", "scadles SIGINT + resume");
+    sd_signals_restore();
+
+    /* 4. ddp: stopped twice (steps 4 and 9), resumed each time */
+    snprintf(full, sizeof full, "%s/ddp_full", dir);
+    snprintf(part, sizeof part, "%s/ddp_part", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoint", part);
+    setup(e, full, DDP, nd, NULL);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    setup(e, part, DDP, nd, NULL);
+    sd_run_control d1 = {.stop_at = 4};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &d1));
+    sd_run_control d2 = {.stop_at = 9, .resume_dir = ck};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &d2));
+    EXPECT(d1.stopped && d1.stopped_step == 4 && d2.stopped && d2.stopped_step == 9, "ddp stopped at 4 (%lld) and 9 (%lld)",
+           (long long)d1.stopped_step, (long long)d2.stopped_step);
+    sd_run_control d3 = {.resume_dir = ck};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &d3));
+    same_outputs(full, part, "ddp-seed1", "ddp stop_at 4, 9 + resume");
+
+    /* 5. two runs (ddp, then scadles): stopped in the second; the first's summary survives */
+    const char *both[] = {"modes=ddp,scadles", "max_steps=6"};
+    snprintf(full, sizeof full, "%s/both_full", dir);
+    snprintf(part, sizeof part, "%s/both_part", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoint", part);
+    setup(e, full, both, 2, NULL);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    setup(e, part, both, 2, NULL);
+    sd_run_control b2 = {.stop_at = 3};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &b2)); /* ddp stops at 3 */
+    sd_run_control b3 = {.stop_at = 3, .resume_dir = ck};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &b3)); /* ddp finishes, scadles stops at 3 */
+    EXPECT(b2.stopped && b2.stopped_mode == SD_EXP_MODE_DDP && b3.stopped && b3.stopped_mode == SD_EXP_MODE_SCADLES &&
+           b3.stopped_step == 3, "stopped in ddp, then in scadles at step 3");
+    sd_run_control b4 = {.resume_dir = ck};
+    EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &b4));
+    same_outputs(full, part, "ddp-seed1", "two runs: ddp");
+    same_outputs(full, part, "scadles-seed1", "two runs: scadles");
+    snprintf(p1, sizeof p1, "%s/summary.json", full);
+    snprintf(p2, sizeof p2, "%s/summary.json", part);
+    sa = sd_test_slurp(p1, NULL);
+    sb = sd_test_slurp(p2, NULL);
+    strip_wall(sa); /* equal but for the wall-clock seconds */
+    strip_wall(sb);
+    EXPECT(sa && sb && !strcmp(sa, sb), "summary.json of the resumed experiment equals the uninterrupted one's");
+    free(sa);
+    free(sb);
+
+    fclose(quiet);
+    free(e);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    EXPECT(system(cmd) == 0, "cleanup");
+    return sd_test_finish("test_resume");
+}
