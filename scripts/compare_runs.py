@@ -6,7 +6,7 @@ setting the runner does not compare by itself (e.g. compression off vs adaptive)
 
 Each DIR is an experiment's out_dir (summary.json, config.json, <mode>-seed<k>/ folders). OUT gets
 a summary.json whose runs are renamed to LABEL (LABEL-<mode> when DIR holds several modes), links
-to the run folders, the first DIR's config.json, and report.html with every plot (accuracy,
+to the run folders (one LABEL may name several DIRs with different seeds), the first DIR's config.json, and report.html with every plot (accuracy,
 batches, buffers, bytes and compression on/off against time) drawn by `scadles-train --report`.
 Prints a table: time to target, final accuracy, bytes sent, compressed steps.
 Only the Python standard library is used."""
@@ -95,7 +95,11 @@ def main(argv):
     if first_cfg:
         with open(first_cfg) as f, open(os.path.join(out, "config.json"), "w") as g:
             g.write(f.read())
-    summary = {"experiment": "comparison of " + ", ".join(a.split("=", 1)[0] for a in args[1:]),
+    labels = []
+    for a in args[1:]:
+        if a.split("=", 1)[0] not in labels:
+            labels.append(a.split("=", 1)[0])
+    summary = {"experiment": "comparison of " + ", ".join(labels),
                "target_accuracy": meta.get("target_accuracy"), "devices": meta.get("devices"), "runs": runs}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
