@@ -31,6 +31,8 @@
 #include "stream/augment.h"
 #include "stream/inject.h"
 #include "stream/ingest.h"
+#include "stream/kafka.h"
+#include "stream/mqtt.h"
 #include "stream/rate.h"
 #include "stream/replay.h"
 #include "stream/ring.h"
@@ -75,10 +77,13 @@ typedef struct step_info {
     int32_t batch;        /* samples trained on this step: stream + injected */
     int32_t stream_batch; /* of them, from the device's own stream */
     int32_t buffered;     /* buffer occupancy after the take */
-    int32_t stop;         /* a stop request seen on this device (the signal's number), 0: none */
+    int32_t stop;         /* a stop request seen on this device (the signal's number), 0: none;
+                             STOP_STREAM_DEAD: this device's broker stream ended or failed */
     uint64_t dropped;     /* all drops so far (policy, truncation, decode) */
     uint64_t high_water;
 } step_info;
+
+#define STOP_STREAM_DEAD (-1)
 
 static double max_d(double a, double b) { return a > b ? a : b; }
 
@@ -122,7 +127,10 @@ typedef struct device {
     sd_replay *replay;
     sd_sink sink;
     sd_msg_expect expect;
-    sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay */
+    sd_ingest *ingest;    /* real clock: the thread feeding the ring from the replay or the broker */
+    sd_kafka *kafka;      /* stream.source kafka: this device's consumer of <topic_prefix><rank> */
+    sd_mqtt *mqtt;        /* stream.source mqtt: this device's subscriber */
+    char src_name[400];   /* the broker source for messages: "kafka(trainer-1) at host:9092" */
     sd_inject_pool *pool;
     sd_compressor *compressor; /* Top-k + error feedback (compression.policy != off) */
     sd_rng inject_rng;
@@ -134,6 +142,8 @@ typedef struct device {
 
 static void device_free(device *d) {
     if (d->ingest) sd_ingest_stop(d->ingest);
+    sd_kafka_destroy(d->kafka);
+    sd_mqtt_destroy(d->mqtt);
     if (d->be.ops) {
         if (d->dx) d->be.ops->free(d->be.ctx, d->dx);
         if (d->dy) d->be.ops->free(d->be.ctx, d->dy);
@@ -159,6 +169,69 @@ static void *ring_pinned_alloc(size_t bytes, void *ctx) {
 }
 static void ring_pinned_free(void *p, void *ctx) { sd_cuda_host_free(p, *(bool *)ctx); }
 #endif
+
+/* ---- broker sources (stream.source kafka | mqtt; docs/distributed.md, "Training from a broker") ---- */
+/* The first line of a password file, without its line end. */
+static sd_status read_password(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return SD_FAIL(SD_ERR_IO, "stream.mqtt.password_file: cannot open %s: %s; give a readable file whose first line is "
+                       "the password", path, strerror(errno));
+    out[0] = '\0';
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    if (!ok || !out[0])
+        return SD_FAIL(SD_ERR_INVALID, "stream.mqtt.password_file: %s is empty; its first line must be the password", path);
+    return SD_OK;
+}
+
+/* Creates this device's broker source for topic <topic_prefix><rank> (nothing connects yet). */
+static sd_status broker_create(const sd_experiment *e, int rank, device *d) {
+    const sd_exp_stream *st = &e->stream;
+    char topic[SD_EXP_NAME_LEN + 16];
+    snprintf(topic, sizeof topic, "%s%d", st->topic_prefix, rank);
+    if (st->source == SD_EXP_SOURCE_KAFKA) {
+        const char *conf[SD_EXP_STREAM_MAX_CONF];
+        for (int i = 0; i < st->kafka.n_conf; i++) conf[i] = st->kafka.conf[i];
+        char group[SD_EXP_NAME_LEN + 16];
+        snprintf(group, sizeof group, "%s-%d", st->kafka.group_id, rank);
+        sd_kafka_config kc = {.conn = {.bootstrap = st->kafka.bootstrap[0] ? st->kafka.bootstrap : NULL, .conf = conf,
+                                       .n_conf = (size_t)st->kafka.n_conf, .connect_timeout_s = st->connect_timeout_s},
+                              .topic = topic, .group_id = st->kafka.group_id[0] ? group : NULL, .ring = d->ring,
+                              .commit = SD_KAFKA_COMMIT_CONSUMED};
+        snprintf(d->src_name, sizeof d->src_name, "kafka(%s) from the brokers at %s", topic,
+                 st->kafka.bootstrap[0] ? st->kafka.bootstrap : "(bootstrap.servers in stream.kafka.conf)");
+        TRY(sd_kafka_create(&kc, &d->kafka));
+        return SD_OK;
+    }
+    char password[512] = "";
+    if (st->mqtt.password_file[0]) TRY(read_password(st->mqtt.password_file, password, sizeof password));
+    sd_mqtt_config mc = {.conn = {.host = st->mqtt.host, .port = st->mqtt.port,
+                                  .username = st->mqtt.username[0] ? st->mqtt.username : NULL,
+                                  .password = password[0] ? password : NULL,
+                                  .cafile = st->mqtt.cafile[0] ? st->mqtt.cafile : NULL,
+                                  .connect_timeout_s = st->connect_timeout_s},
+                         .topic = topic, .qos = st->mqtt.qos, .ring = d->ring};
+    snprintf(d->src_name, sizeof d->src_name, "mqtt(%s) from the broker at %s:%d", topic, st->mqtt.host,
+             st->mqtt.port ? st->mqtt.port : st->mqtt.cafile[0] ? 8883 : 1883);
+    sd_status s = sd_mqtt_create(&mc, &d->mqtt);
+    memset(password, 0, sizeof password);
+    TRY(s);
+    return SD_OK;
+}
+
+/* Real clock with a broker source: starts the ingest thread; resuming, messages numbered up to the
+ * last one the checkpoint's ring received are dropped as duplicates (counted). */
+static sd_status broker_start(const sd_experiment *e, int rank, device *d) {
+    sd_ingest_config ic = {.source = d->kafka ? sd_kafka_source(d->kafka) : sd_mqtt_source(d->mqtt), .ring = d->ring,
+                           .expect = d->expect, .resume = d->sink.seq.any, .resume_after_seq = d->sink.seq.last};
+    sd_status s = sd_ingest_start(&ic, &d->ingest);
+    if (s != SD_OK)
+        return SD_FAIL(s, "device %d could not start its stream %s (stream.source %s): %s", rank, d->src_name,
+                       sd_exp_source_name(e->stream.source), sd_last_error_brief());
+    return SD_OK;
+}
 
 static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device *d) {
     const sd_experiment *e = in->e;
@@ -204,7 +277,12 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
                         .classes = tr->classes, .check_device = true, .device = (uint32_t)rank};
     TRY(sd_sink_init(&d->sink, d->ring, &ex));
     d->expect = ex;
-    if (e->clock == SD_EXP_CLOCK_REAL && !in->resume_dir) {
+    if (e->stream.source != SD_EXP_SOURCE_REPLAY) {
+        if (e->clock != SD_EXP_CLOCK_REAL)
+            return SD_FAIL(SD_ERR_INVALID, "stream.source %s needs clock \"real\"", sd_exp_source_name(e->stream.source));
+        TRY(broker_create(e, rank, d));
+        if (!in->resume_dir) TRY(broker_start(e, rank, d)); /* resumed: once the ring is restored */
+    } else if (e->clock == SD_EXP_CLOCK_REAL && !in->resume_dir) {
         /* The replay paced by the wall clock, delivered by an ingest thread (its time 0 is now; a
          * resumed run starts it once the stream's state is restored) */
         sd_ingest_config ic = {.source = sd_replay_source(d->replay), .ring = d->ring, .expect = ex};
@@ -425,6 +503,63 @@ static void trace_phase(const sd_dist_inputs *in, int tid, sd_trace_phase p, dou
     (void)sd_trace_complete(in->trace, in->trace_pid, tid, sd_trace_phase_name(p), "step", t0, dur > 0 ? dur : 0);
 }
 
+/* Device j's broker stream ended or failed: every rank stops with device j's message (broadcast
+ * from j), naming the device, the topic and the broker. */
+static sd_status stream_dead(sd_comm *comm, device *d, int j, int64_t step) {
+    char msg[1024];
+    memset(msg, 0, sizeof msg);
+    if (comm->rank == j) {
+        sd_ingest_stats is;
+        sd_ingest_get_stats(d->ingest, &is);
+        const char *why = sd_ingest_error(d->ingest);
+        if (is.failed)
+            snprintf(msg, sizeof msg, "device %d's stream %s failed after step %lld: %s; check that the broker is up and "
+                     "reachable from this host (stream.kafka.bootstrap / stream.mqtt.host, port, TLS and credentials)",
+                     j, d->src_name, (long long)step, why[0] ? why : "(no message)");
+        else
+            snprintf(msg, sizeof msg, "device %d's stream %s ended after step %lld (the source reported the end of "
+                     "its stream); a broker stream has no end: check the broker and the publisher", j, d->src_name,
+                     (long long)step);
+    }
+    sd_status s = sd_comm_broadcast(comm, msg, sizeof msg, j);
+    if (s != SD_OK) return s;
+    msg[sizeof msg - 1] = '\0';
+    return SD_FAIL(SD_ERR_IO, "%s", msg);
+}
+
+/* Kafka and checkpoints (docs/checkpoints.md): once every rank file is written, rank 0 completes the
+ * checkpoint with run.safetensors (the runner writes the same file again), and only then does
+ * each device mark what its ring held as done and commit its offsets synchronously, so the group's
+ * committed offsets never run ahead of a complete checkpoint. A failed commit is a note: the
+ * resumed run drops the redelivered samples as duplicates (sink.seq), so nothing trains twice. */
+static sd_status commit_with_checkpoint(const sd_dist_inputs *in, sd_comm *comm, device *d, int sig, int64_t step) {
+    uint64_t oks[SD_MAX_DEVICES];
+    TRY(sd_comm_allgather_u64(comm, (uint64_t)SD_OK, oks)); /* every rank file is written */
+    uint64_t run_ok = SD_OK;
+    char why[600] = "";
+    if (comm->rank == 0 && in->done_runs) {
+        sd_dist_ckpt_id id = {.experiment = in->experiment_json, .devices = comm->size, .run_index = in->run_index,
+                              .mode = in->mode, .seed = in->seed, .step = step};
+        char rs[64]; /* as the runner words it */
+        if (sig) snprintf(rs, sizeof rs, "signal %d", sig);
+        else snprintf(rs, sizeof rs, "stop_at %lld", (long long)in->stop_at);
+        run_ok = (uint64_t)sd_dist_ckpt_write_run(in->checkpoint_dir, &id, in->done_runs, rs);
+        if (run_ok != SD_OK) snprintf(why, sizeof why, "%s", sd_last_error_brief());
+    }
+    TRY(sd_comm_broadcast(comm, &run_ok, sizeof run_ok, 0));
+    if (run_ok != SD_OK) {
+        if (comm->rank == 0) return SD_FAIL((sd_status)run_ok, "%s", why);
+        return SD_FAIL((sd_status)run_ok, "rank 0 could not complete the checkpoint in %s (its message says why); the "
+                       "Kafka offsets were not committed", in->checkpoint_dir);
+    }
+    if (d->sink.seq.any) TRY(sd_kafka_checkpointed(d->kafka, d->sink.seq.last));
+    if (sd_kafka_commit_now(d->kafka, 10.0) != SD_OK)
+        fprintf(stderr, "note: device %d: %s: the offsets were not committed with the checkpoint (%s); a resume drops "
+                "what the brokers deliver again up to sequence number %llu as duplicates\n", comm->rank, d->src_name,
+                sd_last_error_brief(), (unsigned long long)d->sink.seq.last);
+    return SD_OK;
+}
+
 static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
     const sd_experiment *e = in->e;
     const int rank = comm->rank, n = comm->size;
@@ -476,7 +611,9 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         CHECK(open_out(in->run_dir, OUT_NAMES[2], ls.out_bytes[2], &evaldat)); /* gnuplot: time top1 */
         CHECK(open_out(in->run_dir, OUT_NAMES[3], ls.out_bytes[3], &bufdat));  /* gnuplot: time total max global_batch */
     }
-    if (e->clock == SD_EXP_CLOCK_REAL && in->resume_dir) {
+    const bool broker = e->stream.source != SD_EXP_SOURCE_REPLAY;
+    if (broker && in->resume_dir) CHECK(broker_start(e, rank, &d));
+    if (!broker && e->clock == SD_EXP_CLOCK_REAL && in->resume_dir) {
         /* resumed: the stream's time goes on from where the checkpoint paused it */
         sd_ingest_config ic = {.source = sd_replay_source(d.replay), .ring = d.ring, .expect = d.expect};
         CHECK(sd_ingest_start(&ic, &d.ingest));
@@ -510,7 +647,13 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         /* ---- stop here with a checkpoint? Every rank decides alike: stop_at is common, and the stop
          * requests travelled in the last step's allgather ---- */
         if (in->experiment_json && (stop_requested || (in->stop_at > 0 && step >= in->stop_at && step0 < in->stop_at))) {
-            if (d.ingest) { /* real clock: the stream pauses; what it delivered stays in the ring */
+            if (d.ingest && broker) {
+                /* a broker stream stops delivering; the source stays connected until the checkpoint
+                 * is written (its offsets are committed after it); the last sequence number stored
+                 * is saved with the ring, so a resume drops anything redelivered up to it */
+                CHECK(sd_ingest_halt(d.ingest));
+                sd_ingest_sink_seq(d.ingest, &d.sink.seq);
+            } else if (d.ingest) { /* real clock: the stream pauses; what it delivered stays in the ring */
                 sd_status si = sd_ingest_stop(d.ingest);
                 d.ingest = NULL;
                 CHECK(si);
@@ -538,6 +681,12 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             if (stop_requested) snprintf(reason, sizeof reason, "%s", sd_signals_name(stop_signal));
             else snprintf(reason, sizeof reason, "stop_at %lld", (long long)in->stop_at);
             CHECK(save_rank(in, rank, n, &d, &ls, out, preq, reason));
+            if (d.kafka) CHECK(commit_with_checkpoint(in, comm, &d, stop_requested ? stop_signal : 0, step));
+            if (d.ingest) {
+                sd_status si = sd_ingest_stop(d.ingest);
+                d.ingest = NULL;
+                CHECK(si);
+            }
             out->steps = step;
             out->clock_s = T;
             out->stopped = true;
@@ -564,7 +713,17 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             }
             mine.t_ready = sd_clock_now() - wall0;
             mine.batch = (int32_t)taken;
+            if (broker && d.ingest) {
+                sd_ingest_stats is;
+                sd_ingest_get_stats(d.ingest, &is);
+                if (is.failed || is.ended || !is.running) mine.stop = STOP_STREAM_DEAD;
+            }
             CHECK(allgather_info(comm, &mine, all));
+            for (int j = 0; j < n; j++)
+                if (all[j].stop == STOP_STREAM_DEAD) {
+                    st = stream_dead(comm, &d, j, step);
+                    goto done;
+                }
             T_cut = T;
             for (int j = 0; j < n; j++) T_cut = max_d(T_cut, all[j].t_ready);
             if (ddp)
@@ -617,6 +776,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         mine.batch = b + inj;
         mine.stream_batch = b;
         mine.stop = in->stop_flag ? (int32_t)*in->stop_flag : 0;
+        if (mine.stop < 0) mine.stop = 0; /* (signal numbers are positive) */
         mine.buffered = (int32_t)rs.samples;
         mine.dropped = ring_drops(&rs);
         mine.high_water = rs.hw_samples;

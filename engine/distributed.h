@@ -1,5 +1,5 @@
 /* distributed.h: distributed ScaDLES training. N devices, each with its own stream (a replay of
- * its partition at its rate), bounded buffer, replica of the model and optimizer, synchronised
+ * its partition at its rate, or, under the real clock, a Kafka or MQTT topic), bounded buffer, replica of the model and optimizer, synchronised
  * every step through a collective backend (comm/). Two modes (docs/distributed.md):
  *   ddp      every device waits until its buffer holds the fixed batch b and trains on exactly b;
  *            equal-weight average of the gradients; the reference learning rate.
@@ -85,6 +85,8 @@ typedef struct sd_dist_inputs {
     int64_t resume_step;         /* the step the checkpoint holds (every rank checks its file against it) */
     int64_t stop_at;             /* sd_run_control.stop_at */
     const volatile sig_atomic_t *stop_flag;
+    const sd_run_summary *done_runs; /* the summaries of the runs finished before this one (run.safetensors);
+                                        Kafka sources write that file themselves before committing */
 } sd_dist_inputs;
 
 /* The device loop of rank comm->rank; returns when the run ends, or when it stops early with its

@@ -68,12 +68,17 @@ static const char *const compress_names[] = {"off", "always", "paper", "gain", N
 static const char *const bn_names[] = {"local", "average", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const link_emulation_names[] = {"off", "token_bucket", NULL};
+static const char *const source_names[] = {"replay", "kafka", "mqtt", NULL};
 /* stream/dataset.h's sd_dataset_open names and their class counts */
 static const char *const dataset_names[] = {"fashion-mnist", "mnist", "cifar10", "cifar100", NULL};
 static const int dataset_classes[] = {10, 10, 10, 100};
 
 const char *sd_exp_mode_name(sd_exp_mode m) {
     return (unsigned)m < (unsigned)(sizeof mode_names / sizeof mode_names[0] - 1) ? mode_names[m] : "unknown";
+}
+
+const char *sd_exp_source_name(sd_exp_source s) {
+    return (unsigned)s < (unsigned)(sizeof source_names / sizeof source_names[0] - 1) ? source_names[s] : "unknown";
 }
 
 static int name_count(const char *const *names) {
@@ -192,7 +197,7 @@ static void child_path(char *out, const char *path, const char *key) {
 static void index_path(char *out, const char *path, int i) { mark_truncated(out, snprintf(out, PATH_MAX_LEN, "%s[%d]", path, i)); }
 
 /* ---- the schema -------------------------------------------------------------------------------- */
-typedef enum ftype { F_STR, F_NUM, F_INT, F_I64, F_U64, F_BOOL, F_ENUM, F_OBJ, F_LIST, F_RATES, F_MODES, F_SEEDS } ftype;
+typedef enum ftype { F_STR, F_NUM, F_INT, F_I64, F_U64, F_BOOL, F_ENUM, F_OBJ, F_LIST, F_RATES, F_MODES, F_SEEDS, F_KV } ftype;
 
 enum { LO_OPEN = 1, HI_OPEN = 2, ALIAS = 4 };
 
@@ -218,6 +223,10 @@ static sd_status check_text(const char *v, const char *origin, const char *path)
 static sd_status check_model(const char *v, const char *origin, const char *path);
 static sd_status check_dataset(const char *v, const char *origin, const char *path);
 static sd_status check_schedule_syntax(const char *v, const char *origin, const char *path);
+static sd_status check_topic_prefix(const char *v, const char *origin, const char *path);
+static sd_status check_name_or_empty(const char *v, const char *origin, const char *path);
+static sd_status check_path_or_empty(const char *v, const char *origin, const char *path);
+static sd_status check_host(const char *v, const char *origin, const char *path);
 
 #define MEMBER_SIZE(T, m) sizeof(((T *)0)->m)
 #define FSTR(k, T, m, chk) {.key = k, .type = F_STR, .off = offsetof(T, m), .size = MEMBER_SIZE(T, m), .check = chk}
@@ -323,6 +332,35 @@ static const field compression_fields[] = {
     FEND,
 };
 
+typedef __typeof__(((sd_exp_stream *)0)->kafka) kafka_t;
+typedef __typeof__(((sd_exp_stream *)0)->mqtt) mqtt_t;
+
+static const field kafka_fields[] = {
+    FSTR("bootstrap", kafka_t, bootstrap, check_host),
+    FSTR("group_id", kafka_t, group_id, check_name_or_empty),
+    {.key = "conf", .type = F_KV, .off = 0},
+    FEND,
+};
+
+static const field mqtt_fields[] = {
+    FSTR("host", mqtt_t, host, check_host),
+    FINT("port", mqtt_t, port, 0, 65535),
+    FINT("qos", mqtt_t, qos, 0, 2),
+    FSTR("username", mqtt_t, username, check_text),
+    FSTR("password_file", mqtt_t, password_file, check_path_or_empty),
+    FSTR("cafile", mqtt_t, cafile, check_path_or_empty),
+    FEND,
+};
+
+static const field stream_fields[] = {
+    FENUM("source", sd_exp_stream, source, source_names),
+    FSTR("topic_prefix", sd_exp_stream, topic_prefix, check_topic_prefix),
+    FNUM("connect_timeout_s", sd_exp_stream, connect_timeout_s, 0, 600, LO_OPEN),
+    FOBJ("kafka", sd_exp_stream, kafka, kafka_fields),
+    FOBJ("mqtt", sd_exp_stream, mqtt, mqtt_fields),
+    FEND,
+};
+
 static const field top_fields[] = {
     FSTR("name", sd_experiment, name, check_name),
     FSTR("description", sd_experiment, description, check_text),
@@ -349,6 +387,7 @@ static const field top_fields[] = {
     FENUM("link_emulation", sd_experiment, link_emulation, link_emulation_names),
     FNUM("link_burst_bytes", sd_experiment, link_burst_bytes, 0, 1e12, 0),
     FNUM("comm_timeout_s", sd_experiment, comm_timeout_s, 0, 1e6, LO_OPEN),
+    FOBJ("stream", sd_experiment, stream, stream_fields),
     {.key = "seeds", .type = F_SEEDS, .off = 0},
     FNUM("target_accuracy", sd_experiment, target_accuracy, 0, 1, LO_OPEN),
     FNUM("eval_every_s", sd_experiment, eval_every_s, 0, 1e9, LO_OPEN),
@@ -451,6 +490,32 @@ static sd_status check_path(const char *v, const char *origin, const char *path)
         p += len;
         if (*p == '/') p++;
     }
+    return SD_OK;
+}
+
+static sd_status check_name_or_empty(const char *v, const char *origin, const char *path) {
+    return v[0] ? check_name(v, origin, path) : SD_OK;
+}
+
+static sd_status check_path_or_empty(const char *v, const char *origin, const char *path) {
+    return v[0] ? check_path(v, origin, path) : SD_OK;
+}
+
+/* Topic names: Kafka allows letters, digits, '.', '_' and '-'; MQTT topic levels add '/'. */
+static sd_status check_topic_prefix(const char *v, const char *origin, const char *path) {
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_-./", *p))
+            return BAD(origin, path, "'%.80s' holds '%c'; allowed: letters, digits, '_', '-', '.' (and '/' for MQTT); device i "
+                       "reads the topic <prefix><i>", v, *p);
+    return SD_OK;
+}
+
+/* Host names, addresses and host:port lists: printable, no spaces. */
+static sd_status check_host(const char *v, const char *origin, const char *path) {
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return BAD(origin, path, "'%.80s' holds a space or a character that is not printable ASCII; allowed: a host name "
+                       "or address (Kafka: host:port[,host:port...])", v);
     return SD_OK;
 }
 
@@ -677,6 +742,111 @@ static sd_status apply_seeds(sd_experiment *e, const cJSON *j, const char *origi
     return SD_OK;
 }
 
+/* ---- stream.kafka.conf: librdkafka settings as an object of key -> value ------------------------ */
+static const char conf_allowed[] =
+    "an object of librdkafka settings, each \"key\": \"value\" (a string, number or bool), e.g. {\"security.protocol\": "
+    "\"SSL\", \"fetch.wait.max.ms\": 20}; null removes a key";
+
+/* Checks one stored "key=value" pair (what code may have set directly, and what apply_kv makes). */
+static sd_status check_kv_pair(const char *kv, const char *origin, const char *path) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) return BAD(origin, path, "'%.80s' is not key=value; allowed: %s", kv, conf_allowed);
+    for (const char *q = kv; *q; q++)
+        if ((unsigned char)*q < 0x20) return BAD(origin, path, "holds a control character; allowed: printable text");
+    size_t klen = (size_t)(eq - kv);
+    const char *val = eq + 1;
+    if ((klen == 18 && !strncmp(kv, "enable.auto.commit", klen)) || (klen == 24 && !strncmp(kv, "enable.auto.offset.store", klen))) {
+        if (strcmp(val, "false"))
+            return BAD(origin, path, "%.*s=%s is not allowed: the Kafka source commits offsets itself, with the trainer's "
+                       "progress and its checkpoints (docs/brokers.md); allowed: leave it out", (int)klen, kv, val);
+    }
+    if (klen == 8 && !strncmp(kv, "group.id", klen))
+        return BAD(origin, path, "group.id is set by the source; allowed: stream.kafka.group_id (device i joins <group_id>-<i>)");
+    return SD_OK;
+}
+
+static sd_status apply_kv(kafka_t *k, const cJSON *j, const char *origin, const char *path) {
+    char d[128], p[PATH_MAX_LEN];
+    if (!cJSON_IsObject(j)) {
+        jdesc(j, d, sizeof d);
+        return BAD(origin, path, "expected %s; got %s", conf_allowed, d);
+    }
+    kafka_t tmp;
+    memcpy(&tmp, k, sizeof tmp);
+    for (const cJSON *c = j->child; c; c = c->next) {
+        child_path(p, path, c->string);
+        for (const cJSON *q = j->child; q != c; q = q->next)
+            if (!strcmp(q->string, c->string)) return BAD(origin, p, "is given twice; allowed: each key once");
+        size_t klen = strlen(c->string);
+        if (!klen || strchr(c->string, '=')) return BAD(origin, p, "'%.80s' is not a setting name; allowed: %s", c->string, conf_allowed);
+        char val[SD_EXP_CONF_LEN];
+        if (cJSON_IsString(c)) snprintf(val, sizeof val, "%s", c->valuestring);
+        else if (cJSON_IsBool(c)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(c) ? "true" : "false");
+        else if (cJSON_IsNumber(c)) fmt_double(c->valuedouble, val, sizeof val);
+        else if (!cJSON_IsNull(c)) {
+            jdesc(c, d, sizeof d);
+            return BAD(origin, p, "expected a string, number or bool (or null to remove the key), got %s", d);
+        }
+        int at = -1;
+        for (int i = 0; i < tmp.n_conf; i++)
+            if (!strncmp(tmp.conf[i], c->string, klen) && tmp.conf[i][klen] == '=') at = i;
+        if (cJSON_IsNull(c)) {
+            if (at >= 0) {
+                memmove(tmp.conf[at], tmp.conf[at + 1], (size_t)(tmp.n_conf - at - 1) * sizeof tmp.conf[0]);
+                tmp.n_conf--;
+                memset(tmp.conf[tmp.n_conf], 0, sizeof tmp.conf[0]);
+            }
+            continue;
+        }
+        if (klen + 1 + strlen(val) >= SD_EXP_CONF_LEN)
+            return BAD(origin, p, "key and value are %zu characters long; allowed: at most %d", klen + 1 + strlen(val),
+                       SD_EXP_CONF_LEN - 2);
+        if (at < 0) {
+            if (tmp.n_conf >= SD_EXP_STREAM_MAX_CONF)
+                return BAD(origin, p, "one setting too many; allowed: at most %d settings", SD_EXP_STREAM_MAX_CONF);
+            at = tmp.n_conf++;
+        }
+        memset(tmp.conf[at], 0, sizeof tmp.conf[0]);
+        size_t vlen = strlen(val); /* klen + 1 + vlen < SD_EXP_CONF_LEN, checked above */
+        memcpy(tmp.conf[at], c->string, klen);
+        tmp.conf[at][klen] = '=';
+        memcpy(tmp.conf[at] + klen + 1, val, vlen);
+        TRY(check_kv_pair(tmp.conf[at], origin, p));
+    }
+    memcpy(k, &tmp, sizeof tmp);
+    return SD_OK;
+}
+
+static sd_status validate_kv(const kafka_t *k, const char *path) {
+    if (k->n_conf < 0 || k->n_conf > SD_EXP_STREAM_MAX_CONF)
+        return BAD(NULL, path, "has %d settings; allowed: at most %d", k->n_conf, SD_EXP_STREAM_MAX_CONF);
+    char p[PATH_MAX_LEN];
+    for (int i = 0; i < k->n_conf; i++) {
+        index_path(p, path, i);
+        if (!memchr(k->conf[i], 0, sizeof k->conf[i])) return BAD(NULL, p, "is not NUL-terminated within %d bytes", SD_EXP_CONF_LEN);
+        TRY(check_kv_pair(k->conf[i], NULL, p));
+    }
+    return SD_OK;
+}
+
+static cJSON *build_kv(const kafka_t *k) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < k->n_conf && i < SD_EXP_STREAM_MAX_CONF; i++) {
+        char key[SD_EXP_CONF_LEN];
+        snprintf(key, sizeof key, "%s", k->conf[i]);
+        char *eq = strchr(key, '=');
+        if (!eq) continue;
+        *eq = '\0';
+        cJSON *v = cJSON_CreateString(eq + 1);
+        if (!v || !cJSON_AddItemToObject(o, key, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 /* ---- applying JSON onto the struct ------------------------------------------------------------- */
 static sd_status apply_object(const field *t, char *base, const cJSON *j, const char *origin, const char *path);
 
@@ -757,6 +927,7 @@ static sd_status apply_value(const field *f, char *base, const cJSON *j, const c
     case F_RATES: return apply_rates((sd_exp_rates *)dst, j, origin, path);
     case F_MODES: return apply_modes((sd_experiment *)base, j, origin);
     case F_SEEDS: return apply_seeds((sd_experiment *)base, j, origin);
+    case F_KV: return apply_kv((kafka_t *)base, j, origin, path);
     }
     return BAD(origin, path, "internal: field type %d", (int)f->type);
 }
@@ -890,6 +1061,10 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->time_budget_s = 600.0;
     e->link_burst_bytes = 65536.0;
     e->comm_timeout_s = 600.0;
+    e->stream.source = SD_EXP_SOURCE_REPLAY;
+    snprintf(e->stream.topic_prefix, sizeof e->stream.topic_prefix, "trainer-");
+    e->stream.connect_timeout_s = 10.0;
+    e->stream.mqtt.qos = 1;
     e->max_steps = 0;
     e->threads = 0;
 }
@@ -1210,6 +1385,7 @@ static sd_status validate_table(const field *t, const char *base, const char *pa
         case F_RATES: TRY(check_rates((const sd_exp_rates *)src, NULL, p)); break;
         case F_MODES: TRY(check_modes((const sd_experiment *)base, NULL)); break;
         case F_SEEDS: TRY(check_seeds((const sd_experiment *)base, NULL)); break;
+        case F_KV: TRY(validate_kv((const kafka_t *)base, p)); break;
         }
     }
     return SD_OK;
@@ -1333,6 +1509,24 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && r->link_emulation != SD_EXP_LINK_OFF && r->clock != SD_EXP_CLOCK_REAL)
         s = BAD(NULL, "link_emulation", "token_bucket needs clock \"real\" (the virtual clock already charges every "
                 "collective to the device's link); allowed: off, or set clock to real");
+    if (s == SD_OK && r->stream.source != SD_EXP_SOURCE_REPLAY) {
+        const char *src = source_names[r->stream.source];
+        bool conf_bootstrap = false;
+        for (int i = 0; i < r->stream.kafka.n_conf; i++) conf_bootstrap |= !strncmp(r->stream.kafka.conf[i], "bootstrap.servers=", 18);
+        if (r->clock != SD_EXP_CLOCK_REAL)
+            s = BAD(NULL, "stream.source", "%s needs clock \"real\": the virtual clock models every arrival itself from "
+                    "devices.rates, while a broker delivers samples when they are published; allowed: stream.source replay "
+                    "with either clock, or clock real with kafka or mqtt", src);
+        else if (r->stream.source == SD_EXP_SOURCE_KAFKA && !r->stream.kafka.bootstrap[0] && !conf_bootstrap)
+            s = BAD(NULL, "stream.kafka.bootstrap", "is empty but stream.source is kafka; allowed: the brokers as "
+                    "host:port[,host:port...], e.g. \"localhost:9092\" (or a bootstrap.servers pair in stream.kafka.conf)");
+        else if (r->stream.source == SD_EXP_SOURCE_MQTT && !r->stream.mqtt.host[0])
+            s = BAD(NULL, "stream.mqtt.host", "is empty but stream.source is mqtt; allowed: the broker's host name or "
+                    "address, e.g. \"127.0.0.1\" (port in stream.mqtt.port, default 1883)");
+        else if (r->stream.source == SD_EXP_SOURCE_MQTT && r->stream.mqtt.password_file[0] && !r->stream.mqtt.username[0])
+            s = BAD(NULL, "stream.mqtt.password_file", "is set without stream.mqtt.username; allowed: both, or neither "
+                    "(anonymous)");
+    }
     if (s == SD_OK && (r->injection.alpha > 0) != (r->injection.beta > 0))
         s = BAD(NULL, r->injection.alpha > 0 ? "injection.beta" : "injection.alpha",
                 "is 0 while the other is not; allowed: both in (0, 1] (injection on) or both 0 (off)");
@@ -1473,6 +1667,7 @@ static cJSON *build_object(const field *t, const char *base) {
                 ok = add_item(a, NULL, cJSON_CreateString(sd_exp_mode_name(e->modes[i])));
             break;
         }
+        case F_KV: ok = add_item(o, f->key, build_kv((const kafka_t *)base)); break;
         case F_SEEDS: {
             const sd_experiment *e = (const sd_experiment *)base;
             cJSON *a = cJSON_CreateArray();

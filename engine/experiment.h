@@ -66,6 +66,35 @@ typedef enum sd_exp_bn { SD_EXP_BN_LOCAL = 0, SD_EXP_BN_AVERAGE } sd_exp_bn; /* 
  * or skip the update (counted as skipped_steps in summary.json). */
 typedef enum sd_exp_nonfinite { SD_EXP_NONFINITE_STOP = 0, SD_EXP_NONFINITE_SKIP } sd_exp_nonfinite; /* "stop" "skip" */
 typedef enum sd_exp_link_emulation { SD_EXP_LINK_OFF = 0, SD_EXP_LINK_TOKEN_BUCKET } sd_exp_link_emulation; /* "off" "token_bucket" */
+/* Where each device's samples come from: the built-in replay of its partition (either clock), or a
+ * broker topic <topic_prefix><rank> that scadles-publish (or any publisher of the stream format)
+ * fills; broker sources need the real clock. */
+typedef enum sd_exp_source { SD_EXP_SOURCE_REPLAY = 0, SD_EXP_SOURCE_KAFKA, SD_EXP_SOURCE_MQTT } sd_exp_source; /* "replay" "kafka" "mqtt" */
+
+#define SD_EXP_STREAM_MAX_CONF 32  /* stream.kafka.conf pairs */
+#define SD_EXP_CONF_LEN 512        /* one "key=value" pair, with the NUL */
+
+/* stream: the broker settings (docs/experiments.md, "stream"). Strings "" mean "not given". */
+typedef struct sd_exp_stream {
+    sd_exp_source source;              /* default replay */
+    char topic_prefix[SD_EXP_NAME_LEN];/* device i reads topic <topic_prefix><i>; default "trainer-" */
+    double connect_timeout_s;          /* how long a source may take to reach its broker at start, (0, 600], default 10 */
+    struct {
+        char bootstrap[SD_EXP_PATH_LEN]; /* "host:port[,host:port...]" (bootstrap.servers); required for kafka unless conf has
+                                            bootstrap.servers */
+        char group_id[SD_EXP_NAME_LEN];  /* "" = one group per device, scadles-<topic>; else device i joins <group_id>-<i> */
+        int n_conf;                      /* 0..SD_EXP_STREAM_MAX_CONF */
+        char conf[SD_EXP_STREAM_MAX_CONF][SD_EXP_CONF_LEN]; /* librdkafka "key=value" pairs, in the file's order */
+    } kafka;
+    struct {
+        char host[SD_EXP_PATH_LEN];          /* the broker's host name or address; required for mqtt */
+        int port;                            /* 0: 1883, or 8883 with TLS */
+        int qos;                             /* 0, 1 or 2; default 1 */
+        char username[SD_EXP_NAME_LEN];      /* "" = anonymous */
+        char password_file[SD_EXP_PATH_LEN]; /* a file whose first line is the password (kept out of the config) */
+        char cafile[SD_EXP_PATH_LEN];        /* TLS on: the CA that signed the broker's certificate */
+    } mqtt;
+} sd_exp_stream;
 
 /* ---- devices ----------------------------------------------------------------------------------- */
 /* Bits of sd_exp_device.set: which values devices.list gave explicitly. */
@@ -167,6 +196,7 @@ typedef struct sd_experiment {
     sd_exp_link_emulation link_emulation; /* real clock: shape each device's collectives to its link (comm/shaper.h), default off */
     double link_burst_bytes;           /* token-bucket depth, [0, 1e12], default 65536 */
     double comm_timeout_s;             /* local backend: bound on a wait inside a collective, (0, 1e6], default 600 */
+    sd_exp_stream stream;              /* where samples come from: replay (default), kafka, mqtt (real clock) */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
     double target_accuracy;            /* (0, 1], default 0.85 */
@@ -224,5 +254,6 @@ int sd_experiment_preset_rates(const char *name, double *rates);
 
 /* JSON spelling of an enum value, for logs ("ddp", "persistence", ...). */
 const char *sd_exp_mode_name(sd_exp_mode m);
+const char *sd_exp_source_name(sd_exp_source s);
 
 #endif

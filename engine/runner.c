@@ -326,7 +326,8 @@ sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE 
                                  .run_index = k, .experiment_json = exp_json, .checkpoint_dir = ckpt_dir,
                                  .resume_dir = k == resume_at.run_index ? resume : NULL,
                                  .resume_step = k == resume_at.run_index ? resume_at.step : 0,
-                                 .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL};
+                                 .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL,
+                                 .done_runs = runs};
             {
                 char pname[64];
                 snprintf(pname, sizeof pname, "%s seed %llu", mode_name(e->modes[mi]), (unsigned long long)seed);

@@ -70,7 +70,8 @@ struct sd_ingest {
     sd_sink sink;
     pthread_t thread;
     atomic_bool stop;
-    atomic_bool running, ended;
+    atomic_bool running, ended, failed;
+    bool halted;        /* the thread was joined (sd_ingest_halt) */
     atomic_uint_least64_t messages, stored, idle_polls, seq_gaps;
     sd_status err;      /* the thread's failure, read after join */
     char errmsg[1024];
@@ -92,6 +93,8 @@ static void *ingest_main(void *arg) {
         if (s != SD_OK) {
             g->err = s;
             snprintf(g->errmsg, sizeof g->errmsg, "%s", sd_last_error());
+            atomic_store(&g->failed, true);
+            sd_ring_close(g->cfg.ring); /* as at the end: a trainer waiting for a batch stops waiting */
             break;
         }
         if (ev == SD_SOURCE_END) {
@@ -151,13 +154,29 @@ sd_status sd_ingest_start(const sd_ingest_config *c, sd_ingest **out) {
     return SD_OK;
 }
 
+sd_status sd_ingest_halt(sd_ingest *g) {
+    if (!g) return SD_OK;
+    if (!g->halted) {
+        const sd_source *src = &g->cfg.source;
+        atomic_store_explicit(&g->stop, true, memory_order_release);
+        if (src->ops->interrupt) src->ops->interrupt(src->ctx);
+        sd_ring_close(g->cfg.ring); /* wakes a push waiting for room */
+        pthread_join(g->thread, NULL);
+        g->halted = true;
+    }
+    if (g->err != SD_OK)
+        return SD_FAIL(g->err, "ingest from %s failed: %s", source_name(&g->cfg.source), g->errmsg);
+    return SD_OK;
+}
+
+void sd_ingest_sink_seq(sd_ingest *g, sd_msg_seq *out) { *out = g->sink.seq; }
+
+const char *sd_ingest_error(sd_ingest *g) { return g->err != SD_OK ? g->errmsg : ""; }
+
 sd_status sd_ingest_stop(sd_ingest *g) {
     if (!g) return SD_OK;
     const sd_source *src = &g->cfg.source;
-    atomic_store_explicit(&g->stop, true, memory_order_release);
-    if (src->ops->interrupt) src->ops->interrupt(src->ctx);
-    sd_ring_close(g->cfg.ring); /* wakes a push waiting for room */
-    pthread_join(g->thread, NULL);
+    (void)sd_ingest_halt(g); /* its failure is reported below */
     sd_status stop = src->ops->stop(src->ctx);
     sd_status s = SD_OK;
     if (g->err != SD_OK)
@@ -174,5 +193,6 @@ void sd_ingest_get_stats(sd_ingest *g, sd_ingest_stats *out) {
     out->idle_polls = atomic_load(&g->idle_polls);
     out->seq_gaps = atomic_load(&g->seq_gaps);
     out->ended = atomic_load(&g->ended);
+    out->failed = atomic_load(&g->failed);
     out->running = atomic_load(&g->running);
 }

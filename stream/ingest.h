@@ -48,6 +48,7 @@ typedef struct sd_ingest_stats {
     uint64_t idle_polls; /* polls that timed out empty */
     uint64_t seq_gaps;   /* sequence numbers skipped */
     bool ended;          /* the source reported the end of its stream */
+    bool failed;         /* the source failed (sd_ingest_error says why); the ring was closed */
     bool running;        /* the thread has not finished */
 } sd_ingest_stats;
 
@@ -59,6 +60,16 @@ sd_status sd_ingest_start(const sd_ingest_config *c, sd_ingest **out);
  * SD_DROP_CLOSED), joins it, stops the source and frees the ingest. Returns the thread's failure
  * (a source error), or the source's stop failure, else SD_OK. NULL is fine. */
 sd_status sd_ingest_stop(sd_ingest *g);
+/* Stops and joins the thread (as sd_ingest_stop does, closing the ring) but leaves the source
+ * started, so that the caller can act on it after saving what the ring holds (e.g. commit a Kafka
+ * consumer's offsets once a checkpoint is written); sd_ingest_stop then stops the source and frees.
+ * Returns the thread's failure, if any (sd_ingest_stop reports it again). Idempotent. */
+sd_status sd_ingest_halt(sd_ingest *g);
+/* The sink's sequence state: whether a message was stored, the last stored sequence number (the
+ * one to resume after) and the gaps seen. Exact once the thread has finished (sd_ingest_halt). */
+void sd_ingest_sink_seq(sd_ingest *g, sd_msg_seq *out);
 void sd_ingest_get_stats(sd_ingest *g, sd_ingest_stats *out);
+/* The source's failure message when the thread ended on one (else ""); valid until sd_ingest_stop. */
+const char *sd_ingest_error(sd_ingest *g);
 
 #endif

@@ -31,6 +31,10 @@ sd_status sd_kafka_ack(sd_kafka *k, uint64_t seq) {
     (void)k, (void)seq;
     return SD_FAIL(SD_ERR_UNSUPPORTED, "%s", SD_KAFKA_MISSING);
 }
+sd_status sd_kafka_checkpointed(sd_kafka *k, uint64_t seq) {
+    (void)k, (void)seq;
+    return SD_FAIL(SD_ERR_UNSUPPORTED, "%s", SD_KAFKA_MISSING);
+}
 sd_status sd_kafka_commit_now(sd_kafka *k, double timeout_s) {
     (void)k, (void)timeout_s;
     return SD_FAIL(SD_ERR_UNSUPPORTED, "%s", SD_KAFKA_MISSING);
@@ -344,6 +348,8 @@ struct sd_kafka {
     uint64_t disposed_base, disposed, stored_ord;
     uint64_t acked_seq;
     bool any_ack;
+    uint64_t ckpt_seq;  /* sd_kafka_checkpointed: stored records numbered <= ckpt_seq are done */
+    bool any_ckpt;
     part *parts;
     size_t nparts, capparts;
     bool paused;
@@ -387,6 +393,7 @@ static bool q_push(sd_kafka *k, const entry *e) {
 static bool entry_done(const sd_kafka *k, const entry *e) {
     if (e->state == E_REJECTED) return true;
     if (e->state != E_STORED) return false;
+    if (k->any_ckpt && e->seq <= k->ckpt_seq) return true;
     if (k->commit == SD_KAFKA_COMMIT_ACKED) return k->any_ack && e->seq <= k->acked_seq;
     return e->ord <= k->disposed;
 }
@@ -727,6 +734,8 @@ static sd_status k_start(void *ctx) {
     k->disposed = k->stored_ord = 0;
     k->any_ack = false;
     k->acked_seq = 0;
+    k->any_ckpt = false;
+    k->ckpt_seq = 0;
     k->nparts = 0;
     k->paused = false;
     k->lost_track = false;
@@ -1064,6 +1073,22 @@ sd_status sd_kafka_ack(sd_kafka *k, uint64_t seq) {
     pthread_mutex_lock(&k->mu);
     if (!k->any_ack || seq > k->acked_seq) k->acked_seq = seq;
     k->any_ack = true;
+    pthread_mutex_unlock(&k->mu);
+    return SD_OK;
+}
+
+sd_status sd_kafka_checkpointed(sd_kafka *k, uint64_t seq) {
+    if (!k) return SD_FAIL(SD_ERR_INVALID, "sd_kafka_checkpointed: no source");
+    if (!k->rk) return SD_FAIL(SD_ERR_INVALID, "%s: checkpointed while not started", k->name);
+    if (k->cur) { /* the ingest thread has finished: the last record was delivered, or not */
+        rd_kafka_message_destroy(k->cur);
+        k->cur = NULL;
+    }
+    pthread_mutex_lock(&k->mu);
+    learn(k);
+    if (!k->any_ckpt || seq > k->ckpt_seq) k->ckpt_seq = seq;
+    k->any_ckpt = true;
+    advance(k);
     pthread_mutex_unlock(&k->mu);
     return SD_OK;
 }

@@ -116,6 +116,13 @@ sd_source sd_kafka_source(sd_kafka *k);
  * samples carry strictly increasing sequence numbers (the sink drops anything else), so this marks
  * a prefix of them. Under SD_KAFKA_COMMIT_CONSUMED it is accepted and ignored. */
 sd_status sd_kafka_ack(sd_kafka *k, uint64_t seq);
+/* Checkpoints: the trainer saved every sample of this stream it still held, up to and including
+ * sequence number seq (the last one stored in the ring), together with its model, so those samples
+ * are done in either commit mode: the next sd_kafka_commit_now commits past them and a consumer in
+ * the same group resumes after them. Call after the ingest thread stopped delivering
+ * (sd_ingest_halt) and before sd_ingest_stop; it first learns what became of the record handed out
+ * last. Records the ring had not stored (ring closed) stay uncommitted. */
+sd_status sd_kafka_checkpointed(sd_kafka *k, uint64_t seq);
 /* Commits what is committable now and waits (at most timeout_s) for the broker's answer: e.g. at a
  * checkpoint. SD_ERR_IO when the commit fails or times out. Any thread while started. */
 sd_status sd_kafka_commit_now(sd_kafka *k, double timeout_s);
