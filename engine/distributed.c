@@ -775,7 +775,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         sd_ring_get_stats(d.ring, &rs);
         mine.batch = b + inj;
         mine.stream_batch = b;
-        mine.stop = in->stop_flag ? (int32_t)*in->stop_flag : 0;
+        mine.stop = in->stop_flag ? (int32_t)atomic_load_explicit(in->stop_flag, memory_order_relaxed) : 0;
         if (mine.stop < 0) mine.stop = 0; /* (signal numbers are positive) */
         mine.buffered = (int32_t)rs.samples;
         mine.dropped = ring_drops(&rs);

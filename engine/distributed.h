@@ -11,6 +11,7 @@
 #define SD_ENGINE_DISTRIBUTED_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,7 +56,7 @@ typedef struct sd_run_control {
     const char *resume_dir;   /* a checkpoint directory to continue from; NULL or "": start afresh */
     int64_t stop_at;          /* > 0: stop with a checkpoint once a run of this invocation has done this
                                  many steps (a run resumed at or past it goes on to the next stop) */
-    const volatile sig_atomic_t *stop_flag; /* nonzero (the signal's number): every device finishes its
+    const atomic_int *stop_flag; /* nonzero (the signal's number): every device finishes its
                                  step, all agree on the step, checkpoint, stop; NULL: none */
     /* out */
     bool stopped;             /* the invocation ended early with a checkpoint */
@@ -84,7 +85,7 @@ typedef struct sd_dist_inputs {
     const char *resume_dir;      /* this run continues from the rank files there; NULL: from the start */
     int64_t resume_step;         /* the step the checkpoint holds (every rank checks its file against it) */
     int64_t stop_at;             /* sd_run_control.stop_at */
-    const volatile sig_atomic_t *stop_flag;
+    const atomic_int *stop_flag;
     const sd_run_summary *done_runs; /* the summaries of the runs finished before this one (run.safetensors);
                                         Kafka sources write that file themselves before committing */
 } sd_dist_inputs;

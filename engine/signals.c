@@ -5,7 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop; /* 0, or the first signal's number */
+/* 0, or the first signal's number. A lock-free atomic (checked below): the handler writes it and
+ * device threads read it, so a plain sig_atomic_t would be a data race between threads. */
+static atomic_int g_stop;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flag needs a lock-free atomic int");
 static const int g_sigs[] = {SIGINT, SIGTERM, SIGUSR1};
 #define NSIGS ((int)(sizeof g_sigs / sizeof g_sigs[0]))
 static struct sigaction g_old[NSIGS];
@@ -18,14 +21,15 @@ static void say(const char *s) {
 
 static void on_signal(int sig) {
     int saved = errno;
-    if (g_stop == sig) { /* the same signal again: the user insists, let it act as it normally would */
+    const int cur = atomic_load_explicit(&g_stop, memory_order_relaxed);
+    if (cur == sig) { /* the same signal again: the user insists, let it act as it normally would */
         signal(sig, SIG_DFL);
         raise(sig);
         errno = saved;
         return;
     }
-    if (g_stop == 0) {
-        g_stop = sig;
+    if (cur == 0) {
+        atomic_store_explicit(&g_stop, sig, memory_order_relaxed);
         say("\nscadles: stop requested: finishing the current step, then writing a checkpoint "
             "(send the signal again to end at once)\n");
     }
@@ -66,6 +70,6 @@ void sd_signals_restore(void) {
     g_installed = false;
 }
 
-const volatile sig_atomic_t *sd_signals_flag(void) { return &g_stop; }
-int sd_signals_received(void) { return (int)g_stop; }
-void sd_signals_set(int sig) { g_stop = sig; }
+const atomic_int *sd_signals_flag(void) { return &g_stop; }
+int sd_signals_received(void) { return atomic_load_explicit(&g_stop, memory_order_relaxed); }
+void sd_signals_set(int sig) { atomic_store_explicit(&g_stop, sig, memory_order_relaxed); }

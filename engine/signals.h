@@ -2,7 +2,7 @@
  * the handlers and hands sd_signals_flag() to the library (sd_run_control.stop_flag); the device
  * loop reads the flag once per step, every rank contributes it to the step's allgather, and all
  * devices stop after the same step and write a checkpoint (docs/checkpoints.md). The handler only
- * sets a volatile sig_atomic_t and writes one line to stderr (both async-signal-safe); a second
+ * sets a lock-free atomic int and writes one line to stderr (both async-signal-safe); a second
  * signal of the same kind while the first is being honoured restores the default action and
  * re-raises it, so pressing Ctrl-C twice still ends the process at once. SIGUSR1 is there for
  * mpirun, which forwards SIGUSR1 to every rank but answers SIGINT/SIGTERM by killing the job. */
@@ -10,6 +10,7 @@
 #define SD_ENGINE_SIGNALS_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "status.h"
@@ -19,7 +20,7 @@ sd_status sd_signals_install(void);
 /* Puts back the actions that were there before sd_signals_install. */
 void sd_signals_restore(void);
 /* The flag the handlers set: 0, or the number of the first signal received. */
-const volatile sig_atomic_t *sd_signals_flag(void);
+const atomic_int *sd_signals_flag(void);
 /* The first signal received (0: none) and its name ("SIGINT", ...; "" for none). */
 int sd_signals_received(void);
 const char *sd_signals_name(int sig);

@@ -2,7 +2,7 @@
 # test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing,
 # builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
 # present), runs the ctest suite, then builds and runs it again under ASan + UBSan, and the
-# threaded tests (ring buffer, ingest thread, local collectives) under ThreadSanitizer, and
+# threaded tests (ring buffer, ingest thread, local collectives, stop + resume) under ThreadSanitizer, and
 # fuzzes each input decoder for 20 s with libFuzzer (clang; docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,11 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$jobs")
 
-echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives, trace writer"
+echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives, trace writer, stop signal + resume"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_TSAN=ON -DSCADLES_ENABLE_CUDA=OFF
-cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_trace
+cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_trace test_resume
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_trace)$')
+    ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_trace|test_resume)$')
 
 echo "== Fuzzing (libFuzzer, clang, ASan + UBSan): 20 s per target"
 scripts/fuzz.sh 20

@@ -7,6 +7,7 @@
  * second run. A checkpoint of another configuration or device count, or a damaged one, is refused
  * with a message naming what differs. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,14 +72,14 @@ static int count_lines(const char *path) {
 typedef struct raiser {
     char path[800];
     int after;
-    volatile int done;
-    int raised;
+    atomic_int done; /* set by the main thread, read by the raiser */
+    int raised;      /* read by the main thread after the join */
 } raiser;
 
 static void *raise_later(void *arg) {
     raiser *r = arg;
     struct timespec ms = {0, 1000000};
-    for (int i = 0; i < 120000 && !r->done; i++) { /* at most about two minutes */
+    for (int i = 0; i < 120000 && !atomic_load(&r->done); i++) { /* at most about two minutes */
         if (count_lines(r->path) >= r->after) {
             raise(SIGINT);
             r->raised = 1;
@@ -201,7 +202,7 @@ int main(void) {
     EXPECT(pthread_create(&th, NULL, raise_later, &r) == 0, "raiser thread");
     sd_run_control sc = {.stop_flag = sd_signals_flag()};
     EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &sc));
-    r.done = 1;
+    atomic_store(&r.done, 1);
     pthread_join(th, NULL);
     EXPECT(r.raised && sc.stopped && sc.stop_signal == SIGINT && sc.stopped_step >= 3 && sc.stopped_step < 12,
            "SIGINT after step 3: stopped %d by signal %d at step %lld", sc.stopped, sc.stop_signal,
