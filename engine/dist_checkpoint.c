@@ -259,24 +259,16 @@ sd_status sd_dist_ckpt_get(const sd_st_file *f, const char *name, sd_st_dtype dt
     return SD_OK;
 }
 
-sd_status sd_dist_ckpt_get_f64(const sd_st_file *f, const char *name, double *v) {
+/* One 8-byte scalar of the given dtype into *out. */
+static sd_status get_scalar8(const sd_st_file *f, const char *name, sd_st_dtype dtype, void *out) {
     const sd_st_tensor *t = NULL;
-    TRY(sd_dist_ckpt_get(f, name, SD_ST_F64, 1, &t));
-    memcpy(v, t->data, sizeof *v);
+    TRY(sd_dist_ckpt_get(f, name, dtype, 1, &t));
+    memcpy(out, t->data, 8);
     return SD_OK;
 }
-sd_status sd_dist_ckpt_get_i64(const sd_st_file *f, const char *name, int64_t *v) {
-    const sd_st_tensor *t = NULL;
-    TRY(sd_dist_ckpt_get(f, name, SD_ST_I64, 1, &t));
-    memcpy(v, t->data, sizeof *v);
-    return SD_OK;
-}
-sd_status sd_dist_ckpt_get_u64(const sd_st_file *f, const char *name, uint64_t *v) {
-    const sd_st_tensor *t = NULL;
-    TRY(sd_dist_ckpt_get(f, name, SD_ST_U64, 1, &t));
-    memcpy(v, t->data, sizeof *v);
-    return SD_OK;
-}
+sd_status sd_dist_ckpt_get_f64(const sd_st_file *f, const char *name, double *v) { return get_scalar8(f, name, SD_ST_F64, v); }
+sd_status sd_dist_ckpt_get_i64(const sd_st_file *f, const char *name, int64_t *v) { return get_scalar8(f, name, SD_ST_I64, v); }
+sd_status sd_dist_ckpt_get_u64(const sd_st_file *f, const char *name, uint64_t *v) { return get_scalar8(f, name, SD_ST_U64, v); }
 sd_status sd_dist_ckpt_get_rng(const sd_st_file *f, const char *name, sd_rng *rng) {
     const sd_st_tensor *t = NULL;
     TRY(sd_dist_ckpt_get(f, name, SD_ST_U64, 4, &t));
