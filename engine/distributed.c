@@ -138,7 +138,56 @@ typedef struct device {
     int32_t *hy, *dy;
     int64_t *inj_idx;
     int max_batch;
+    bool cuda;         /* compute_backend cuda: batches, gradients and BN buffers live on a GPU */
+    bool hx_pinned, hy_pinned, hstage_pinned;
+    float *hstage;     /* cuda: host copy of the gradient or BN buffers for the collectives (pinned) */
 } device;
+
+/* Host buffers the GPU copies from and to: pinned (sd_cuda_host_alloc, with a logged pageable
+ * fallback) when the device computes on CUDA, malloc otherwise. */
+static void *host_alloc(bool cuda, size_t bytes, bool *pinned) {
+    *pinned = false;
+#ifdef SCADLES_HAVE_CUDA
+    if (cuda) {
+        void *p = NULL;
+        return sd_cuda_host_alloc(bytes, &p, pinned) == SD_OK ? p : NULL;
+    }
+#else
+    (void)cuda;
+#endif
+    return malloc(bytes);
+}
+
+static void host_free(bool cuda, void *p, bool pinned) {
+#ifdef SCADLES_HAVE_CUDA
+    if (cuda) {
+        if (p) sd_cuda_host_free(p, pinned);
+        return;
+    }
+#else
+    (void)cuda;
+#endif
+    (void)pinned;
+    free(p);
+}
+
+/* A host view of `count` floats of backend memory, for the collectives and host-side checks: the
+ * block itself on the CPU backend (no copy, so CPU runs are unchanged); on CUDA a copy in the
+ * staging buffer, which host_view_back puts back after the collective changed it. */
+static sd_status host_view(device *d, float *dev, size_t count, float **view) {
+    if (!d->cuda) {
+        *view = dev;
+        return SD_OK;
+    }
+    TRY(d->be.ops->download(d->be.ctx, d->hstage, dev, count * sizeof(float)));
+    *view = d->hstage;
+    return SD_OK;
+}
+
+static sd_status host_view_back(device *d, float *dev, const float *view, size_t count) {
+    if (!d->cuda) return SD_OK;
+    return d->be.ops->upload(d->be.ctx, dev, view, count * sizeof(float));
+}
 
 static void device_free(device *d) {
     if (d->ingest) sd_ingest_stop(d->ingest);
@@ -148,8 +197,9 @@ static void device_free(device *d) {
         if (d->dx) d->be.ops->free(d->be.ctx, d->dx);
         if (d->dy) d->be.ops->free(d->be.ctx, d->dy);
     }
-    free(d->hx);
-    free(d->hy);
+    host_free(d->cuda, d->hx, d->hx_pinned);
+    host_free(d->cuda, d->hy, d->hy_pinned);
+    host_free(d->cuda, d->hstage, d->hstage_pinned);
     free(d->inj_idx);
     sd_optim_free(&d->opt);
     sd_net_destroy(d->net);
@@ -236,7 +286,24 @@ static sd_status broker_start(const sd_experiment *e, int rank, device *d) {
 static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device *d) {
     const sd_experiment *e = in->e;
     const sd_dataset *tr = in->train;
-    TRY(sd_backend_cpu_create(&d->be, in->threads_per_device));
+    if (e->compute_backend == SD_EXP_COMPUTE_CUDA) {
+        /* one GPU per device, round robin over the GPUs this process sees (with mpirun, give each
+         * host's ranks CUDA_VISIBLE_DEVICES or as many GPUs as ranks) */
+#ifdef SCADLES_HAVE_CUDA
+        int gpus = 0;
+        sd_status s = sd_cuda_device_count(&gpus);
+        if (s == SD_OK) s = sd_backend_cuda_create(&d->be, rank % gpus);
+#else
+        sd_status s = SD_FAIL(SD_ERR_UNSUPPORTED, "this build has no CUDA backend (nvcc, cuBLAS and cuDNN were not found "
+                              "at configure time)");
+#endif
+        if (s != SD_OK)
+            return SD_FAIL(s, "compute_backend cuda: %s; set compute_backend to cpu on a machine without a usable GPU",
+                           sd_last_error_brief());
+        d->cuda = true;
+    } else {
+        TRY(sd_backend_cpu_create(&d->be, in->threads_per_device));
+    }
     sd_model_spec spec = {.name = e->model, .in_c = tr->c, .in_h = tr->h, .in_w = tr->w, .classes = tr->classes,
                           .width = (float)e->width};
     TRY(sd_model_build(&d->be, &spec, in->seed, &d->net)); /* same seed: identical weights on every device */
@@ -308,10 +375,15 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
         inject_max = (int)m;
     }
     d->max_batch = stream_max + inject_max;
-    d->hx = malloc((size_t)d->max_batch * img * sizeof(float));
-    d->hy = malloc((size_t)d->max_batch * sizeof(int32_t));
+    d->hx = host_alloc(d->cuda, (size_t)d->max_batch * img * sizeof(float), &d->hx_pinned);
+    d->hy = host_alloc(d->cuda, (size_t)d->max_batch * sizeof(int32_t), &d->hy_pinned);
     d->inj_idx = malloc((size_t)(inject_max > 0 ? inject_max : 1) * sizeof(int64_t));
     if (!d->hx || !d->hy || !d->inj_idx) return SD_FAIL(SD_ERR_OOM, "device %d: batch buffers", rank);
+    if (d->cuda) {
+        size_t np = sd_net_param_count(d->net), nb = sd_net_buffer_count(d->net);
+        d->hstage = host_alloc(true, (np > nb ? np : nb) * sizeof(float), &d->hstage_pinned);
+        if (!d->hstage) return SD_FAIL(SD_ERR_OOM, "device %d: gradient staging buffer (%zu floats)", rank, np > nb ? np : nb);
+    }
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * img * sizeof(float), (void **)&d->dx));
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * sizeof(int32_t), (void **)&d->dy));
     TRY(sd_net_reserve(d->net, d->max_batch));
@@ -834,6 +906,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         sd_compress_step cs;
         memset(&cs, 0, sizeof cs);
         uint64_t wire_before = sd_comm_wire_bytes(comm);
+        float *hg = NULL; /* the summed gradient as the host sees it (the block itself on the CPU) */
         if (d.compressor) {
             /* Top-k + error feedback, switched by the policy; the sum of what every rank sent */
             if (momentum_corrected(e) && e->optimizer.weight_decay != 0 && mine.batch > 0) {
@@ -842,11 +915,14 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
                 const float wd = (float)(e->optimizer.weight_decay * (double)mine.batch / (double)B);
                 CHECK(d.be.ops->axpy(d.be.ctx, np, wd, sd_net_params(d.net), sd_net_grads(d.net)));
             }
-            CHECK(sd_compress_exchange(d.compressor, comm, sd_net_grads(d.net), &cs));
+            CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
+            CHECK(sd_compress_exchange(d.compressor, comm, hg, &cs));
             step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);
         } else {
-            CHECK(sd_comm_allreduce_sum(comm, sd_net_grads(d.net), np));
+            CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
+            CHECK(sd_comm_allreduce_sum(comm, hg, np));
         }
+        CHECK(host_view_back(&d, sd_net_grads(d.net), hg, np));
         uint64_t step_bytes = sd_comm_wire_bytes(comm) - wire_before;
         double tc2 = sd_clock_now();
         if (real) { /* measured on this rank instead of modelled */
@@ -876,7 +952,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         /* NaN/Inf: every rank holds the same summed gradient and loss, so all decide alike */
         bool finite = isfinite(wl[0]);
         if (finite) {
-            const float *g = sd_net_grads(d.net);
+            const float *g = hg;
             float acc = 0.0f;
             for (size_t i = 0; i < np; i++) acc += g[i] * 0.0f; /* NaN/Inf propagate, finite gives 0 */
             finite = acc == 0.0f;
@@ -976,7 +1052,10 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             while (next_eval <= T) next_eval += e->eval_every_s;
             if (e->bn == SD_EXP_BN_AVERAGE && sd_net_buffer_count(d.net) > 0) {
                 size_t nb = sd_net_buffer_count(d.net);
-                CHECK(sd_comm_allreduce_sum(comm, sd_net_buffers(d.net), nb));
+                float *hb = NULL;
+                CHECK(host_view(&d, sd_net_buffers(d.net), nb, &hb));
+                CHECK(sd_comm_allreduce_sum(comm, hb, nb));
+                CHECK(host_view_back(&d, sd_net_buffers(d.net), hb, nb));
                 CHECK(d.be.ops->scale(d.be.ctx, nb, 1.0f / (float)n, sd_net_buffers(d.net)));
             }
             double acc[2] = {0, 0};
@@ -1054,7 +1133,9 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
     /* BN statistics: the same on every device iff the last evaluation averaged them (bn average) */
     {
         uint64_t h = 1469598103934665603ull, hs[SD_MAX_DEVICES];
-        const unsigned char *b = (const unsigned char *)sd_net_buffers(d.net);
+        float *hb = NULL;
+        if (sd_net_buffer_count(d.net) > 0) CHECK(host_view(&d, sd_net_buffers(d.net), sd_net_buffer_count(d.net), &hb));
+        const unsigned char *b = (const unsigned char *)hb;
         for (size_t i = 0; b && i < sd_net_buffer_count(d.net) * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
         CHECK(sd_comm_allgather_u64(comm, h, hs));
         out->bn_identical = true;

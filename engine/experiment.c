@@ -68,6 +68,7 @@ static const char *const compress_names[] = {"off", "always", "paper", "gain", N
 static const char *const bn_names[] = {"local", "average", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const link_emulation_names[] = {"off", "token_bucket", NULL};
+static const char *const compute_names[] = {"cpu", "cuda", NULL};
 static const char *const source_names[] = {"replay", "kafka", "mqtt", NULL};
 /* stream/dataset.h's sd_dataset_open names and their class counts */
 static const char *const dataset_names[] = {"fashion-mnist", "mnist", "cifar10", "cifar100", NULL};
@@ -384,6 +385,7 @@ static const field top_fields[] = {
     FOBJ("compression", sd_experiment, compression, compression_fields),
     FENUM("bn", sd_experiment, bn, bn_names),
     FENUM("nonfinite", sd_experiment, nonfinite, nonfinite_names),
+    FENUM("compute_backend", sd_experiment, compute_backend, compute_names),
     FENUM("link_emulation", sd_experiment, link_emulation, link_emulation_names),
     FNUM("link_burst_bytes", sd_experiment, link_burst_bytes, 0, 1e12, 0),
     FNUM("comm_timeout_s", sd_experiment, comm_timeout_s, 0, 1e6, LO_OPEN),

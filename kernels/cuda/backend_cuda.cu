@@ -89,6 +89,20 @@ extern "C" void sd_cuda_kctx_destroy(sd_kctx *k) {
     free(k);
 }
 
+extern "C" sd_status sd_cuda_device_count(int *count) {
+    if (!count) return SD_FAIL(SD_ERR_INVALID, "cuda device count: output pointer is NULL");
+    *count = 0;
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *count = 0;
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "no CUDA device: cudaGetDeviceCount returned %s (%s)", cudaGetErrorName(e),
+                       cudaGetErrorString(e));
+    }
+    if (*count <= 0) return SD_FAIL(SD_ERR_UNSUPPORTED, "no CUDA device: cudaGetDeviceCount returned 0 devices");
+    return SD_OK;
+}
+
 extern "C" sd_status sd_cuda_kctx_create(int device, sd_kctx **out) {
     if (!out) return SD_FAIL(SD_ERR_INVALID, "cuda context: output pointer is NULL");
     *out = NULL;

@@ -35,6 +35,8 @@ int sd_cuda_conv_algo_cache_size(const sd_kctx *k);
  * otherwise 64-byte aligned pageable memory with a note on stderr. *pinned tells which, and must
  * be handed back to sd_cuda_host_free. Works (falling back) on machines without a GPU. */
 sd_status sd_cuda_host_alloc(size_t bytes, void **ptr, bool *pinned);
+/* The number of CUDA devices this process sees (>= 1), or SD_ERR_UNSUPPORTED naming why none. */
+sd_status sd_cuda_device_count(int *count);
 void sd_cuda_host_free(void *ptr, bool pinned);
 
 /* ---- conv.cu: cuDNN convolution, algorithms chosen once per shape and cached ---- */
