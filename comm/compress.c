@@ -26,6 +26,7 @@ struct sd_compressor {
     float *residual;
     float *velocity;            /* momentum correction: u (NULL when cfg.momentum is 0) */
     bool residual_zero;         /* the residual is known to be all zeros */
+    bool ineligible;            /* paper: the caller said compression cannot save time this step */
     uint32_t *idx;              /* this step's pairs: global indices, ascending */
     float *val;                 /* values as sent (after f16 rounding) */
     size_t cap_pairs;
@@ -329,6 +330,10 @@ sd_status sd_compressor_set_residual(sd_compressor *z, const float *residual, si
 
 const float *sd_compressor_velocity(const sd_compressor *z) { return z ? z->velocity : NULL; }
 
+void sd_compressor_set_eligible(sd_compressor *z, bool eligible) {
+    if (z) z->ineligible = !eligible;
+}
+
 sd_status sd_compressor_set_velocity(sd_compressor *z, const float *velocity, size_t count) {
     if (!z || !velocity) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL compressor or velocity");
     if (!z->velocity)
@@ -616,7 +621,7 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
     s.votes = n;
     s.mean_loss = loss_sum / (double)steps;
     if (z->cfg.policy == SD_EXP_COMPRESS_PAPER) {
-        s.vote = s.mean_loss <= z->cfg.delta; /* NaN votes dense */
+        s.vote = s.mean_loss <= z->cfg.delta && !z->ineligible; /* NaN votes dense */
         TRY(sd_comm_vote(comm, s.vote, &s.votes));
         s.voted = true;
         sparse = 2 * s.votes >= n;

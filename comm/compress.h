@@ -135,6 +135,12 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
  * the ring allreduce of dense_bytes (dense), over n ranks on the given link. */
 double sd_compress_step_time(const sd_compress_step *s, int n, double bandwidth_bps, double latency_s);
 
+/* Policy paper: whether compressing can pay this step (e.g. the step is held up by its
+ * communication); false makes this rank vote dense whatever its norm loss says. Sticky until the
+ * next call; true (eligible) at creation. Other policies ignore it. Every rank should pass the same
+ * value (derive it from shared information) or the majority decides. */
+void sd_compressor_set_eligible(sd_compressor *z, bool eligible);
+
 /* Pairs one rank sends per sparse step at `ratio`, and the bytes of its message (header included). */
 size_t sd_compressor_pairs(const sd_compressor *z, double ratio);
 uint64_t sd_compressor_message_bytes(const sd_compressor *z, double ratio);

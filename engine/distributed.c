@@ -915,6 +915,9 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
                 const float wd = (float)(e->optimizer.weight_decay * (double)mine.batch / (double)B);
                 CHECK(d.be.ops->axpy(d.be.ctx, np, wd, sd_net_params(d.net), sd_net_grads(d.net)));
             }
+            if (e->compression.time_aware) /* compressing pays only if a dense step would overrun its window;
+                                             * compute is the modelled max over devices: the same on every rank */
+                sd_compressor_set_eligible(d.compressor, ddp || compute + comm_time > e->window_s);
             CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
             CHECK(sd_compress_exchange(d.compressor, comm, hg, &cs));
             step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);

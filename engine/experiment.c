@@ -330,6 +330,7 @@ static const field compression_fields[] = {
     FNUM("epsilon", compression_t, epsilon, 0, 1, LO_OPEN),
     FBOOL("f16_values", compression_t, f16_values),
     FBOOL("momentum_correction", compression_t, momentum_correction),
+    FBOOL("time_aware", compression_t, time_aware),
     FEND,
 };
 

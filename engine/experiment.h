@@ -190,6 +190,7 @@ typedef struct sd_experiment {
         double epsilon;                /* gain: threshold of the smoothed gain, (0, 1], default 0.9 */
         bool f16_values;               /* send values as float16, default false */
         bool momentum_correction;      /* momentum accumulated per device before Top-k (DGC), default true */
+        bool time_aware;               /* paper: vote dense when compute + dense communication fit in the window, default false */
     } compression;
 
     sd_exp_bn bn;                      /* batch-norm running statistics, default average */

@@ -586,6 +586,31 @@ static void test_momentum_correction(void) {
     EXPECT_FAIL(sd_compressor_create(&c, 100, 1, &off, &cnt, 1, &z), SD_ERR_INVALID, "momentum");
 }
 
+/* Paper with time awareness: a gradient whose Top-k keeps nearly all its norm votes to compress
+ * unless the caller says compressing cannot pay (set_eligible false), and again once it can. */
+static void test_eligible(void) {
+    sd_comm_local_group *g = NULL;
+    EXPECT_OK(sd_comm_local_group_create(1, &g));
+    sd_comm *c = sd_comm_local_get(g, 0);
+    sd_compress_config cfg = cfg_of(SD_EXP_COMPRESS_PAPER, 0.1, true, false);
+    size_t off = 0, cnt = 1000;
+    sd_compressor *z = NULL;
+    EXPECT_OK(sd_compressor_create(&cfg, cnt, 1, &off, &cnt, 1, &z));
+    float x[1000];
+    const bool eligible[4] = {false, true, false, true};
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 1000; i++) x[i] = i % 100 == 7 ? 100.0f : 0.001f; /* 10 spikes: Top-100 keeps them */
+        sd_compressor_set_eligible(z, eligible[t]);
+        sd_compress_step s;
+        EXPECT_OK(sd_compress_exchange(z, c, x, &s));
+        EXPECT(s.rel_loss < 0.01 && s.vote == (int)eligible[t] && s.compressed == eligible[t],
+               "step %d eligible %d: loss %g vote %d compressed %d", t, eligible[t], s.rel_loss, s.vote, s.compressed);
+    }
+    sd_compressor_set_eligible(NULL, true); /* NULL is ignored */
+    sd_compressor_destroy(z);
+    sd_comm_local_group_destroy(g);
+}
+
 /* sum over steps of what was sent + residual == sum of gradients, after every step. With n = 1
  * the exchanged sum is exactly what the device sent; with n > 1 the sums run over ranks too. */
 static long mass_check(const scen *sc, double tol, bool *saw_dense, bool *saw_sparse) {
@@ -909,6 +934,7 @@ int main(void) {
     test_model_exact();
     test_mass();
     test_momentum_correction();
+    test_eligible();
     test_votes();
     test_gain();
     test_determinism();
