@@ -8,8 +8,8 @@ mpiexec=$1 train=$2 src=$3
     echo "test_distributed_mpi: skipped: Fashion-MNIST not installed (scripts/setup.sh)"; exit 77; }
 dir=$(mktemp -d /tmp/sd_dist_mpi_XXXXXX) || exit 1
 trap 'rm -rf "$dir"' EXIT
-flags="--oversubscribe"
-[ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
+. "$(dirname "$0")/mpi_flags.sh"
+flags=$(sd_mpiexec_flags "$mpiexec")
 common="--set devices.rates=40,25,12,30 --set max_steps=15 --set eval_limit=500 --set eval_every_s=5 --set target_accuracy=0.99 --set threads=1 --set modes=ddp,scadles"
 "$train" --config "$src/apps/experiments/uniform_s1.json" $common --set out_dir="$dir/local" > "$dir/local.log" 2>&1 || {
     echo "test_distributed_mpi: FAILED: the local run failed:"; tail -n 20 "$dir/local.log"; exit 1; }

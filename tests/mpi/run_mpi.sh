@@ -11,15 +11,8 @@ shift 4
 name=$(basename "$exe")
 limit=${SD_MPI_TIME_LIMIT:-300}
 
-flags=""
-if "$mpiexec" --version 2>&1 | grep -Eqi "open ?mpi|openrte|open-mpi"; then
-    flags="--oversubscribe"
-    [ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
-    for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
-        eval "isset=\${$v+x}"
-        [ -n "$isset" ] && flags="$flags -x $v"
-    done
-fi
+. "$(dirname "$0")/mpi_flags.sh"
+flags=$(sd_mpiexec_flags "$mpiexec")
 
 probe=$(timeout 120 "$mpiexec" $flags "$npflag" 1 "$exe" --probe 2>&1)
 rc=$?

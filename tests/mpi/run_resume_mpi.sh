@@ -10,8 +10,8 @@ mpiexec=$1 train=$2 src=$3
     echo "test_resume_mpi: skipped: Fashion-MNIST not installed (scripts/setup.sh)"; exit 77; }
 dir=$(mktemp -d /tmp/sd_resume_mpi_XXXXXX) || exit 1
 trap 'rm -rf "$dir"' EXIT
-flags="--oversubscribe"
-[ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
+. "$(dirname "$0")/mpi_flags.sh"
+flags=$(sd_mpiexec_flags "$mpiexec")
 common="--set devices.rates=40,25,12,30 --set eval_limit=300 --set eval_every_s=3 --set target_accuracy=0.99
  --set threads=1 --set width=0.25 --set modes=scadles --set backend=mpi --set compression.policy=paper --set injection.alpha=0.5
  --set injection.beta=0.5 --set partition.kind=slices --set partition.classes_per_device=2"
