@@ -8,13 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine/backend.h"
 #include "engine/models.h"
 #include "engine/rng.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "stream/rate.h"
 
 #ifndef SD_SOURCE_DIR
 #define SD_SOURCE_DIR "."
@@ -26,12 +26,6 @@ typedef struct bench_opts {
     bool peer, ops;
     const char *python;
 } bench_opts;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -69,9 +63,9 @@ static double sgemm_peak(int n, int threads) {
     }
     double best = 1e30;
     for (int r = 0; r < 6; r++) {
-        double t0 = now_s();
+        double t0 = sd_clock_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double t = now_s() - t0;
+        double t = sd_clock_now() - t0;
         if (r > 0 && t < best) best = t;
     }
     free(a); free(b); free(c);
@@ -148,7 +142,7 @@ static int bench_model(sd_backend *be, const bench_opts *o, const char *model, d
     float loss = 0, first_loss = 0;
     double t_start = 0;
     for (int it = 0; it < o->warmup + o->iters; it++) {
-        if (it == o->warmup) t_start = now_s();
+        if (it == o->warmup) t_start = sd_clock_now();
         sd_sgd_params sp;
         if (sd_net_forward(net, x, o->batch, true) != SD_OK ||
             sd_net_loss(net, labels, 1.0f / (float)o->batch, &loss) != SD_OK || sd_net_backward(net) != SD_OK ||
@@ -172,7 +166,7 @@ static int bench_model(sd_backend *be, const bench_opts *o, const char *model, d
             goto done;
         }
     }
-    double dt = (now_s() - t_start) / o->iters;
+    double dt = (sd_clock_now() - t_start) / o->iters;
     double sps = o->batch / dt;
     printf("%-11s %8zu params  loss %.3f -> %.3f  %8.1f samples/s  (%.2f ms/step)", model, np, first_loss, loss, sps,
            dt * 1e3);
@@ -220,11 +214,11 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
             double flops = 2.0 * ys * p.c * p.kh * p.kw;
             double best_f = 1e30, best_b = 1e30;
             for (int r = 0; r < 2 + o->iters / 4; r++) {
-                double t0 = now_s();
+                double t0 = sd_clock_now();
                 be->ops->conv2d_fwd(k, &p, x, w, NULL, y);
-                double t1 = now_s();
+                double t1 = sd_clock_now();
                 be->ops->conv2d_bwd(k, &p, x, w, y, cc->dx ? dx : NULL, dw, NULL);
-                double t2 = now_s();
+                double t2 = sd_clock_now();
                 if (r > 0) {
                     if (t1 - t0 < best_f) best_f = t1 - t0;
                     if (t2 - t1 < best_b) best_b = t2 - t1;
@@ -250,15 +244,15 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
         sd_bn_params_make(&bp, n, c, h, h, 1e-5f, 0.1f);
         double bf = 1e30, bb = 1e30, rf = 1e30, rb = 1e30;
         for (int r = 0; r < 2 + o->iters / 4; r++) {
-            double t0 = now_s();
+            double t0 = sd_clock_now();
             be->ops->bn_fwd_train(k, &bp, x, g, b, y, rm, rv, sm, si);
-            double t1 = now_s();
+            double t1 = sd_clock_now();
             be->ops->bn_bwd(k, &bp, x, g, sm, si, dy, dx, dg, db);
-            double t2 = now_s();
+            double t2 = sd_clock_now();
             be->ops->relu_fwd(k, cnt, x, y);
-            double t3 = now_s();
+            double t3 = sd_clock_now();
             be->ops->relu_bwd(k, cnt, y, dy, dx);
-            double t4 = now_s();
+            double t4 = sd_clock_now();
             if (r > 0) {
                 if (t1 - t0 < bf) bf = t1 - t0;
                 if (t2 - t1 < bb) bb = t2 - t1;

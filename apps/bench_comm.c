@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/comm_mpi.h"
+#include "stream/rate.h"
 
 typedef struct bench_opts {
     int threads[16], nthreads;
@@ -28,12 +28,6 @@ typedef struct bench_opts {
     int reduce_modes;        /* MPI: bit 0 ordered, bit 1 native */
     double timeout_s;        /* MPI: collective timeout, 0 = blocking calls */
 } bench_opts;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -150,17 +144,17 @@ static sd_status bench_rank(sd_comm *c, const bench_opts *o, const char *label) 
             for (int w = 0; w < o->warmup; w++)
                 if ((s = op(c, &b, sz)) != SD_OK) goto done;
             /* Iterations: one timed call on rank 0 sets how many fit in target_s. */
-            double t0 = now_s();
+            double t0 = sd_clock_now();
             if ((s = op(c, &b, sz)) != SD_OK) goto done;
-            double one = now_s() - t0;
+            double one = sd_clock_now() - t0;
             int iters = (int)(o->target_s / (one > 1e-7 ? one : 1e-7));
             iters = iters < 3 ? 3 : iters > 10000 ? 10000 : iters;
             if ((s = agree_int(c, &iters)) != SD_OK || (s = sd_comm_barrier(c)) != SD_OK) goto done;
-            t0 = now_s();
+            t0 = sd_clock_now();
             for (int it = 0; it < iters; it++)
                 if ((s = op(c, &b, sz)) != SD_OK) goto done;
             double el = 0;
-            if ((s = slowest(c, now_s() - t0, &el)) != SD_OK) goto done;
+            if ((s = slowest(c, sd_clock_now() - t0, &el)) != SD_OK) goto done;
             double t = el / iters, algbw = (double)sz / t * 1e-9;
             double busbw = algbw * (is_ar ? 2.0 * (n - 1) / n : (double)(n - 1) / n);
             if (c->rank == 0)

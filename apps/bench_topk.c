@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "comm/comm_local.h"
@@ -24,6 +23,7 @@
 #include "engine/backend.h"
 #include "engine/models.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "stream/rate.h"
 
 typedef struct bench_opts {
     int threads;
@@ -37,12 +37,6 @@ typedef struct bench_opts {
     int devices[8];
     int ndevices;
 } bench_opts;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -144,12 +138,12 @@ static volatile float sink;
 static double time_read(const float *x, size_t n, const bench_opts *o, double *best) {
     double t[64];
     for (int r = 0; r < o->warmup + o->reps; r++) {
-        double t0 = now_s();
+        double t0 = sd_clock_now();
         float s = 0;
 #pragma omp parallel for simd num_threads(o->threads) schedule(static) reduction(+ : s)
         for (size_t i = 0; i < n; i++) s += x[i];
         sink = s;
-        if (r >= o->warmup) t[r - o->warmup] = now_s() - t0;
+        if (r >= o->warmup) t[r - o->warmup] = sd_clock_now() - t0;
     }
     double m = median(t, o->reps);
     *best = t[0];
@@ -321,9 +315,9 @@ static int bytes_section(const bench_opts *o) {
             double ts[64];
             for (int r = 0; r < o->warmup + o->reps; r++) {
                 for (size_t i = 0; i < count; i++) g[i] = (float)((double)(splitmix(i + (uint64_t)r * count) >> 11) * 0x1p-53 - 0.5);
-                double t0 = now_s();
+                double t0 = sd_clock_now();
                 if (sd_compress_exchange(z, c1, g, NULL) != SD_OK) fail = 1;
-                if (r >= o->warmup) ts[r - o->warmup] = now_s() - t0;
+                if (r >= o->warmup) ts[r - o->warmup] = sd_clock_now() - t0;
             }
             printf("  compressor cost per step, 1 device (policy paper, ratio 0.1, %s): %.3f ms median\n",
                    pl ? "per layer" : "whole gradient", 1e3 * median(ts, o->reps));
@@ -438,9 +432,9 @@ int main(int argc, char **argv) {
             }
             double ts[64];
             for (int r = 0; r < o.warmup + o.reps; r++) {
-                double t0 = now_s();
+                double t0 = sd_clock_now();
                 sd_cpu_topk(k, x, n, kk, idx, val);
-                if (r >= o.warmup) ts[r - o.warmup] = now_s() - t0;
+                if (r >= o.warmup) ts[r - o.warmup] = sd_clock_now() - t0;
             }
             const double t_topk = median(ts, o.reps), b_topk = ts[0];
             const peer_row *pr = NULL;

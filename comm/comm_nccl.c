@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "comm_mpi.h" /* MPI_CHECK */
+#include "../stream/rate.h" /* sd_clock_now */
 
 typedef struct nccl_ctx {
     MPI_Comm comm; /* our duplicate */
@@ -86,16 +86,10 @@ static sd_status sticky(sd_comm *c, sd_status s) {
 }
 
 /* ---- waiting ---------------------------------------------------------------------------------- */
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* Until the stream is idle; an asynchronous NCCL error or the timeout aborts the communicator. */
 static sd_status finish(sd_comm *c, const char *what) {
     nccl_ctx *x = c->ctx;
-    const double t0 = now_s();
+    const double t0 = sd_clock_now();
     for (unsigned spins = 0;; spins++) {
         cudaError_t e = cudaStreamQuery(x->stream);
         if (e == cudaSuccess) return SD_OK;
@@ -118,7 +112,7 @@ static sd_status finish(sd_comm *c, const char *what) {
                            c->rank, c->size, host_name(), x->device, what, copy);
         }
         if (spins < 64) continue;
-        if (x->opt.timeout_s > 0 && now_s() - t0 > x->opt.timeout_s) {
+        if (x->opt.timeout_s > 0 && sd_clock_now() - t0 > x->opt.timeout_s) {
             ncclCommAbort(x->nccl);
             x->nccl = NULL;
             return SD_FAIL(SD_ERR_RUNTIME,

@@ -9,21 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "models.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "stream/rate.h"
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h" /* sd_cuda_host_alloc: pinned staging buffers */
 #endif
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 void sd_train_config_defaults(sd_train_config *c) {
     memset(c, 0, sizeof *c);
@@ -363,7 +357,7 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
     printf("train: %s (%zu parameters) on %s: %lld train / %lld test samples, batch %d, %lld steps (%lld per epoch), "
            "lr %g %s, threads %d (0 = all cores)\n", c->model, sd_net_param_count(net), train.name, (long long)train.n, (long long)test.n,
            c->batch, (long long)total, (long long)per_epoch, (double)c->lr, c->schedule, c->threads);
-    double t0 = now_s(), last_print = 0, epoch_t0 = t0, loss_acc = 0;
+    double t0 = sd_clock_now(), last_print = 0, epoch_t0 = t0, loss_acc = 0;
     int64_t loss_n = 0;
     int64_t last = c->stop_at > 0 && c->stop_at < total ? c->stop_at : total;
     if (async && step < last) CHECK(prefetch(&be, &bm, step, (int)(step & 1), hx, hy, dx, dy, img));
@@ -389,11 +383,11 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
         step++;
         loss_acc += loss;
         loss_n++;
-        double t = now_s() - t0;
+        double t = sd_clock_now() - t0;
         fprintf(metrics, "{\"step\": %lld, \"epoch\": %lld, \"time\": %.4f, \"loss\": %.6f, \"lr\": %.6g, \"batch\": %d}\n",
                 (long long)step, (long long)epoch, t, (double)loss, (double)opt.last_lr, c->batch);
         if (c->progress && (t - last_print > 0.5 || step == total)) {
-            double rate = (double)loss_n * c->batch / (now_s() - epoch_t0 + 1e-9);
+            double rate = (double)loss_n * c->batch / (sd_clock_now() - epoch_t0 + 1e-9);
             char eta[32];
             fmt_eta((double)(total - step) * c->batch / rate, eta, sizeof eta);
             fprintf(stderr, "\r  epoch %lld  step %lld/%lld  loss %.4f  %.0f samples/s  ETA %s   ", (long long)epoch + 1,
@@ -405,24 +399,24 @@ sd_status sd_train_run(const sd_train_config *c, sd_eval_result *final_eval) {
         if (do_eval) {
             fflush(metrics);
             sd_eval_result r;
-            double te = now_s();
+            double te = sd_clock_now();
             CHECK(sd_evaluate(net, &test, &aug_test, c->eval_batch, &r));
             double epoch_time = te - epoch_t0;
             if (c->progress) fprintf(stderr, "\n");
             printf("epoch %6.2f  step %lld  train loss %.4f  test loss %.4f  top-1 %.2f%%  top-5 %.2f%%  "
                    "train time %.1f s (%.0f samples/s)  eval %.1f s\n",
                    (double)step / (double)per_epoch, (long long)step, loss_acc / (double)(loss_n ? loss_n : 1), r.loss,
-                   100 * r.top1, 100 * r.top5, epoch_time, (double)loss_n * c->batch / epoch_time, now_s() - te);
+                   100 * r.top1, 100 * r.top5, epoch_time, (double)loss_n * c->batch / epoch_time, sd_clock_now() - te);
             fflush(stdout);
             fprintf(evalf, "{\"step\": %lld, \"epoch\": %.4f, \"time\": %.4f, \"train_loss\": %.6f, \"test_loss\": %.6f, "
                            "\"top1\": %.6f, \"top5\": %.6f, \"samples\": %lld}\n",
-                    (long long)step, (double)step / (double)per_epoch, now_s() - t0,
+                    (long long)step, (double)step / (double)per_epoch, sd_clock_now() - t0,
                     loss_acc / (double)(loss_n ? loss_n : 1), r.loss, r.top1, r.top5, (long long)r.samples);
             fflush(evalf);
             if (final_eval) *final_eval = r;
             loss_acc = 0;
             loss_n = 0;
-            epoch_t0 = now_s();
+            epoch_t0 = sd_clock_now();
         }
         if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == last)
             CHECK(save_state(net, &opt, c, step));

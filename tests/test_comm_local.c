@@ -16,12 +16,7 @@
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "harness.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+#include "stream/rate.h"
 
 /* ---- running a function on every rank --------------------------------------------------------- */
 typedef struct rank_out {
@@ -364,25 +359,25 @@ static void fn_timeout(run_ctx *rc, sd_comm *c, rank_out *out) {
     fail_arg *a = rc->arg;
     float x[33] = {0};
     if (c->rank == a->absent) {
-        double t0 = now_s();
-        while (atomic_load(&a->gave_up) < c->size - 1 && now_s() - t0 < 30) {
+        double t0 = sd_clock_now();
+        while (atomic_load(&a->gave_up) < c->size - 1 && sd_clock_now() - t0 < 30) {
             struct timespec d = {0, 5 * 1000 * 1000};
             nanosleep(&d, NULL);
         }
-        t0 = now_s();
+        t0 = sd_clock_now();
         out->st = sd_comm_allreduce_sum(c, x, 33);
-        out->elapsed = now_s() - t0;
+        out->elapsed = sd_clock_now() - t0;
         snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
         return;
     }
-    double t0 = now_s();
+    double t0 = sd_clock_now();
     out->st = sd_comm_allreduce_sum(c, x, 33);
-    out->elapsed = now_s() - t0;
+    out->elapsed = sd_clock_now() - t0;
     snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
     atomic_fetch_add(&a->gave_up, 1);
-    t0 = now_s();
+    t0 = sd_clock_now();
     if (sd_comm_barrier(c) == SD_OK) out->bad_status++; /* later calls fail fast */
-    if (now_s() - t0 > 2.0) out->wrong++;
+    if (sd_clock_now() - t0 > 2.0) out->wrong++;
 }
 
 static void test_timeout(void) {
@@ -392,9 +387,9 @@ static void test_timeout(void) {
         fail_arg a = {.absent = n - 1};
         atomic_init(&a.gave_up, 0);
         rank_out o[8];
-        double t0 = now_s();
+        double t0 = sd_clock_now();
         run_group(n, 0.3, fn_timeout, &a, o);
-        double total = now_s() - t0;
+        double total = sd_clock_now() - t0;
         for (int r = 0; r < n; r++) {
             char want[32];
             snprintf(want, sizeof want, "rank %d (", n - 1);
@@ -445,9 +440,9 @@ static void fn_abort(run_ctx *rc, sd_comm *c, rank_out *out) {
         snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
         return;
     }
-    double t0 = now_s();
+    double t0 = sd_clock_now();
     out->st = sd_comm_barrier(c);
-    out->elapsed = now_s() - t0;
+    out->elapsed = sd_clock_now() - t0;
     snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
 }
 
@@ -455,7 +450,7 @@ static void test_abort(void) {
     for (int t = 1; t < NSIZES; t++) {
         int n = sizes_n[t];
         rank_out o[8];
-        double t0 = now_s();
+        double t0 = sd_clock_now();
         run_group(n, 60, fn_abort, NULL, o);
         char want[64];
         snprintf(want, sizeof want, "rank %d aborted the group: stream closed", n - 1);
@@ -463,7 +458,7 @@ static void test_abort(void) {
             EXPECT(o[r].st == SD_ERR_RUNTIME && strstr(o[r].msg, want) && o[r].elapsed < 10.0,
                    "n=%d rank %d: wanted '%s' quickly, got %s after %.3f s: %s", n, r, want, sd_status_str(o[r].st),
                    o[r].elapsed, o[r].msg);
-        EXPECT(now_s() - t0 < 20.0, "n=%d: abort did not wake everyone promptly (%.2f s)", n, now_s() - t0);
+        EXPECT(sd_clock_now() - t0 < 20.0, "n=%d: abort did not wake everyone promptly (%.2f s)", n, sd_clock_now() - t0);
     }
 }
 
@@ -478,9 +473,9 @@ static void fn_leave(run_ctx *rc, sd_comm *c, rank_out *out) {
         snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
         return;
     }
-    double t0 = now_s();
+    double t0 = sd_clock_now();
     out->st = sd_comm_barrier(c);
-    out->elapsed = now_s() - t0;
+    out->elapsed = sd_clock_now() - t0;
     snprintf(out->msg, sizeof out->msg, "%s", sd_last_error());
 }
 
