@@ -23,9 +23,8 @@ def die(msg):
 
 
 def metrics_counts(path):
-    """(steps, compressed steps, bytes of device 0) from a run's metrics.jsonl."""
+    """(steps, compressed steps) from a run's metrics.jsonl."""
     steps = comp = 0
-    last_bytes = 0
     try:
         with open(path) as f:
             for line in f:
@@ -36,10 +35,9 @@ def metrics_counts(path):
                 steps += 1
                 if r.get("compression") is True:
                     comp += 1
-                last_bytes = r.get("bytes", last_bytes)
     except OSError:
         pass
-    return steps, comp, last_bytes
+    return steps, comp
 
 
 def main(argv):
@@ -85,7 +83,7 @@ def main(argv):
                 os.unlink(dst)
             if not os.path.exists(dst):
                 os.symlink(src, dst)
-            steps, comp, _ = metrics_counts(os.path.join(src, "metrics.jsonl"))
+            steps, comp = metrics_counts(os.path.join(src, "metrics.jsonl"))
             r2 = dict(r)
             r2["mode"] = name
             r2["compressed_steps"] = comp
