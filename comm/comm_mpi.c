@@ -332,6 +332,10 @@ sd_status sd_comm_mpi_create_ex(MPI_Comm comm, const sd_comm_mpi_options *opt, s
     return SD_OK;
 }
 
+MPI_Comm sd_comm_mpi_handle(const sd_comm *c) {
+    return c && c->ops == &mpi_ops ? ((const mpi_ctx *)c->ctx)->comm : MPI_COMM_NULL;
+}
+
 sd_status sd_comm_mpi_create(MPI_Comm comm, sd_comm **out) {
     TRY(sd_comm_mpi_create_ex(comm, NULL, out));
     return SD_OK;

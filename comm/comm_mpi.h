@@ -49,6 +49,10 @@ sd_status sd_comm_mpi_create(MPI_Comm comm, sd_comm **out);
 /* opt NULL: the defaults. */
 sd_status sd_comm_mpi_create_ex(MPI_Comm comm, const sd_comm_mpi_options *opt, sd_comm **out);
 
+/* The MPI communicator (our duplicate) under an MPI sd_comm, e.g. to bootstrap an NCCL group over
+ * the same ranks (comm_nccl.h); MPI_COMM_NULL for any other communicator. */
+MPI_Comm sd_comm_mpi_handle(const sd_comm *c);
+
 /* The MPI error string of `code` with the world rank and host name, e.g.
  * "MPI_ERR_TRUNCATE: message truncated (MPI error 15; world rank 2 on host edge-3)". The string
  * lives in a per-thread buffer until the next call. */

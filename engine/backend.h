@@ -91,6 +91,9 @@ typedef struct sd_backend_ops {
     sd_status (*add)(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
     sd_status (*axpy)(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
     sd_status (*scale)(sd_kctx *k, size_t count, float alpha, float *x);
+    /* *all = no element of x is NaN or infinite (the trainer's check of a summed gradient where
+     * it lives: on the GPU with NCCL collectives it never reaches the host). Waits for the result. */
+    sd_status (*all_finite)(sd_kctx *k, size_t count, const float *x, bool *all);
 
     /* Dropout: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0). */
     sd_status (*dropout_fwd)(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);

@@ -37,6 +37,10 @@
 #include "stream/replay.h"
 #include "stream/ring.h"
 #include "train.h"
+#ifdef SCADLES_HAVE_NCCL
+#include "../comm/comm_mpi.h"
+#include "../comm/comm_nccl.h"
+#endif
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h"
 #endif
@@ -139,6 +143,8 @@ typedef struct device {
     int64_t *inj_idx;
     int max_batch;
     bool cuda;         /* compute_backend cuda: batches, gradients and BN buffers live on a GPU */
+    int gpu;           /* cuda: the device index */
+    sd_comm *gcomm;    /* collectives nccl: sums gradients and BN buffers in GPU memory; NULL: host views */
     bool hx_pinned, hy_pinned, hstage_pinned;
     float *hstage;     /* cuda: host copy of the gradient or BN buffers for the collectives (pinned) */
 } device;
@@ -189,7 +195,37 @@ static sd_status host_view_back(device *d, float *dev, const float *view, size_t
     return d->be.ops->upload(d->be.ctx, dev, view, count * sizeof(float));
 }
 
+/* collectives nccl: an NCCL group over the same ranks as `comm` (an MPI communicator), on this
+ * device's GPU and its compute stream, so that the sums follow the backward pass without a host
+ * wait. Collective: every rank calls it after its backend exists. */
+static sd_status grad_comm_create(const sd_experiment *e, sd_comm *comm, device *d) {
+    if (e->collectives != SD_EXP_COLL_NCCL) return SD_OK;
+#ifdef SCADLES_HAVE_NCCL
+    MPI_Comm mc = sd_comm_mpi_handle(comm);
+    if (mc == MPI_COMM_NULL)
+        return SD_FAIL(SD_ERR_INVALID, "collectives nccl: the run's communicator is not an MPI one (%s); set backend "
+                       "to mpi and start the run with mpirun", comm->ops->name);
+    sd_comm_nccl_options o = sd_comm_nccl_default_options();
+    o.device = d->gpu;
+    o.stream = sd_cuda_stream(d->be.ctx);
+    o.timeout_s = e->comm_timeout_s;
+    TRY(sd_comm_nccl_create(mc, &o, &d->gcomm));
+    return SD_OK;
+#else
+    (void)comm;
+    (void)d;
+    return SD_FAIL(SD_ERR_UNSUPPORTED, "collectives nccl: this build has no NCCL communicator (it needs NCCL, MPI and "
+                   "CUDA at configure time: docs/cuda.md); set collectives to host");
+#endif
+}
+
+/* What this device put on the wire so far, over both communicators (comm.h's ring accounting). */
+static uint64_t wire_bytes(const sd_comm *comm, const device *d) {
+    return sd_comm_wire_bytes(comm) + (d->gcomm ? sd_comm_wire_bytes(d->gcomm) : 0);
+}
+
 static void device_free(device *d) {
+    sd_comm_destroy(d->gcomm); /* before the backend: it runs on the backend's compute stream */
     if (d->ingest) sd_ingest_stop(d->ingest);
     sd_kafka_destroy(d->kafka);
     sd_mqtt_destroy(d->mqtt);
@@ -292,7 +328,7 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
 #ifdef SCADLES_HAVE_CUDA
         int gpus = 0;
         sd_status s = sd_cuda_device_count(&gpus);
-        if (s == SD_OK) s = sd_backend_cuda_create(&d->be, rank % gpus);
+        if (s == SD_OK) s = sd_backend_cuda_create(&d->be, d->gpu = rank % gpus);
 #else
         sd_status s = SD_FAIL(SD_ERR_UNSUPPORTED, "this build has no CUDA backend (nvcc, cuBLAS and cuDNN were not found "
                               "at configure time)");
@@ -649,6 +685,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
 #define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
     if (!all || !preq || !red) { st = SD_FAIL(SD_ERR_OOM, "step records"); goto done; }
     CHECK(device_setup(in, rank, n, &d));
+    CHECK(grad_comm_create(e, comm, &d));
     {
         char tname[48];
         snprintf(tname, sizeof tname, "Device %d", rank);
@@ -712,7 +749,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
     out->mode = in->mode;
     out->seed = in->seed;
     out->devices = n;
-    uint64_t wire0 = sd_comm_wire_bytes(comm) - ls.wire_bytes; /* (mod 2^64: differences stay right) */
+    uint64_t wire0 = wire_bytes(comm, &d) - ls.wire_bytes; /* (mod 2^64: differences stay right) */
     bool stop = false, stop_requested = false;
     int stop_signal = 0;
     while (!stop) {
@@ -735,7 +772,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             ls.next_eval = next_eval;
             ls.last_top1 = last_top1;
             ls.step = step;
-            ls.wire_bytes = sd_comm_wire_bytes(comm) - wire0;
+            ls.wire_bytes = wire_bytes(comm, &d) - wire0;
             if (rank == 0) {
                 FILE *fs[4] = {metrics, evalf, evaldat, bufdat};
                 for (int i = 0; i < 4; i++) {
@@ -902,10 +939,11 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         } else {
             CHECK(d.be.ops->zero(d.be.ctx, sd_net_grads(d.net), np * sizeof(float)));
         }
+        if (real && d.cuda) CHECK(d.be.ops->synchronize(d.be.ctx)); /* measured compute ends with the backward */
         double tc1 = sd_clock_now();
         sd_compress_step cs;
         memset(&cs, 0, sizeof cs);
-        uint64_t wire_before = sd_comm_wire_bytes(comm);
+        uint64_t wire_before = wire_bytes(comm, &d);
         float *hg = NULL; /* the summed gradient as the host sees it (the block itself on the CPU) */
         if (d.compressor) {
             /* Top-k + error feedback, switched by the policy; the sum of what every rank sent */
@@ -921,12 +959,14 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
             CHECK(sd_compress_exchange(d.compressor, comm, hg, &cs));
             step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);
+        } else if (d.gcomm) { /* NCCL: summed in place in GPU memory, after the backward on the same stream */
+            CHECK(sd_comm_allreduce_sum(d.gcomm, sd_net_grads(d.net), np));
         } else {
             CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
             CHECK(sd_comm_allreduce_sum(comm, hg, np));
         }
-        CHECK(host_view_back(&d, sd_net_grads(d.net), hg, np));
-        uint64_t step_bytes = sd_comm_wire_bytes(comm) - wire_before;
+        if (hg) CHECK(host_view_back(&d, sd_net_grads(d.net), hg, np));
+        uint64_t step_bytes = wire_bytes(comm, &d) - wire_before;
         double tc2 = sd_clock_now();
         if (real) { /* measured on this rank instead of modelled */
             compute = tc1 - tc0;
@@ -954,12 +994,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         float lr_scale = ddp ? 1.0f : (float)((double)Bstream / ((double)n * e->batch));
         /* NaN/Inf: every rank holds the same summed gradient and loss, so all decide alike */
         bool finite = isfinite(wl[0]);
-        if (finite) {
-            const float *g = hg;
-            float acc = 0.0f;
-            for (size_t i = 0; i < np; i++) acc += g[i] * 0.0f; /* NaN/Inf propagate, finite gives 0 */
-            finite = acc == 0.0f;
-        }
+        if (finite) CHECK(d.be.ops->all_finite(d.be.ctx, np, sd_net_grads(d.net), &finite)); /* where the sum lives */
         if (!finite && e->nonfinite == SD_EXP_NONFINITE_STOP) {
             st = SD_FAIL(SD_ERR_NUMERIC, "step %lld: the loss (%g) or the summed gradient is not finite; lower "
                          "optimizer.lr (%g) or set nonfinite to \"skip\"", (long long)step + 1, (double)wl[0],
@@ -1011,7 +1046,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
                 }
                 (void)sd_trace_counter(in->trace, in->trace_pid, "buffer total", T_end, "samples", (double)tot);
                 (void)sd_trace_counter(in->trace, in->trace_pid, "bytes sent (device 0)", T_end, "bytes",
-                                       (double)(sd_comm_wire_bytes(comm) - wire0));
+                                       (double)(wire_bytes(comm, &d) - wire0));
                 (void)sd_trace_counter(in->trace, in->trace_pid, "compression", T_cut, "on", cs.compressed ? 1 : 0);
             }
         }
@@ -1033,7 +1068,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
                              "\"bytes\": %llu, \"step_bytes\": %llu, \"compression\": %s, \"ratio\": %.6g, "
                              "\"votes\": %d, \"rel_loss\": %.6g, \"mean_loss\": %.6g, \"gain\": %.6g, \"batches\": [",
                     (long long)step, T, wait, compute, step_comm, (long long)B, lossbuf, (double)d.opt.last_lr,
-                    (unsigned long long)dropped, (unsigned long long)(sd_comm_wire_bytes(comm) - wire0),
+                    (unsigned long long)dropped, (unsigned long long)(wire_bytes(comm, &d) - wire0),
                     (unsigned long long)step_bytes, cs.compressed ? "true" : "false", cs.ratio, cs.votes, cs.rel_loss, cs.mean_loss, cs.gain);
             for (int j = 0; j < n; j++) fprintf(metrics, "%s%d", j ? ", " : "", all[j].batch);
             fprintf(metrics, "], \"buffer\": [");
@@ -1055,10 +1090,14 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             while (next_eval <= T) next_eval += e->eval_every_s;
             if (e->bn == SD_EXP_BN_AVERAGE && sd_net_buffer_count(d.net) > 0) {
                 size_t nb = sd_net_buffer_count(d.net);
-                float *hb = NULL;
-                CHECK(host_view(&d, sd_net_buffers(d.net), nb, &hb));
-                CHECK(sd_comm_allreduce_sum(comm, hb, nb));
-                CHECK(host_view_back(&d, sd_net_buffers(d.net), hb, nb));
+                if (d.gcomm) {
+                    CHECK(sd_comm_allreduce_sum(d.gcomm, sd_net_buffers(d.net), nb));
+                } else {
+                    float *hb = NULL;
+                    CHECK(host_view(&d, sd_net_buffers(d.net), nb, &hb));
+                    CHECK(sd_comm_allreduce_sum(comm, hb, nb));
+                    CHECK(host_view_back(&d, sd_net_buffers(d.net), hb, nb));
+                }
                 CHECK(d.be.ops->scale(d.be.ctx, nb, 1.0f / (float)n, sd_net_buffers(d.net)));
             }
             double acc[2] = {0, 0};
@@ -1145,7 +1184,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         for (int j = 0; j < n; j++) out->bn_identical &= hs[j] == hs[0];
     }
     /* totals across devices */
-    uint64_t mine_bytes = sd_comm_wire_bytes(comm) - wire0, all_bytes[SD_MAX_DEVICES];
+    uint64_t mine_bytes = wire_bytes(comm, &d) - wire0, all_bytes[SD_MAX_DEVICES];
     CHECK(sd_comm_allgather_u64(comm, mine_bytes, all_bytes));
     for (int j = 0; j < n; j++) out->bytes_sent += all_bytes[j];
     if (d.pool)

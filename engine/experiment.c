@@ -69,6 +69,7 @@ static const char *const bn_names[] = {"local", "average", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const link_emulation_names[] = {"off", "token_bucket", NULL};
 static const char *const compute_names[] = {"cpu", "cuda", NULL};
+static const char *const collectives_names[] = {"host", "nccl", NULL};
 static const char *const source_names[] = {"replay", "kafka", "mqtt", NULL};
 /* stream/dataset.h's sd_dataset_open names and their class counts */
 static const char *const dataset_names[] = {"fashion-mnist", "mnist", "cifar10", "cifar100", NULL};
@@ -387,6 +388,7 @@ static const field top_fields[] = {
     FENUM("bn", sd_experiment, bn, bn_names),
     FENUM("nonfinite", sd_experiment, nonfinite, nonfinite_names),
     FENUM("compute_backend", sd_experiment, compute_backend, compute_names),
+    FENUM("collectives", sd_experiment, collectives, collectives_names),
     FENUM("link_emulation", sd_experiment, link_emulation, link_emulation_names),
     FNUM("link_burst_bytes", sd_experiment, link_burst_bytes, 0, 1e12, 0),
     FNUM("comm_timeout_s", sd_experiment, comm_timeout_s, 0, 1e6, LO_OPEN),
@@ -1512,6 +1514,15 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && r->link_emulation != SD_EXP_LINK_OFF && r->clock != SD_EXP_CLOCK_REAL)
         s = BAD(NULL, "link_emulation", "token_bucket needs clock \"real\" (the virtual clock already charges every "
                 "collective to the device's link); allowed: off, or set clock to real");
+    if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->compute_backend != SD_EXP_COMPUTE_CUDA)
+        s = BAD(NULL, "collectives", "nccl sums gradients in GPU memory, but compute_backend is cpu; allowed: host, or "
+                "set compute_backend to cuda");
+    else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->backend != SD_EXP_BACKEND_MPI)
+        s = BAD(NULL, "collectives", "nccl needs one process per GPU under mpirun; allowed: host, or set backend to "
+                "mpi and start the run with mpirun -n <devices>");
+    else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->link_emulation != SD_EXP_LINK_OFF)
+        s = BAD(NULL, "collectives", "nccl cannot be shaped by link_emulation (NCCL moves the data itself); allowed: "
+                "host with link_emulation token_bucket, or nccl with link_emulation off");
     if (s == SD_OK && r->stream.source != SD_EXP_SOURCE_REPLAY) {
         const char *src = source_names[r->stream.source];
         bool conf_bootstrap = false;

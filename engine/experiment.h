@@ -66,6 +66,7 @@ typedef enum sd_exp_bn { SD_EXP_BN_LOCAL = 0, SD_EXP_BN_AVERAGE } sd_exp_bn; /* 
  * or skip the update (counted as skipped_steps in summary.json). */
 typedef enum sd_exp_nonfinite { SD_EXP_NONFINITE_STOP = 0, SD_EXP_NONFINITE_SKIP } sd_exp_nonfinite; /* "stop" "skip" */
 typedef enum sd_exp_compute { SD_EXP_COMPUTE_CPU = 0, SD_EXP_COMPUTE_CUDA } sd_exp_compute; /* "cpu" "cuda" */
+typedef enum sd_exp_collectives { SD_EXP_COLL_HOST = 0, SD_EXP_COLL_NCCL } sd_exp_collectives; /* "host" "nccl" */
 typedef enum sd_exp_link_emulation { SD_EXP_LINK_OFF = 0, SD_EXP_LINK_TOKEN_BUCKET } sd_exp_link_emulation; /* "off" "token_bucket" */
 /* Where each device's samples come from: the built-in replay of its partition (either clock), or a
  * broker topic <topic_prefix><rank> that scadles-publish (or any publisher of the stream format)
@@ -196,6 +197,8 @@ typedef struct sd_experiment {
     sd_exp_bn bn;                      /* batch-norm running statistics, default average */
     sd_exp_nonfinite nonfinite;        /* NaN/Inf in loss or gradients: stop (default) or skip the step */
     sd_exp_compute compute_backend;    /* where each device computes: cpu (default) or cuda (one GPU per device) */
+    sd_exp_collectives collectives;    /* host (default): the run's communicator on host memory; nccl: gradients and BN
+                                          statistics summed by NCCL in GPU memory (backend mpi, compute_backend cuda) */
     sd_exp_link_emulation link_emulation; /* real clock: shape each device's collectives to its link (comm/shaper.h), default off */
     double link_burst_bytes;           /* token-bucket depth, [0, 1e12], default 65536 */
     double comm_timeout_s;             /* local backend: bound on a wait inside a collective, (0, 1e6], default 600 */

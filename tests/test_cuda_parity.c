@@ -463,6 +463,16 @@ static void test_elementwise(void) {
             EXPECT_OK(cpu.ops->scale(cpu.ctx, n, 1.7f, CF(y)));
             EXPECT_OK(gpu.ops->scale(gpu.ctx, n, 1.7f, GF(y)));
             check_nmse(tag, "scale", &y, 1e-12);
+            bool cf = false, gf = false; /* y is finite; then a NaN, then an Inf at the end */
+            EXPECT_OK(cpu.ops->all_finite(cpu.ctx, n, CF(y), &cf));
+            EXPECT_OK(gpu.ops->all_finite(gpu.ctx, n, GF(y), &gf));
+            EXPECT(cf && gf, "%s all_finite of a finite vector: cpu %d gpu %d", tag, (int)cf, (int)gf);
+            const float bad[2] = {NAN, INFINITY};
+            for (int j = 0; j < 2; j++) {
+                EXPECT_OK(gpu.ops->upload(gpu.ctx, GF(y) + (j ? n - 1 : n / 2), &bad[j], sizeof(float)));
+                EXPECT_OK(gpu.ops->all_finite(gpu.ctx, n, GF(y), &gf));
+                EXPECT(!gf, "%s all_finite missed %g at %zu", tag, (double)bad[j], j ? n - 1 : n / 2);
+            }
             dual_poison(&y);
             EXPECT_OK(cpu.ops->relu_fwd(cpu.ctx, n, CF(a), CF(y)));
             EXPECT_OK(gpu.ops->relu_fwd(gpu.ctx, n, GF(a), GF(y)));

@@ -374,6 +374,17 @@ static void test_bad_inputs(void) {
     EXPECT_MSG(load("{\n  \"name\": \"x\",\n  \"cap\": ,\n}", &e), SD_ERR_FORMAT, "test.json:3:10", "malformed JSON", "near ',");
     EXPECT_MSG(load("{\"cap\": 3} trailing", &e), SD_ERR_FORMAT, "test.json:1:12");
     EXPECT_MSG(load("", &e), SD_ERR_FORMAT, "test.json:1:1");
+    /* collectives nccl: GPU compute, mpirun, no token bucket (NCCL moves the data itself) */
+    EXPECT_MSG(load("{\"collectives\": \"gloo\"}", &e), SD_ERR_INVALID, "collectives", "host");
+    EXPECT_MSG(load_resolve("{\"collectives\": \"nccl\"}", &e), SD_ERR_INVALID, "collectives",
+               "compute_backend is cpu", "set compute_backend to cuda");
+    EXPECT_MSG(load_resolve("{\"collectives\": \"nccl\", \"compute_backend\": \"cuda\"}", &e), SD_ERR_INVALID,
+               "collectives", "mpirun", "set backend to mpi");
+    EXPECT_MSG(load_resolve("{\"collectives\": \"nccl\", \"compute_backend\": \"cuda\", \"backend\": \"mpi\", "
+                            "\"clock\": \"real\", \"link_emulation\": \"token_bucket\"}", &e),
+               SD_ERR_INVALID, "collectives", "link_emulation off");
+    EXPECT_OK(load_resolve("{\"collectives\": \"nccl\", \"compute_backend\": \"cuda\", \"backend\": \"mpi\"}", &e));
+    EXPECT(e.collectives == SD_EXP_COLL_NCCL, "collectives nccl was read as %d", (int)e.collectives);
     /* values set directly in the struct are caught by resolve */
     sd_experiment_defaults(&e);
     e.cap = 0;

@@ -85,6 +85,7 @@ static const sd_backend_ops sd_cpu_ops = {
     .add = sd_cpu_add,
     .axpy = sd_cpu_axpy,
     .scale = sd_cpu_scale,
+    .all_finite = sd_cpu_all_finite,
     .dropout_fwd = sd_cpu_dropout_fwd,
     .dropout_bwd = sd_cpu_dropout_bwd,
     .sgd_update = sd_cpu_sgd_update,

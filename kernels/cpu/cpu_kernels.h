@@ -3,6 +3,7 @@
 #ifndef SD_CPU_KERNELS_H
 #define SD_CPU_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,7 @@ sd_status sd_cpu_xent_bwd(sd_kctx *k, const sd_xent_params *p, const float *prob
 sd_status sd_cpu_add(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
 sd_status sd_cpu_axpy(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
 sd_status sd_cpu_scale(sd_kctx *k, size_t count, float alpha, float *x);
+sd_status sd_cpu_all_finite(sd_kctx *k, size_t count, const float *x, bool *all);
 
 /* dropout.c */
 sd_status sd_cpu_dropout_fwd(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);

@@ -312,6 +312,7 @@ static sd_backend_ops make_cuda_ops(void) {
     o.add = sd_cuda_add;
     o.axpy = sd_cuda_axpy;
     o.scale = sd_cuda_scale;
+    o.all_finite = sd_cuda_all_finite;
     o.dropout_fwd = sd_cuda_dropout_fwd;
     o.dropout_bwd = sd_cuda_dropout_bwd;
     o.sgd_update = sd_cuda_sgd_update;

@@ -53,7 +53,7 @@ enum { SD_CONV_HAVE_FWD = 1, SD_CONV_HAVE_BWD_DATA = 2, SD_CONV_HAVE_BWD_FILTER 
  * holds the smallest offending index (atomicMin); SD_CUDA_FLAG_NONE (every byte 0x7f, so one
  * cudaMemsetAsync resets it) means clear. */
 #define SD_CUDA_FLAG_NONE 0x7f7f7f7f
-enum { SD_CUDA_FLAG_LABEL = 0, SD_CUDA_FLAG_ARGMAX = 1, SD_CUDA_NUM_FLAGS = 4 };
+enum { SD_CUDA_FLAG_LABEL = 0, SD_CUDA_FLAG_ARGMAX = 1, SD_CUDA_FLAG_NONFINITE = 2, SD_CUDA_NUM_FLAGS = 4 };
 
 typedef struct sd_cuda_small {
     int flags[SD_CUDA_NUM_FLAGS];

@@ -84,6 +84,7 @@ sd_status sd_cuda_xent_bwd(sd_kctx *k, const sd_xent_params *p, const float *pro
 sd_status sd_cuda_add(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
 sd_status sd_cuda_axpy(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
 sd_status sd_cuda_scale(sd_kctx *k, size_t count, float alpha, float *x);
+sd_status sd_cuda_all_finite(sd_kctx *k, size_t count, const float *x, bool *all);
 
 /* ---- dropout.cu ---- */
 sd_status sd_cuda_dropout_fwd(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);

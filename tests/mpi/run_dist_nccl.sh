@@ -1,0 +1,58 @@
+#!/bin/sh
+# run_dist_nccl.sh: the distributed trainer on GPUs under mpiexec -n 2, with the gradients and BN
+# statistics summed by NCCL in GPU memory (collectives nccl) against the same run summing host
+# copies over MPI (collectives host): 8 scadles steps of the Fashion-MNIST CNN, virtual clock. NCCL
+# sums in its own order, so the per-step losses must agree within 1e-3 relative (not bitwise), the
+# global batches exactly, and both runs must end with identical BN statistics on every device.
+# Without two usable GPUs (or without NCCL in the build) the runs must fail cleanly within the
+# timeout, naming compute_backend or collectives; then the test reports skipped (77), or fails
+# when SD_CUDA_REQUIRE=1 (set it on GPU machines).
+#   usage: run_dist_nccl.sh MPIEXEC SCADLES_TRAIN SOURCE_DIR
+mpiexec=$1 train=$2 src=$3
+[ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || {
+    echo "test_dist_nccl: skipped: Fashion-MNIST not installed (scripts/setup.sh)"; exit 77; }
+dir=$(mktemp -d /tmp/sd_dist_nccl_XXXXXX) || exit 1
+trap 'rm -rf "$dir"' EXIT
+. "$(dirname "$0")/mpi_flags.sh"
+flags=$(sd_mpiexec_flags "$mpiexec")
+common="--set devices.rates=40,25 --set max_steps=8 --set eval_limit=500 --set eval_every_s=4 --set target_accuracy=0.99
+ --set threads=1 --set modes=scadles --set backend=mpi --set compute_backend=cuda"
+unavailable() { # name log: a clean failure without GPUs / NCCL -> skip (or fail when required)
+    if grep -q "not enough slots\|could not be found\|ORTE_ERROR\|PMIX_ERROR" "$2"; then
+        echo "test_dist_nccl: skipped: mpiexec cannot start 2 ranks here:"; tail -n 10 "$2"; exit 77
+    fi
+    if grep -q "compute_backend cuda:\|collectives nccl:\|sd_comm_nccl_create" "$2"; then
+        if [ "${SD_CUDA_REQUIRE:-0}" = 1 ]; then
+            echo "test_dist_nccl: FAILED: SD_CUDA_REQUIRE=1 but the $1 run cannot use the GPUs:"; tail -n 10 "$2"; exit 1
+        fi
+        echo "test_dist_nccl: skipped: the $1 run failed cleanly without usable GPUs or NCCL:"
+        grep -m 2 "compute_backend cuda:\|collectives nccl:\|sd_comm_nccl_create" "$2"; exit 77
+    fi
+    echo "test_dist_nccl: FAILED: the $1 run exited without a message naming compute_backend or collectives:"
+    tail -n 30 "$2"; exit 1
+}
+for c in host nccl; do
+    timeout 300 "$mpiexec" $flags -n 2 "$train" --config "$src/apps/experiments/uniform_s1.json" $common \
+        --set collectives=$c --set out_dir="$dir/$c" > "$dir/$c.log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && { echo "test_dist_nccl: FAILED: the $c run hung (killed after 300 s):"; tail -n 20 "$dir/$c.log"; exit 1; }
+    [ $rc -ne 0 ] && unavailable $c "$dir/$c.log"
+done
+a="$dir/host/scadles-seed1/metrics.jsonl" b="$dir/nccl/scadles-seed1/metrics.jsonl"
+if ! awk -v A="$a" -v B="$b" 'function val(line, key,   s) { s = substr(line, index(line, "\"" key "\": ") + length(key) + 4); return s + 0 }
+    BEGIN { n = 0; bad = 0
+      while ((getline la < A) > 0) { if ((getline lb < B) <= 0) { bad = 1; break }
+        n++; x = val(la, "loss"); y = val(lb, "loss")
+        if (val(la, "global_batch") != val(lb, "global_batch")) bad = 1
+        d = x - y; if (d < 0) d = -d; m = (x < 0 ? -x : x); if (d > 1e-3 * (m > 1 ? m : 1)) bad = 1 }
+      if ((getline lb < B) > 0) bad = 1
+      if (n < 8 || bad) exit 1 }'; then
+    echo "test_dist_nccl: FAILED: losses or batches differ between collectives host and nccl (or too few steps)"
+    head -n 3 "$a" "$b"; exit 1
+fi
+for c in host nccl; do
+    grep -q '"bn_identical": true' "$dir/$c/summary.json" || {
+        echo "test_dist_nccl: FAILED: collectives $c: BN statistics differ across devices"; exit 1; }
+done
+echo "test_dist_nccl: 8 steps, collectives nccl and host agree (losses within 1e-3, batches equal, BN identical)"
+exit 0
