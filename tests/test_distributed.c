@@ -31,12 +31,43 @@ static void small(sd_experiment *e, const char *out, const char *mode) { small_w
 
 static FILE *devnull(void) { return fopen("/dev/null", "w"); }
 
+/* The contents of dir/file (malloc'd, NUL-terminated), or NULL. */
+static char *read_out(const char *dir, const char *file) {
+    char path[800];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    return sd_test_slurp(path, NULL);
+}
+
+/* The number after the first "key": in a JSON text (NULL allowed), NAN when absent. */
+static double num_after(const char *m, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *s = m ? strstr(m, pat) : NULL;
+    return s ? atof(s + strlen(pat)) : NAN;
+}
+
+/* The number after "key": in dir/summary.json (the first run's), NAN when absent. */
+static double summary_num(const char *dir, const char *key) {
+    char *m = read_out(dir, "summary.json");
+    double v = num_after(m, key);
+    free(m);
+    return v;
+}
+
+/* Whether dir/file contains `text`. */
+static bool out_has(const char *dir, const char *file, const char *text) {
+    char *m = read_out(dir, file);
+    bool has = m && strstr(m, text);
+    free(m);
+    return has;
+}
+
 int main(void) {
     if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0)
         return sd_test_skip("test_distributed", "Fashion-MNIST not installed (scripts/setup.sh installs dataset-fashion-mnist)");
     char dir[] = "/tmp/sd_dist_XXXXXX";
     EXPECT(mkdtemp(dir) != NULL, "mkdtemp");
-    char a[600], b[600], p1[700], p2[700];
+    char a[600], b[600];
     sd_experiment *e = malloc(sizeof *e);
     FILE *quiet = devnull();
 
@@ -50,40 +81,26 @@ int main(void) {
     const char *files[] = {"ddp-seed1/metrics.jsonl", "ddp-seed1/eval.jsonl", "scadles-seed1/metrics.jsonl",
                            "scadles-seed1/eval.jsonl"};
     for (size_t i = 0; i < 4; i++) {
-        size_t la = 0, lb = 0;
-        snprintf(p1, sizeof p1, "%s/%s", a, files[i]);
-        snprintf(p2, sizeof p2, "%s/%s", b, files[i]);
-        char *x = sd_test_slurp(p1, &la), *y = sd_test_slurp(p2, &lb);
-        EXPECT(x && y && la > 0 && la == lb && !memcmp(x, y, la), "%s differs between two identical runs", files[i]);
+        char *x = read_out(a, files[i]), *y = read_out(b, files[i]);
+        EXPECT(x && y && x[0] && !strcmp(x, y), "%s differs between two identical runs", files[i]);
         free(x);
         free(y);
     }
     /* the scadles run: global batch = what arrived in each 1 s window (rates sum to 107/s) */
-    size_t len = 0;
-    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
-    char *m = sd_test_slurp(p1, &len);
-    int gb = -1;
-    if (m) {
-        char *s = strstr(m, "\"global_batch\": ");
-        if (s) gb = atoi(s + 16);
-    }
-    EXPECT(gb >= 100 && gb <= 110, "scadles first global batch %d, want the ~107 samples of one window", gb);
+    char *m = read_out(a, "scadles-seed1/metrics.jsonl");
+    double gb = num_after(m, "global_batch");
+    EXPECT(gb >= 100 && gb <= 110, "scadles first global batch %g, want the ~107 samples of one window", gb);
     free(m);
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    EXPECT(m && strstr(m, "\"mode\": \"ddp\"") && strstr(m, "\"mode\": \"scadles\"") && strstr(m, "\"bytes_sent\""),
-           "summary.json lists both runs");
-    free(m);
+    EXPECT(out_has(a, "summary.json", "\"mode\": \"ddp\"") && out_has(a, "summary.json", "\"mode\": \"scadles\"") &&
+           !isnan(summary_num(a, "bytes_sent")), "summary.json lists both runs");
 
     /* 2. a stalled stream: device 2 at 0.01 samples/s */
     snprintf(a, sizeof a, "%s/stall", dir);
     const char *stall[] = {"devices.rates=40,25,0.01,30", "ddp_timeout_s=20"};
     small_with(e, a, "scadles", stall, 2);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
-    m = sd_test_slurp(p1, &len);
-    EXPECT(m && strstr(m, "\"batches\": [40, 25, 0, 30]"), "scadles trains with device 2 at weight 0: %.200s", m ? m : "");
-    free(m);
+    EXPECT(out_has(a, "scadles-seed1/metrics.jsonl", "\"batches\": [40, 25, 0, 30]"),
+           "scadles trains with device 2 at weight 0");
     small_with(e, a, "ddp", stall, 2);
     sd_status st = sd_experiment_run(e, NULL, quiet);
     EXPECT(st == SD_ERR_RUNTIME && strstr(sd_last_error(), "device 2") && strstr(sd_last_error(), "ddp_timeout_s"),
@@ -95,14 +112,10 @@ int main(void) {
     small_with(e, a, "scadles", trunc, 2);
     sd_comm *none = NULL;
     EXPECT_OK(sd_experiment_run(e, none, quiet));
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    char *pk = m ? strstr(m, "\"peak_buffer\": ") : NULL;
-    int peak = pk ? atoi(pk + 15) : -1;
+    double peak = summary_num(a, "peak_buffer");
     /* the fastest stream (40/s) brings 40 per 1 s window, plus one for a boundary arrival */
-    EXPECT(peak >= 16 && peak <= 41, "truncation peak buffer %d, want within one window's arrivals (<= 41)", peak);
-    EXPECT(m && strstr(m, "\"samples_dropped\": 0") == NULL, "truncation drops what the cap left");
-    free(m);
+    EXPECT(peak >= 16 && peak <= 41, "truncation peak buffer %g, want within one window's arrivals (<= 41)", peak);
+    EXPECT(summary_num(a, "samples_dropped") > 0, "truncation drops what the cap left");
 
     /* 4. the real clock: streams paced by the wall clock through ingest threads; in 3 s scadles
      * trains on about what arrived (107 samples/s), ddp fails on a stream that cannot fill b */
@@ -110,12 +123,8 @@ int main(void) {
     const char *realc[] = {"clock=real", "time_budget_s=3", "eval_every_s=1.5", "max_steps=0"};
     small_with(e, a, "scadles", realc, 4);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    char *tr = m ? strstr(m, "\"samples_trained\": ") : NULL;
-    long trained = tr ? atol(tr + 19) : -1;
-    EXPECT(trained >= 107 && trained <= 107 * 4, "real clock: %ld samples trained in 3 s at 107 samples/s", trained);
-    free(m);
+    double trained = summary_num(a, "samples_trained");
+    EXPECT(trained >= 107 && trained <= 107 * 4, "real clock: %g samples trained in 3 s at 107 samples/s", trained);
     /* 4b. the real clock with an emulated 2 Mbit/s link (token bucket of depth 0): every step's
      * measured communication takes at least its wire bytes at 2 Mbit/s (a lower bound: robust to a
      * loaded machine) */
@@ -124,8 +133,7 @@ int main(void) {
                             "link_emulation=token_bucket", "link_burst_bytes=0", "devices.link.bandwidth_mbps=2"};
     small_with(e, a, "scadles", shaped, 7);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", a);
-    m = sd_test_slurp(p1, &len);
+    m = read_out(a, "scadles-seed1/metrics.jsonl");
     int shaped_steps = 0, shaped_short = 0;
     for (char *l = m; l && (l = strstr(l, "\"comm\": ")); l++) {
         double comm = atof(l + 8);
@@ -159,11 +167,7 @@ int main(void) {
     const char *nan_skip[] = {"optimizer.lr=100", "max_steps=20", "nonfinite=skip"};
     small_with(e, a, "scadles", nan_skip, 3);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    char *sk = m ? strstr(m, "\"skipped_steps\": ") : NULL;
-    EXPECT(sk && atoi(sk + 17) > 0, "skipped steps counted: %.40s", sk ? sk : "(none)");
-    free(m);
+    EXPECT(summary_num(a, "skipped_steps") > 0, "skipped steps counted: %g", summary_num(a, "skipped_steps"));
 
     /* 6. batch norm: with bn=average the devices' running statistics are averaged before each
      * evaluation and every device adopts them; with bn=local each keeps its own */
@@ -171,18 +175,12 @@ int main(void) {
     snprintf(a, sizeof a, "%s/bn_avg", dir);
     small_with(e, a, "scadles", bnavg, 4);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    EXPECT(m && strstr(m, "\"bn_identical\": true"), "bn average: identical statistics on every device");
-    free(m);
+    EXPECT(out_has(a, "summary.json", "\"bn_identical\": true"), "bn average: identical statistics on every device");
     const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local"};
     snprintf(a, sizeof a, "%s/bn_local", dir);
     small_with(e, a, "scadles", bnloc, 5);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    snprintf(p1, sizeof p1, "%s/summary.json", a);
-    m = sd_test_slurp(p1, &len);
-    EXPECT(m && strstr(m, "\"bn_identical\": false"), "bn local: each device keeps its own statistics");
-    free(m);
+    EXPECT(out_has(a, "summary.json", "\"bn_identical\": false"), "bn local: each device keeps its own statistics");
 
     /* 7. bad input: a device count the MPI world does not match */
     const char *mpi[] = {"backend=mpi"};
