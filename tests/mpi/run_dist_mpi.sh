@@ -26,14 +26,7 @@ pass=0 fail=0
 for mode in ddp scadles; do
     a="$dir/local/$mode-seed1/metrics.jsonl" b="$dir/mpi/$mode-seed1/metrics.jsonl"
     # step-by-step losses and global batches, compared with a relative tolerance of 1e-5
-    if awk -v A="$a" -v B="$b" 'function val(line, key,   s) { s = substr(line, index(line, "\"" key "\": ") + length(key) + 4); return s + 0 }
-        BEGIN { n = 0; bad = 0
-          while ((getline la < A) > 0) { if ((getline lb < B) <= 0) { bad = 1; break }
-            n++; x = val(la, "loss"); y = val(lb, "loss")
-            if (val(la, "global_batch") != val(lb, "global_batch")) bad = 1
-            d = x - y; if (d < 0) d = -d; m = (x < 0 ? -x : x); if (d > 1e-5 * (m > 1 ? m : 1)) bad = 1 }
-          if ((getline lb < B) > 0) bad = 1
-          if (n < 10 || bad) exit 1 }'; then
+    if sd_same_losses "$a" "$b" 1e-5 10; then
         pass=$((pass + 1))
     else
         fail=$((fail + 1)); echo "FAIL: $mode: losses or batches differ between local and mpirun (or too few steps)"

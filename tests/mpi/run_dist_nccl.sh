@@ -39,14 +39,7 @@ for c in host nccl; do
     [ $rc -ne 0 ] && unavailable $c "$dir/$c.log"
 done
 a="$dir/host/scadles-seed1/metrics.jsonl" b="$dir/nccl/scadles-seed1/metrics.jsonl"
-if ! awk -v A="$a" -v B="$b" 'function val(line, key,   s) { s = substr(line, index(line, "\"" key "\": ") + length(key) + 4); return s + 0 }
-    BEGIN { n = 0; bad = 0
-      while ((getline la < A) > 0) { if ((getline lb < B) <= 0) { bad = 1; break }
-        n++; x = val(la, "loss"); y = val(lb, "loss")
-        if (val(la, "global_batch") != val(lb, "global_batch")) bad = 1
-        d = x - y; if (d < 0) d = -d; m = (x < 0 ? -x : x); if (d > 1e-3 * (m > 1 ? m : 1)) bad = 1 }
-      if ((getline lb < B) > 0) bad = 1
-      if (n < 8 || bad) exit 1 }'; then
+if ! sd_same_losses "$a" "$b" 1e-3 8; then
     echo "test_dist_nccl: FAILED: losses or batches differ between collectives host and nccl (or too few steps)"
     head -n 3 "$a" "$b"; exit 1
 fi
