@@ -10,13 +10,13 @@
  * NMSE of about 1e-14..1e-12 against the double reference (measured worst: printed below). The
  * bound 1e-9 is 1000x above that and some 1e7x below what any indexing or missing-term bug gives
  * (one wrong term in a sum of Kd gives roughly 1/Kd >= 1e-3). */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdbool.h>
+#include <stdio.h>
 
 #include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "ref/ref_dense.h"
+#include "xwb_check.h"
 
 #define NMSE_TOL 1e-9
 
@@ -26,117 +26,62 @@ typedef struct shape {
     int n, c, h, w, k, kh, kw, sh, sw, ph, pw, bias;
 } shape;
 
-static float *rand_buf(sd_test_rng *r, size_t n) {
-    float *b = malloc(n * sizeof(float)); /* exact size: ASan catches any over-read */
-    if (b) sd_test_fill(r, b, n, -1.0f, 1.0f);
-    return b;
+/* The op of one shape for xwb_check: the kernels on context k, the reference. */
+typedef struct conv_op {
+    sd_kctx *k;
+    sd_conv2d_params p;
+    char shape[120];
+} conv_op;
+
+static sd_status k_fwd(void *c, const float *x, const float *w, const float *b, float *y) {
+    conv_op *o = c;
+    return sd_cpu_conv2d_fwd(o->k, &o->p, x, w, b, y);
+}
+static sd_status k_bwd(void *c, const float *x, const float *w, const float *dy, float *dx, float *dw, float *db) {
+    conv_op *o = c;
+    return sd_cpu_conv2d_bwd(o->k, &o->p, x, w, dy, dx, dw, db);
+}
+static sd_status r_fwd(void *c, const float *x, const float *w, const float *b, float *y) {
+    return ref_conv2d_fwd(&((conv_op *)c)->p, x, w, b, y);
+}
+static sd_status r_bwd(void *c, const float *x, const float *w, const float *dy, float *dx, float *dw, float *db) {
+    return ref_conv2d_bwd(&((conv_op *)c)->p, x, w, dy, dx, dw, db);
 }
 
-static void check_out(const char *what, const shape *s, const float *got, const float *want, size_t n) {
-    const double e = sd_nmse(got, want, n);
-    if (e > worst_nmse) worst_nmse = e;
-    EXPECT(sd_guard_ok(got, n), "%s: guard overwritten for [%d,%d,%d,%d] k%d %dx%d s%dx%d p%dx%d", what, s->n, s->c,
-           s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw);
-    EXPECT(sd_all_finite(got, n), "%s: non-finite output for [%d,%d,%d,%d] k%d %dx%d s%dx%d p%dx%d", what, s->n,
-           s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw);
-    EXPECT(e < NMSE_TOL, "%s: nmse %.3g for [%d,%d,%d,%d] k%d %dx%d s%dx%d p%dx%d bias %d", what, e, s->n, s->c, s->h,
-           s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw, s->bias);
+/* Fills *o and *op for shape s on context k; false (counted as a failure) if the shape is refused. */
+static bool make_op(sd_kctx *k, const shape *s, conv_op *o, sd_xwb_op *op) {
+    sd_status st = sd_conv2d_params_make(&o->p, s->n, s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph,
+                                         s->pw, s->bias);
+    EXPECT(st == SD_OK, "params: %s", sd_last_error());
+    if (st != SD_OK) return false;
+    o->k = k;
+    snprintf(o->shape, sizeof o->shape, "[%d,%d,%d,%d] k%d %dx%d s%dx%d p%dx%d", s->n, s->c, s->h, s->w, s->k, s->kh,
+             s->kw, s->sh, s->sw, s->ph, s->pw);
+    const sd_conv2d_params *p = &o->p;
+    *op = (sd_xwb_op){.name = "conv2d", .shape = o->shape, .xn = (size_t)p->n * p->c * p->h * p->w,
+                      .wn = (size_t)p->k * p->c * p->kh * p->kw, .yn = (size_t)p->n * p->k * p->oh * p->ow,
+                      .bn = (size_t)p->k, .bias = s->bias, .ctx = o, .fwd = k_fwd, .bwd = k_bwd, .ref_fwd = r_fwd,
+                      .ref_bwd = r_bwd};
+    return true;
 }
 
 /* Forward, backward with dx and backward without dx against the reference. */
 static void parity(sd_kctx *k, const shape *s, sd_test_rng *rng) {
-    sd_conv2d_params p;
-    sd_status st = sd_conv2d_params_make(&p, s->n, s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw,
-                                         s->bias);
-    EXPECT(st == SD_OK, "params: %s", sd_last_error());
-    if (st != SD_OK) return;
-    const size_t xn = (size_t)p.n * p.c * p.h * p.w, wn = (size_t)p.k * p.c * p.kh * p.kw;
-    const size_t yn = (size_t)p.n * p.k * p.oh * p.ow, bn = (size_t)p.k;
-    float *x = rand_buf(rng, xn), *w = rand_buf(rng, wn), *b = rand_buf(rng, bn), *dy = rand_buf(rng, yn);
-    float *y = sd_guard_alloc(yn), *dx = sd_guard_alloc(xn), *dw = sd_guard_alloc(wn), *db = sd_guard_alloc(bn);
-    float *ry = malloc(yn * sizeof(float)), *rdx = malloc(xn * sizeof(float)), *rdw = malloc(wn * sizeof(float)),
-          *rdb = malloc(bn * sizeof(float));
-    if (!x || !w || !b || !dy || !y || !dx || !dw || !db || !ry || !rdx || !rdw || !rdb) {
-        EXPECT(0, "allocation failed");
-        goto out;
-    }
-    const float *bias = s->bias ? b : NULL;
-    EXPECT_OK(ref_conv2d_fwd(&p, x, w, bias, ry));
-    EXPECT_OK(ref_conv2d_bwd(&p, x, w, dy, rdx, rdw, s->bias ? rdb : NULL));
-
-    EXPECT_OK(sd_cpu_conv2d_fwd(k, &p, x, w, bias, y));
-    check_out("conv2d fwd y", s, y, ry, yn);
-    EXPECT_OK(sd_cpu_conv2d_bwd(k, &p, x, w, dy, dx, dw, s->bias ? db : NULL));
-    check_out("conv2d bwd dx", s, dx, rdx, xn);
-    check_out("conv2d bwd dw", s, dw, rdw, wn);
-    if (s->bias) check_out("conv2d bwd db", s, db, rdb, bn);
-
-    /* dx == NULL: the weight gradients alone, overwritten again (not accumulated). */
-    for (size_t i = 0; i < wn; i++) dw[i] = 1e30f;
-    for (size_t i = 0; i < bn; i++) db[i] = 1e30f;
-    EXPECT_OK(sd_cpu_conv2d_bwd(k, &p, x, w, dy, NULL, dw, s->bias ? db : NULL));
-    check_out("conv2d bwd (no dx) dw", s, dw, rdw, wn);
-    if (s->bias) check_out("conv2d bwd (no dx) db", s, db, rdb, bn);
-out:
-    free(x), free(w), free(b), free(dy), free(ry), free(rdx), free(rdw), free(rdb);
-    sd_guard_free(y), sd_guard_free(dx), sd_guard_free(dw), sd_guard_free(db);
+    conv_op o;
+    sd_xwb_op op;
+    if (make_op(k, s, &o, &op)) sd_xwb_parity(&op, NMSE_TOL, rng, &worst_nmse);
 }
 
-/* ---- finite differences: f = sum(y * r) is linear in each of x, w, b, so central differences
- * have no truncation error at any step; what remains is the float rounding of the forward (f is a
- * sum of a few hundred float outputs, absolute error ~1e-5) divided by 2 eps. A large step,
- * eps = 5e-2, keeps that near 1e-4 relative (measured worst printed at the end); the bound is 5e-3,
- * with a floor of 0.1 on the denominator (the gradients here are of order 1). A wrong index or a
- * missing term gives errors of order 1. */
-typedef struct fd_ctx {
-    sd_kctx *k;
-    const sd_conv2d_params *p;
-    const float *x, *w, *b, *r;
-    int which; /* 0: vary x, 1: w, 2: b */
-    float *y;
-} fd_ctx;
-
-static double fd_f(void *vctx, const float *v) {
-    fd_ctx *c = vctx;
-    const float *x = c->which == 0 ? v : c->x, *w = c->which == 1 ? v : c->w, *b = c->which == 2 ? v : c->b;
-    if (sd_cpu_conv2d_fwd(c->k, c->p, x, w, c->p->has_bias ? b : NULL, c->y) != SD_OK) return NAN;
-    const size_t yn = (size_t)c->p->n * c->p->k * c->p->oh * c->p->ow;
-    double s = 0.0;
-    for (size_t i = 0; i < yn; i++) s += (double)c->y[i] * c->r[i];
-    return s;
-}
-
+/* ---- finite differences (xwb_check.h): f = sum(y * r) is linear in each of x, w, b, so central
+ * differences have no truncation error at any step; what remains is the float rounding of the
+ * forward (f is a sum of a few hundred float outputs, absolute error ~1e-5) divided by 2 eps. A
+ * large step, eps = 5e-2, keeps that near 1e-4 relative (measured worst printed at the end); the
+ * bound is 5e-3, with a floor of 0.1 on the denominator (the gradients here are of order 1). A
+ * wrong index or a missing term gives errors of order 1. */
 static void gradcheck(sd_kctx *k, const shape *s, sd_test_rng *rng) {
-    sd_conv2d_params p;
-    EXPECT_OK(sd_conv2d_params_make(&p, s->n, s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw,
-                                    s->bias));
-    const size_t xn = (size_t)p.n * p.c * p.h * p.w, wn = (size_t)p.k * p.c * p.kh * p.kw;
-    const size_t yn = (size_t)p.n * p.k * p.oh * p.ow, bn = (size_t)p.k;
-    float *x = rand_buf(rng, xn), *w = rand_buf(rng, wn), *b = rand_buf(rng, bn), *r = rand_buf(rng, yn);
-    float *y = malloc(yn * sizeof(float)), *dx = malloc(xn * sizeof(float)), *dw = malloc(wn * sizeof(float)),
-          *db = malloc(bn * sizeof(float));
-    if (!x || !w || !b || !r || !y || !dx || !dw || !db) {
-        EXPECT(0, "allocation failed");
-        goto out;
-    }
-    /* The gradient of sum(y * r) is the backward applied to dy = r. */
-    EXPECT_OK(sd_cpu_conv2d_bwd(k, &p, x, w, r, dx, dw, s->bias ? db : NULL));
-    fd_ctx c = {k, &p, x, w, b, r, 0, y};
-    double e = sd_gradcheck(fd_f, &c, x, xn, dx, 5e-2f, xn, 1e-1, rng);
-    if (e > worst_fd) worst_fd = e;
-    EXPECT(e < 5e-3, "conv2d gradcheck dx: worst relative error %.3g", e);
-    c.which = 1;
-    e = sd_gradcheck(fd_f, &c, w, wn, dw, 5e-2f, wn, 1e-1, rng);
-    if (e > worst_fd) worst_fd = e;
-    EXPECT(e < 5e-3, "conv2d gradcheck dw: worst relative error %.3g", e);
-    if (s->bias) {
-        c.which = 2;
-        e = sd_gradcheck(fd_f, &c, b, bn, db, 5e-2f, bn, 1e-1, rng);
-        if (e > worst_fd) worst_fd = e;
-        EXPECT(e < 5e-3, "conv2d gradcheck db: worst relative error %.3g", e);
-    }
-out:
-    free(x), free(w), free(b), free(r), free(y), free(dx), free(dw), free(db);
+    conv_op o;
+    sd_xwb_op op;
+    if (make_op(k, s, &o, &op)) sd_xwb_gradcheck(&op, rng, &worst_fd);
 }
 
 /* ---- bad input ---------------------------------------------------------------------------- */
