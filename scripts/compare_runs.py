@@ -2,13 +2,15 @@
 """compare_runs.py: one table and one report over several experiment runs that differ in a
 setting the runner does not compare by itself (e.g. compression off vs adaptive).
 
-    scripts/compare_runs.py OUT LABEL=DIR [LABEL=DIR ...] [--train PATH/scadles-train]
+    scripts/compare_runs.py OUT LABEL=DIR [LABEL=DIR ...] [--train PATH/scadles-train] [--target ACC]
 
 Each DIR is an experiment's out_dir (summary.json, config.json, <mode>-seed<k>/ folders). OUT gets
 a summary.json whose runs are renamed to LABEL (LABEL-<mode> when DIR holds several modes), links
 to the run folders (one LABEL may name several DIRs with different seeds), the first DIR's config.json, and report.html with every plot (accuracy,
 batches, buffers, bytes and compression on/off against time) drawn by `scadles-train --report`.
-Prints a table: time to target, final accuracy, bytes sent, compressed steps.
+Prints a table: time to target, final accuracy, bytes sent, compressed steps. --target ACC (0..1)
+draws the target line there instead of at the first DIR's target_accuracy (e.g. for runs that were
+given an unreachable target to train for their whole budget).
 Only the Python standard library is used."""
 import json
 import os
@@ -42,6 +44,7 @@ def metrics_counts(path):
 
 def main(argv):
     train = None
+    target = None
     args = []
     i = 0
     while i < len(argv):
@@ -51,10 +54,19 @@ def main(argv):
             train = argv[i + 1]
             i += 2
             continue
+        if argv[i] == "--target":
+            try:
+                target = float(argv[i + 1])
+            except (IndexError, ValueError):
+                target = -1.0
+            if not 0 < target <= 1:
+                die("--target needs an accuracy in (0, 1], e.g. 0.85")
+            i += 2
+            continue
         args.append(argv[i])
         i += 1
     if len(args) < 2:
-        die("usage: compare_runs.py OUT LABEL=DIR [LABEL=DIR ...] [--train PATH/scadles-train]")
+        die("usage: compare_runs.py OUT LABEL=DIR [LABEL=DIR ...] [--train PATH/scadles-train] [--target ACC]")
     out = args[0]
     os.makedirs(out, exist_ok=True)
     runs, table, first_cfg = [], [], None
@@ -98,13 +110,13 @@ def main(argv):
         if a.split("=", 1)[0] not in labels:
             labels.append(a.split("=", 1)[0])
     summary = {"experiment": "comparison of " + ", ".join(labels),
-               "target_accuracy": meta.get("target_accuracy"), "devices": meta.get("devices"), "runs": runs}
+               "target_accuracy": target if target is not None else meta.get("target_accuracy"), "devices": meta.get("devices"), "runs": runs}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print("%-24s %5s %12s %9s %9s %14s %7s %11s" % ("run", "seed", "to_target_s", "final", "best", "bytes_sent",
                                                    "steps", "compressed"))
     for name, seed, ttt, fin, best, by, steps, comp in table:
-        print("%-24s %5d %12s %8.2f%% %8.2f%% %14d %7d %11d" % (name, seed, "%.1f" % ttt if ttt >= 0 else "not reached",
+        print("%-24s %5d %12s %8.2f%% %8.2f%% %14d %7d %11d" % (name, seed, "%.1f" % ttt if ttt is not None and ttt >= 0 else "not reached",
                                                              100 * fin, 100 * best, by, steps, comp))
     if train is None:
         here = os.path.dirname(os.path.abspath(__file__))
