@@ -1,5 +1,6 @@
 # mpi_flags.sh: sourced by the tests/mpi/run_*.sh scripts. sd_same_losses A B TOL MIN compares two
-# metrics.jsonl step by step (below). sd_mpiexec_flags MPIEXEC prints the
+# metrics.jsonl step by step, sd_mpi_probe checks that mpiexec can start a job (below).
+# sd_mpiexec_flags MPIEXEC prints the
 # extra mpiexec flags every test job needs: with Open MPI, --oversubscribe (more ranks than cores
 # is fine for tests), --allow-run-as-root when run as root (containers), and -x for each sanitizer
 # option variable that is set, so the ranks see the same ASan/LSan/UBSan/TSan settings as ctest.
@@ -26,4 +27,21 @@ sd_same_losses() {
             d = x - y; if (d < 0) d = -d; m = (x < 0 ? -x : x); if (d > T * (m > 1 ? m : 1)) bad = 1 }
           if ((getline lb < B) > 0) bad = 1
           if (n < N || bad) exit 1 }'
+}
+
+# sd_mpi_probe MPIEXEC NUMPROC_FLAG EXE NAME FLAGS: a 1-rank run of EXE --probe. Returns 0 when it
+# worked; 77 (skipped, with mpiexec's own words) when mpiexec cannot start a job here (the probe
+# never printed that MPI started); 1 when MPI started but the probe failed.
+sd_mpi_probe() {
+    probe=$(timeout 120 "$1" $5 "$2" 1 "$3" --probe 2>&1)
+    prc=$?
+    [ $prc -eq 0 ] && return 0
+    if printf '%s\n' "$probe" | grep -q "sd-mpi-probe: MPI started"; then
+        echo "$4: FAILED: the 1-rank probe started MPI but exited with $prc:"
+        echo "$probe" | tail -n 40
+        return 1
+    fi
+    echo "$4: skipped: '$1 $5 $2 1 $4 --probe' failed (exit $prc): mpiexec cannot start a job here:"
+    echo "$probe" | tail -n 20
+    return 77
 }

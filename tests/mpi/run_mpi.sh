@@ -14,18 +14,7 @@ limit=${SD_MPI_TIME_LIMIT:-300}
 . "$(dirname "$0")/mpi_flags.sh"
 flags=$(sd_mpiexec_flags "$mpiexec")
 
-probe=$(timeout 120 "$mpiexec" $flags "$npflag" 1 "$exe" --probe 2>&1)
-rc=$?
-if [ $rc -ne 0 ]; then
-    if printf '%s\n' "$probe" | grep -q "sd-mpi-probe: MPI started"; then
-        echo "$name: FAILED: the 1-rank probe started MPI but exited with $rc:"
-        echo "$probe" | tail -n 40
-        exit 1
-    fi
-    echo "$name: skipped: '$mpiexec $flags $npflag 1 $name --probe' failed (exit $rc): mpiexec cannot start a job here:"
-    echo "$probe" | tail -n 20
-    exit 77
-fi
+sd_mpi_probe "$mpiexec" "$npflag" "$exe" "$name" "$flags" || exit $?
 
 timeout "$limit" "$mpiexec" $flags "$npflag" "$np" "$exe" "$@"
 rc=$?
