@@ -1,5 +1,6 @@
 # mpi_flags.sh: sourced by the tests/mpi/run_*.sh scripts. sd_same_losses A B TOL MIN compares two
-# metrics.jsonl step by step, sd_mpi_probe checks that mpiexec can start a job (below).
+# metrics.jsonl step by step, sd_mpi_probe checks that mpiexec can start a job, sd_dataset_job
+# sets up a trainer job (below).
 # sd_mpiexec_flags MPIEXEC prints the
 # extra mpiexec flags every test job needs: with Open MPI, --oversubscribe (more ranks than cores
 # is fine for tests), --allow-run-as-root when run as root (containers), and -x for each sanitizer
@@ -44,4 +45,15 @@ sd_mpi_probe() {
     echo "$4: skipped: '$1 $5 $2 1 $4 --probe' failed (exit $prc): mpiexec cannot start a job here:"
     echo "$probe" | tail -n 20
     return 77
+}
+
+# sd_dataset_job NAME PREFIX: for scripts that run scadles-train under $mpiexec: exits 77 (skipped)
+# when Fashion-MNIST is not installed; else sets dir (a fresh /tmp/PREFIX_* folder, removed when
+# the script exits) and flags (sd_mpiexec_flags "$mpiexec").
+sd_dataset_job() {
+    [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || {
+        echo "$1: skipped: Fashion-MNIST not installed (scripts/setup.sh)"; exit 77; }
+    dir=$(mktemp -d "/tmp/$2_XXXXXX") || exit 1
+    trap 'rm -rf "$dir"' EXIT
+    flags=$(sd_mpiexec_flags "$mpiexec")
 }

@@ -6,12 +6,8 @@
 # uninterrupted run's.
 #   usage: run_resume_mpi.sh MPIEXEC SCADLES_TRAIN SOURCE_DIR
 mpiexec=$1 train=$2 src=$3
-[ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || {
-    echo "test_resume_mpi: skipped: Fashion-MNIST not installed (scripts/setup.sh)"; exit 77; }
-dir=$(mktemp -d /tmp/sd_resume_mpi_XXXXXX) || exit 1
-trap 'rm -rf "$dir"' EXIT
 . "$(dirname "$0")/mpi_flags.sh"
-flags=$(sd_mpiexec_flags "$mpiexec")
+sd_dataset_job test_resume_mpi sd_resume_mpi  # skips without Fashion-MNIST; sets dir (removed at exit) and flags
 common="--set devices.rates=40,25,12,30 --set eval_limit=300 --set eval_every_s=3 --set target_accuracy=0.99
  --set threads=1 --set width=0.25 --set modes=scadles --set backend=mpi --set compression.policy=paper --set injection.alpha=0.5
  --set injection.beta=0.5 --set partition.kind=slices --set partition.classes_per_device=2"
