@@ -232,14 +232,23 @@ static void case_conv(tcase *t) {
 done:;
 }
 
-static void case_bn_train(tcase *t) {
-    const sd_backend *be = t->be;
+/* The case's batch-norm parameters (meta: n, c, h, w; hparams: eps, momentum), which the backend
+ * must support; false (the failure counted) otherwise. */
+static bool bn_case_params(tcase *t, sd_bn_params *p) {
     const int32_t *m = rec_i32(t, "meta", 4);
     const float *hp = rec_f32(t, "hparams", 2);
     NEED(t, m && hp);
+    OP(t, sd_bn_params_make(p, m[0], m[1], m[2], m[3], hp[0], hp[1]));
+    OP(t, sd_backend_require(t->be, SD_OP_BATCHNORM2D, p));
+    return true;
+done:
+    return false;
+}
+
+static void case_bn_train(tcase *t) {
+    const sd_backend *be = t->be;
     sd_bn_params p;
-    OP(t, sd_bn_params_make(&p, m[0], m[1], m[2], m[3], hp[0], hp[1]));
-    OP(t, sd_backend_require(be, SD_OP_BATCHNORM2D, &p));
+    NEED(t, bn_case_params(t, &p));
     size_t nx = sz(p.n, p.c, p.h, p.w), c = (size_t)p.c;
     float *x = up_f32(t, "x", nx), *gamma = up_f32(t, "gamma", c), *beta = up_f32(t, "beta", c);
     float *rm = up_f32(t, "running_mean0", c), *rv = up_f32(t, "running_var0", c);
@@ -261,12 +270,8 @@ done:;
 
 static void case_bn_eval(tcase *t) {
     const sd_backend *be = t->be;
-    const int32_t *m = rec_i32(t, "meta", 4);
-    const float *hp = rec_f32(t, "hparams", 2);
-    NEED(t, m && hp);
     sd_bn_params p;
-    OP(t, sd_bn_params_make(&p, m[0], m[1], m[2], m[3], hp[0], hp[1]));
-    OP(t, sd_backend_require(be, SD_OP_BATCHNORM2D, &p));
+    NEED(t, bn_case_params(t, &p));
     size_t nx = sz(p.n, p.c, p.h, p.w), c = (size_t)p.c;
     float *x = up_f32(t, "x", nx), *gamma = up_f32(t, "gamma", c), *beta = up_f32(t, "beta", c);
     float *rm = up_f32(t, "running_mean", c), *rv = up_f32(t, "running_var", c), *y = out_buf(t, nx * 4);
