@@ -219,6 +219,17 @@ static sd_status grad_comm_create(const sd_experiment *e, sd_comm *comm, device 
 #endif
 }
 
+/* In place: `count` floats of backend memory become their sum over all devices. With collectives
+ * nccl summed in GPU memory on the backend's compute stream; otherwise over `comm` on a host view
+ * (the block itself on the CPU backend, a pinned staging copy on CUDA). */
+static sd_status sum_over_devices(device *d, sd_comm *comm, float *buf, size_t count) {
+    if (d->gcomm) return sd_comm_allreduce_sum(d->gcomm, buf, count);
+    float *view = NULL;
+    TRY(host_view(d, buf, count, &view));
+    TRY(sd_comm_allreduce_sum(comm, view, count));
+    return host_view_back(d, buf, view, count);
+}
+
 /* What this device put on the wire so far, over both communicators (comm.h's ring accounting). */
 static uint64_t wire_bytes(const sd_comm *comm, const device *d) {
     return sd_comm_wire_bytes(comm) + (d->gcomm ? sd_comm_wire_bytes(d->gcomm) : 0);
@@ -944,7 +955,6 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         sd_compress_step cs;
         memset(&cs, 0, sizeof cs);
         uint64_t wire_before = wire_bytes(comm, &d);
-        float *hg = NULL; /* the summed gradient as the host sees it (the block itself on the CPU) */
         if (d.compressor) {
             /* Top-k + error feedback, switched by the policy; the sum of what every rank sent */
             if (momentum_corrected(e) && e->optimizer.weight_decay != 0 && mine.batch > 0) {
@@ -956,16 +966,14 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             if (e->compression.time_aware) /* compressing pays only if a dense step would overrun its window;
                                              * compute is the modelled max over devices: the same on every rank */
                 sd_compressor_set_eligible(d.compressor, ddp || compute + comm_time > e->window_s);
+            float *hg = NULL; /* the compressor is host code: it works on a host view of the gradient */
             CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
             CHECK(sd_compress_exchange(d.compressor, comm, hg, &cs));
+            CHECK(host_view_back(&d, sd_net_grads(d.net), hg, np));
             step_comm = sd_compress_step_time(&cs, n, min_bw, max_lat);
-        } else if (d.gcomm) { /* NCCL: summed in place in GPU memory, after the backward on the same stream */
-            CHECK(sd_comm_allreduce_sum(d.gcomm, sd_net_grads(d.net), np));
         } else {
-            CHECK(host_view(&d, sd_net_grads(d.net), np, &hg));
-            CHECK(sd_comm_allreduce_sum(comm, hg, np));
+            CHECK(sum_over_devices(&d, comm, sd_net_grads(d.net), np));
         }
-        if (hg) CHECK(host_view_back(&d, sd_net_grads(d.net), hg, np));
         uint64_t step_bytes = wire_bytes(comm, &d) - wire_before;
         double tc2 = sd_clock_now();
         if (real) { /* measured on this rank instead of modelled */
@@ -1090,14 +1098,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
             while (next_eval <= T) next_eval += e->eval_every_s;
             if (e->bn == SD_EXP_BN_AVERAGE && sd_net_buffer_count(d.net) > 0) {
                 size_t nb = sd_net_buffer_count(d.net);
-                if (d.gcomm) {
-                    CHECK(sd_comm_allreduce_sum(d.gcomm, sd_net_buffers(d.net), nb));
-                } else {
-                    float *hb = NULL;
-                    CHECK(host_view(&d, sd_net_buffers(d.net), nb, &hb));
-                    CHECK(sd_comm_allreduce_sum(comm, hb, nb));
-                    CHECK(host_view_back(&d, sd_net_buffers(d.net), hb, nb));
-                }
+                CHECK(sum_over_devices(&d, comm, sd_net_buffers(d.net), nb));
                 CHECK(d.be.ops->scale(d.be.ctx, nb, 1.0f / (float)n, sd_net_buffers(d.net)));
             }
             double acc[2] = {0, 0};
