@@ -13,7 +13,7 @@ mpiexec=$1 npflag=$2 exe=$3 mode=$4
 name=$(basename "$exe")
 limit=${SD_MPI_TIME_LIMIT:-90}
 
-. "$(dirname "$0")/mpi_flags.sh"
+. "$(dirname "$0")/mpi_common.sh"
 flags=$(sd_mpiexec_flags "$mpiexec")
 
 sd_mpi_probe "$mpiexec" "$npflag" "$exe" "$name" "$flags" || exit $?

@@ -9,7 +9,7 @@
 # when SD_CUDA_REQUIRE=1 (set it on GPU machines).
 #   usage: run_dist_nccl.sh MPIEXEC SCADLES_TRAIN SOURCE_DIR
 mpiexec=$1 train=$2 src=$3
-. "$(dirname "$0")/mpi_flags.sh"
+. "$(dirname "$0")/mpi_common.sh"
 sd_dataset_job test_dist_nccl sd_dist_nccl  # skips without Fashion-MNIST; sets dir (removed at exit) and flags
 common="--set devices.rates=40,25 --set max_steps=8 --set eval_limit=500 --set eval_every_s=4 --set target_accuracy=0.99
  --set threads=1 --set modes=scadles --set backend=mpi --set compute_backend=cuda"

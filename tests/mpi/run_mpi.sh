@@ -11,7 +11,7 @@ shift 4
 name=$(basename "$exe")
 limit=${SD_MPI_TIME_LIMIT:-300}
 
-. "$(dirname "$0")/mpi_flags.sh"
+. "$(dirname "$0")/mpi_common.sh"
 flags=$(sd_mpiexec_flags "$mpiexec")
 
 sd_mpi_probe "$mpiexec" "$npflag" "$exe" "$name" "$flags" || exit $?

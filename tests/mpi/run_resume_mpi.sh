@@ -6,7 +6,7 @@
 # uninterrupted run's.
 #   usage: run_resume_mpi.sh MPIEXEC SCADLES_TRAIN SOURCE_DIR
 mpiexec=$1 train=$2 src=$3
-. "$(dirname "$0")/mpi_flags.sh"
+. "$(dirname "$0")/mpi_common.sh"
 sd_dataset_job test_resume_mpi sd_resume_mpi  # skips without Fashion-MNIST; sets dir (removed at exit) and flags
 common="--set devices.rates=40,25,12,30 --set eval_limit=300 --set eval_every_s=3 --set target_accuracy=0.99
  --set threads=1 --set width=0.25 --set modes=scadles --set backend=mpi --set compression.policy=paper --set injection.alpha=0.5

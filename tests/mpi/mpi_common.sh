@@ -1,4 +1,4 @@
-# mpi_flags.sh: sourced by the tests/mpi/run_*.sh scripts. sd_same_losses A B TOL MIN compares two
+# mpi_common.sh: sourced by the tests/mpi/run_*.sh scripts. sd_same_losses A B TOL MIN compares two
 # metrics.jsonl step by step, sd_mpi_probe checks that mpiexec can start a job, sd_dataset_job
 # sets up a trainer job (below).
 # sd_mpiexec_flags MPIEXEC prints the
