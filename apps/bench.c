@@ -10,11 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "engine/backend.h"
+#include "base/clock.h"
+#include "base/rng.h"
 #include "engine/models.h"
-#include "engine/rng.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "stream/rate.h"
 
 #ifndef SD_SOURCE_DIR
 #define SD_SOURCE_DIR "."

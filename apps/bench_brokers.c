@@ -17,11 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "stream/ingest.h"
 #include "stream/kafka.h"
 #include "stream/message.h"
 #include "stream/mqtt.h"
-#include "stream/rate.h"
 #include "stream/ring.h"
 
 #ifdef SCADLES_HAVE_KAFKA

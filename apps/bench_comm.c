@@ -12,10 +12,10 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/comm_mpi.h"
-#include "stream/rate.h"
 
 typedef struct bench_opts {
     int threads[16], nthreads;

@@ -23,9 +23,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/backend.h"
 #include "engine/models.h"
 #include "engine/net.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 #ifdef SCADLES_HAVE_CUDA

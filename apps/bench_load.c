@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/rng.h"
+#include "base/clock.h"
+#include "base/rng.h"
 #include "stream/dataset.h"
 #include "stream/ingest.h"
 #include "stream/mqtt.h"

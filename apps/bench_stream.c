@@ -12,7 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/rng.h"
+#include "base/clock.h"
+#include "base/rng.h"
 #include "stream/augment.h"
 #include "stream/crc32c.h"
 #include "stream/ingest.h"

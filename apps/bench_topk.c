@@ -18,12 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "comm/comm_local.h"
 #include "comm/compress.h"
-#include "engine/backend.h"
 #include "engine/models.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "stream/rate.h"
 
 typedef struct bench_opts {
     int threads;
@@ -244,7 +244,7 @@ static int bytes_section(const bench_opts *o) {
         for (int i = 0; i < 2; i++) {
             sd_compress_config c;
             sd_compress_config_default(&c);
-            c.policy = SD_EXP_COMPRESS_ALWAYS;
+            c.policy = SD_COMPRESS_ALWAYS;
             c.ratio = rs[i];
             c.f16_values = f;
             sd_compressor *z = NULL;
@@ -267,7 +267,7 @@ static int bytes_section(const bench_opts *o) {
         bytes_arg a;
         memset(&a, 0, sizeof a);
         sd_compress_config_default(&a.cfg);
-        a.cfg.policy = SD_EXP_COMPRESS_ALWAYS;
+        a.cfg.policy = SD_COMPRESS_ALWAYS;
         a.count = count;
         a.nl = nl;
         a.off = off;
@@ -305,7 +305,7 @@ static int bytes_section(const bench_opts *o) {
         for (int pl = 1; pl >= 0; pl--) {
             sd_compress_config c;
             sd_compress_config_default(&c);
-            c.policy = SD_EXP_COMPRESS_PAPER;
+            c.policy = SD_COMPRESS_PAPER;
             c.per_layer = pl;
             sd_compressor *z = NULL;
             if (!g || sd_compressor_create(&c, count, nl, off, cnt, o->threads, &z) != SD_OK) {

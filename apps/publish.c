@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
+#include "base/rng.h"
+#include "base/status.h"
 #include "engine/experiment.h"
-#include "engine/rng.h"
-#include "engine/status.h"
 #include "stream/dataset.h"
 #include "stream/kafka.h"
 #include "stream/message.h"

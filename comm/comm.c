@@ -1,6 +1,6 @@
 /* comm.c: the backend-independent half of the collective interface: argument checks shared by
  * every backend, the per-communicator counters and the ring byte accounting (comm.h). */
-#include "comm.h"
+#include "comm/comm.h"
 
 #include <stdlib.h>
 #include <string.h>

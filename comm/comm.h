@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/status.h"
+#include "base/status.h"
 
 typedef struct sd_comm sd_comm;
 

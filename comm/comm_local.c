@@ -12,7 +12,7 @@
  * element of it, x_0 + x_1 + ... + x_{n-1} in that order in float, then writes the sum into every
  * rank's buffer. The order per element is fixed, so the result is the same bitwise whoever
  * computes it and whenever. */
-#include "comm_local.h"
+#include "comm/comm_local.h"
 
 #include <errno.h>
 #include <limits.h>

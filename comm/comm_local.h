@@ -14,7 +14,7 @@
 #ifndef SD_COMM_COMM_LOCAL_H
 #define SD_COMM_COMM_LOCAL_H
 
-#include "comm.h"
+#include "comm/comm.h"
 
 #define SD_COMM_LOCAL_DEFAULT_TIMEOUT_S 60.0
 

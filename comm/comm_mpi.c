@@ -7,7 +7,7 @@
  * one (MPI_Alltoallv of chunks, sum in rank order, MPI_Allgatherv), bitwise equal to the local
  * backend. MPI counts are int: buffers are processed in segments where that is exact (allreduce,
  * broadcast); allgatherv refuses blocks or displacements beyond INT_MAX bytes. */
-#include "comm_mpi.h"
+#include "comm/comm_mpi.h"
 
 #ifdef SCADLES_HAVE_MPI
 

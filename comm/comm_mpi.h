@@ -24,7 +24,7 @@
 #ifndef SD_COMM_COMM_MPI_H
 #define SD_COMM_COMM_MPI_H
 
-#include "comm.h"
+#include "comm/comm.h"
 
 #ifdef SCADLES_HAVE_MPI
 #include <mpi.h>

@@ -3,7 +3,8 @@
  * empty. Collectives run on one CUDA stream and are waited for (polling, with a timeout) before
  * they return; host buffers are staged through a device buffer; allgatherv is a group of
  * broadcasts (NCCL has none). */
-#include "comm_nccl.h"
+#include "base/clock.h"
+#include "comm/comm_nccl.h"
 
 #ifdef SCADLES_HAVE_NCCL
 
@@ -13,8 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "comm_mpi.h" /* MPI_CHECK */
-#include "../stream/rate.h" /* sd_clock_now */
+#include "comm/comm_mpi.h" /* MPI_CHECK */
 
 typedef struct nccl_ctx {
     MPI_Comm comm; /* our duplicate */

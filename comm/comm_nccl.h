@@ -36,7 +36,7 @@
 #ifndef SD_COMM_COMM_NCCL_H
 #define SD_COMM_COMM_NCCL_H
 
-#include "comm.h"
+#include "comm/comm.h"
 
 #ifdef SCADLES_HAVE_NCCL
 #include <cuda_runtime.h>

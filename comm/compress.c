@@ -2,7 +2,7 @@
  * docs/compression.md): per-layer or whole-gradient selection through sd_cpu_topk, the paper's
  * vote, GraVAC-style ratio stepping, the one-allgatherv sparse exchange with a rank-order
  * scatter-add, binary16 values, and the byte accounting. */
-#include "compress.h"
+#include "comm/compress.h"
 
 #include <math.h>
 #include <omp.h>
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../engine/profile.h"
-#include "../kernels/cpu/cpu_kernels.h"
+#include "comm/cost.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #define CZ_PAR_MIN 65536        /* elementwise loops below this run on the calling thread */
 #define CZ_NORM_BLOCK 16384     /* fixed blocks of the deterministic sums of squares */
@@ -87,7 +87,7 @@ static inline float f16_wire(float v) {
 /* ---- config ---------------------------------------------------------------------------------- */
 void sd_compress_config_default(sd_compress_config *c) {
     memset(c, 0, sizeof *c);
-    c->policy = SD_EXP_COMPRESS_OFF;
+    c->policy = SD_COMPRESS_OFF;
     c->ratio = 0.1;
     c->delta = 0.3;
     c->per_layer = true;
@@ -96,25 +96,11 @@ void sd_compress_config_default(sd_compress_config *c) {
     c->epsilon = 0.9;
 }
 
-void sd_compress_config_from_experiment(const sd_experiment *e, sd_compress_config *c) {
-    sd_compress_config_default(c);
-    c->policy = e->compression.policy;
-    c->ratio = e->compression.ratio;
-    c->delta = e->compression.delta;
-    c->per_layer = e->compression.per_layer;
-    c->min_ratio = e->compression.min_ratio;
-    c->max_ratio = e->compression.max_ratio;
-    c->epsilon = e->compression.epsilon;
-    c->f16_values = e->compression.f16_values;
-    c->momentum = e->compression.momentum_correction && e->compression.policy != SD_EXP_COMPRESS_OFF
-                      ? e->optimizer.momentum : 0.0;
-}
-
 static int gain_window(const sd_compress_config *c) { return c->gain_window > 0 ? c->gain_window : SD_COMPRESS_GAIN_WINDOW; }
 static double gain_factor(const sd_compress_config *c) { return c->gain_factor > 0 ? c->gain_factor : SD_COMPRESS_GAIN_FACTOR; }
 
 static sd_status check_config(const sd_compress_config *c) {
-    if (c->policy < SD_EXP_COMPRESS_OFF || c->policy > SD_EXP_COMPRESS_GAIN)
+    if (c->policy < SD_COMPRESS_OFF || c->policy > SD_COMPRESS_GAIN)
         return SD_FAIL(SD_ERR_INVALID, "compression: unknown policy %d (off, always, paper, gain)", (int)c->policy);
     if (!(c->ratio > 0 && c->ratio <= 1))
         return SD_FAIL(SD_ERR_INVALID, "compression.ratio %g: must be in (0, 1]", c->ratio);
@@ -123,7 +109,7 @@ static sd_status check_config(const sd_compress_config *c) {
     if (!(c->momentum >= 0 && c->momentum < 1))
         return SD_FAIL(SD_ERR_INVALID, "compression momentum correction %g: must be in [0, 1) (optimizer.momentum)",
                        c->momentum);
-    if (c->policy == SD_EXP_COMPRESS_GAIN) {
+    if (c->policy == SD_COMPRESS_GAIN) {
         if (!(c->min_ratio > 0 && c->min_ratio <= c->max_ratio && c->max_ratio <= 1))
             return SD_FAIL(SD_ERR_INVALID, "compression.min_ratio %g, max_ratio %g: need 0 < min <= max <= 1",
                            c->min_ratio, c->max_ratio);
@@ -155,8 +141,8 @@ static double level_ratio(const sd_compressor *z, int level) {
 
 static double current_ratio(const sd_compressor *z) {
     switch (z->cfg.policy) {
-    case SD_EXP_COMPRESS_OFF: return 0;
-    case SD_EXP_COMPRESS_GAIN: return level_ratio(z, z->st.level);
+    case SD_COMPRESS_OFF: return 0;
+    case SD_COMPRESS_GAIN: return level_ratio(z, z->st.level);
     default: return z->cfg.ratio;
     }
 }
@@ -270,10 +256,10 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
     z->residual_zero = true;
     /* the ladder: levels 0..nlevels-1, the last one at min_ratio */
     z->nlevels = 1;
-    if (c->policy == SD_EXP_COMPRESS_GAIN)
+    if (c->policy == SD_COMPRESS_GAIN)
         while (z->nlevels < CZ_MAX_LEVELS && level_ratio(z, z->nlevels - 1) > c->min_ratio) z->nlevels++;
-    const double rmax = c->policy == SD_EXP_COMPRESS_GAIN ? c->max_ratio : c->ratio;
-    z->cap_pairs = c->policy == SD_EXP_COMPRESS_OFF ? 0 : sd_compressor_pairs(z, rmax);
+    const double rmax = c->policy == SD_COMPRESS_GAIN ? c->max_ratio : c->ratio;
+    z->cap_pairs = c->policy == SD_COMPRESS_OFF ? 0 : sd_compressor_pairs(z, rmax);
     size_t maxn = count > z->cap_pairs ? count : z->cap_pairs;
     z->npartial = maxn / CZ_NORM_BLOCK + 1;
     sd_status s = SD_OK;
@@ -290,30 +276,6 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
     if (z->velocity) memset(z->velocity, 0, count * sizeof(float));
     *out = z;
     return SD_OK;
-}
-
-sd_status sd_compressor_create_net(const sd_compress_config *c, const sd_net *net, int threads, sd_compressor **out) {
-    if (!net) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL network");
-    const int nt = sd_net_num_tensors(net);
-    size_t *off = malloc(sizeof(size_t) * (size_t)(nt > 0 ? nt : 1)), *cnt = malloc(sizeof(size_t) * (size_t)(nt > 0 ? nt : 1));
-    if (!off || !cnt) {
-        free(off);
-        free(cnt);
-        return SD_FAIL(SD_ERR_OOM, "compressor: %d tensors", nt);
-    }
-    int nl = 0;
-    for (int i = 0; i < nt; i++) {
-        const sd_param *p = sd_net_tensor(net, i);
-        if (!p->trainable || p->count == 0) continue;
-        off[nl] = p->offset;
-        cnt[nl] = p->count;
-        nl++;
-    }
-    sd_status s = sd_compressor_create(c, sd_net_param_count(net), nl, off, cnt, threads, out);
-    free(off);
-    free(cnt);
-    if (s != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
-    return s;
 }
 
 /* ---- residual and state ---------------------------------------------------------------------- */
@@ -578,7 +540,7 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
     const size_t count = z->count;
     s.dense_bytes = (uint64_t)count * sizeof(float);
 
-    if (z->cfg.policy == SD_EXP_COMPRESS_OFF) { /* the plain dense path */
+    if (z->cfg.policy == SD_COMPRESS_OFF) { /* the plain dense path */
         add_residual(z, g); /* only after set_residual */
         TRY(sd_comm_allreduce_sum(comm, g, count));
         if (!z->residual_zero) memset(z->residual, 0, count * sizeof(float));
@@ -620,7 +582,7 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
     s.vote = 1;
     s.votes = n;
     s.mean_loss = loss_sum / (double)steps;
-    if (z->cfg.policy == SD_EXP_COMPRESS_PAPER) {
+    if (z->cfg.policy == SD_COMPRESS_PAPER) {
         s.vote = s.mean_loss <= z->cfg.delta && !z->ineligible; /* NaN votes dense */
         TRY(sd_comm_vote(comm, s.vote, &s.votes));
         s.voted = true;
@@ -675,7 +637,7 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
     s.gain_mean = gsum / (double)n;
     z->st.steps = steps;
     z->st.loss_sum = loss_sum;
-    if (z->cfg.policy == SD_EXP_COMPRESS_GAIN) {
+    if (z->cfg.policy == SD_COMPRESS_GAIN) {
         /* the window mean of the mean gain decides: >= epsilon compresses more (next level down
          * the ratio ladder), < epsilon compresses less (a level up); then a new window starts */
         z->st.window_gain_sum += s.gain_mean;

@@ -7,9 +7,9 @@
  * Use (one compressor per device, created with the same config and layout on every rank):
  *
  *     sd_compress_config cc;
- *     sd_compress_config_from_experiment(e, &cc);
+ *     sd_compress_config_default(&cc);   // then the experiment's "compression" section
  *     sd_compressor *z;
- *     TRY(sd_compressor_create_net(&cc, net, threads, &z));
+ *     TRY(sd_compressor_create(&cc, count, nlayers, layer_offset, layer_count, threads, &z));
  *     ... per step, after backward (gradient already weighted by b_i / B):
  *     sd_compress_step s;
  *     TRY(sd_compress_exchange(z, comm, sd_net_grads(net), &s)); // grads = sum over ranks
@@ -37,10 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/experiment.h"
-#include "../engine/net.h"
-#include "../engine/status.h"
-#include "comm.h"
+#include "base/status.h"
+#include "comm/comm.h"
 
 /* gain policy defaults (used when the config leaves them 0) */
 #define SD_COMPRESS_GAIN_WINDOW 10  /* steps per decision window */
@@ -48,8 +46,16 @@
 #define SD_COMPRESS_F16_MAX 65504.0f /* f16 values are saturated to +-this (the excess stays in the residual) */
 #define SD_COMPRESS_HEADER_BYTES 8  /* per rank and step: u32 pairs, f32 gain */
 
+/* When to compress (the experiment's compression.policy, docs/compression.md). */
+typedef enum sd_compress_policy {
+    SD_COMPRESS_OFF = 0, /* "off": dense allreduce */
+    SD_COMPRESS_ALWAYS,  /* "always": Top-k + error feedback every step */
+    SD_COMPRESS_PAPER,   /* "paper": the ScaDLES vote (mean relative norm loss <= delta) */
+    SD_COMPRESS_GAIN     /* "gain": GraVAC-style ratio stepping between min_ratio and max_ratio */
+} sd_compress_policy;
+
 typedef struct sd_compress_config {
-    sd_exp_compress_policy policy; /* off | always | paper | gain (engine/experiment.h) */
+    sd_compress_policy policy;     /* off | always | paper | gain */
     double ratio;                  /* always, paper: Top-k fraction kept, (0, 1] */
     double delta;                  /* paper: vote threshold on the running mean of the relative norm loss, [0, 1] */
     bool per_layer;                /* Top-k per layer (true) or over the whole gradient */
@@ -66,8 +72,6 @@ typedef struct sd_compress_config {
 
 /* The experiment defaults (policy off, ratio 0.1, delta 0.3, per layer, 0.001..0.1, epsilon 0.9). */
 void sd_compress_config_default(sd_compress_config *c);
-/* The experiment's "compression" section. */
-void sd_compress_config_from_experiment(const sd_experiment *e, sd_compress_config *c);
 
 /* What one exchange did, identical on every rank except where marked "this rank". */
 typedef struct sd_compress_step {
@@ -113,9 +117,6 @@ typedef struct sd_compressor sd_compressor;
  * keeps its own CPU kernel context and scratch, so it works the same beside any backend. */
 sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nlayers, const size_t *layer_offset,
                                const size_t *layer_count, int threads, sd_compressor **out);
-/* The same with the trainable tensors of a finalised network as the layers (weights and biases
- * separately, as PyTorch's model.parameters()). */
-sd_status sd_compressor_create_net(const sd_compress_config *c, const sd_net *net, int threads, sd_compressor **out);
 /* NULL is allowed. */
 void sd_compressor_destroy(sd_compressor *z);
 
@@ -130,7 +131,7 @@ void sd_compressor_destroy(sd_compressor *z);
  * collective leaves the group unusable (comm.h). */
 sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_compress_step *stats);
 
-/* Modelled time of the step's communication under the virtual clock (engine/profile.h): the vote
+/* Modelled time of the step's communication under the virtual clock (comm/cost.h): the vote
  * (if any) as a ring allreduce of 4 bytes, then the ring allgather of gathered_bytes (sparse) or
  * the ring allreduce of dense_bytes (dense), over n ranks on the given link. */
 double sd_compress_step_time(const sd_compress_step *s, int n, double bandwidth_bps, double latency_s);

@@ -1,13 +1,13 @@
 /* shaper.c: the token-bucket link emulation of shaper.h: a communicator whose every collective
  * runs on the inner communicator and then waits for the tokens its wire bytes cost and for the
  * latency of its ring hops. */
-#include "shaper.h"
+#include "base/clock.h"
+#include "comm/shaper.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../stream/rate.h"
 
 typedef struct shaper {
     sd_comm self;

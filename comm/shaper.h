@@ -15,7 +15,8 @@
 #ifndef SD_COMM_SHAPER_H
 #define SD_COMM_SHAPER_H
 
-#include "comm.h"
+#include "base/clock.h"
+#include "comm/comm.h"
 
 #define SD_SHAPER_DEFAULT_BURST_BYTES 65536.0
 

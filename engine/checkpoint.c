@@ -1,5 +1,5 @@
 /* checkpoint.c: model checkpoints (checkpoint.h) over the safetensors reader and writer. */
-#include "checkpoint.h"
+#include "engine/checkpoint.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -12,8 +12,8 @@
 
 #include <stdbool.h>
 
-#include "net.h"
-#include "safetensors.h"
+#include "engine/net.h"
+#include "engine/safetensors.h"
 
 /* One metadata pair (both strings are copied into the file). */
 typedef struct sd_ckpt_kv {

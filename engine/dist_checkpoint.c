@@ -1,7 +1,7 @@
 /* dist_checkpoint.c: the pieces of a distributed run's checkpoint (dist_checkpoint.h): identity and
  * checksum, scalars as 0-dim tensors, and the state of each component (net and optimizer, ring
  * buffer and sink, replay stream, injection pool counters, compressor) to and from safetensors. */
-#include "dist_checkpoint.h"
+#include "engine/dist_checkpoint.h"
 
 #include <errno.h>
 #include <math.h>

@@ -17,10 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../comm/compress.h"
-#include "distributed.h"
-#include "optim.h"
-#include "safetensors.h"
+#include "comm/compress.h"
+#include "engine/distributed.h"
+#include "engine/optim.h"
+#include "engine/safetensors.h"
 #include "stream/ingest.h"
 #include "stream/inject.h"
 #include "stream/replay.h"

@@ -8,7 +8,7 @@
  * b_i / sum(b) weighting in scadles), sum the gradients (allreduce, rank order on the local
  * backend), and take the SGD step with the mode's learning-rate scale. Virtual time advances by
  * the slowest device's modelled compute plus the ring-allreduce time over the slowest link. */
-#include "distributed.h"
+#include "engine/distributed.h"
 
 #include <errno.h>
 #include <math.h>
@@ -18,28 +18,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../comm/comm_local.h"
-#include "../comm/compress.h"
-#include "../comm/shaper.h"
-#include "checkpoint.h"
-#include "dist_checkpoint.h"
-#include "models.h"
-#include "optim.h"
-#include "profile.h"
-#include "rng.h"
-#include "signals.h"
+#include "base/clock.h"
+#include "base/rng.h"
+#include "comm/comm_local.h"
+#include "comm/compress.h"
+#include "comm/cost.h"
+#include "comm/shaper.h"
+#include "engine/checkpoint.h"
+#include "engine/dist_checkpoint.h"
+#include "engine/models.h"
+#include "engine/optim.h"
+#include "engine/profile.h"
+#include "engine/signals.h"
+#include "engine/train.h"
 #include "stream/augment.h"
-#include "stream/inject.h"
 #include "stream/ingest.h"
+#include "stream/inject.h"
 #include "stream/kafka.h"
 #include "stream/mqtt.h"
 #include "stream/rate.h"
 #include "stream/replay.h"
 #include "stream/ring.h"
-#include "train.h"
 #ifdef SCADLES_HAVE_NCCL
-#include "../comm/comm_mpi.h"
-#include "../comm/comm_nccl.h"
+#include "comm/comm_mpi.h"
+#include "comm/comm_nccl.h"
 #endif
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h"
@@ -94,7 +96,7 @@ static double max_d(double a, double b) { return a > b ? a : b; }
 /* Compression with momentum correction (docs/compression.md): the optimizer's momentum and weight
  * decay move into the compressor, applied per device before Top-k. */
 static bool momentum_corrected(const sd_experiment *e) {
-    return e->compression.policy != SD_EXP_COMPRESS_OFF && e->compression.momentum_correction;
+    return e->compression.policy != SD_COMPRESS_OFF && e->compression.momentum_correction;
 }
 
 /* JSON has no NaN/Inf: a non-finite value is written as null. */
@@ -285,11 +287,11 @@ static sd_status read_password(const char *path, char *out, size_t cap) {
 
 /* Creates this device's broker source for topic <topic_prefix><rank> (nothing connects yet). */
 static sd_status broker_create(const sd_experiment *e, int rank, device *d) {
-    const sd_exp_stream *st = &e->stream;
+    const sd_stream_config *st = &e->stream;
     char topic[SD_EXP_NAME_LEN + 16];
     snprintf(topic, sizeof topic, "%s%d", st->topic_prefix, rank);
-    if (st->source == SD_EXP_SOURCE_KAFKA) {
-        const char *conf[SD_EXP_STREAM_MAX_CONF];
+    if (st->source == SD_SOURCE_KIND_KAFKA) {
+        const char *conf[SD_STREAM_MAX_CONF];
         for (int i = 0; i < st->kafka.n_conf; i++) conf[i] = st->kafka.conf[i];
         char group[SD_EXP_NAME_LEN + 16];
         snprintf(group, sizeof group, "%s-%d", st->kafka.group_id, rank);
@@ -328,6 +330,35 @@ static sd_status broker_start(const sd_experiment *e, int rank, device *d) {
         return SD_FAIL(s, "device %d could not start its stream %s (stream.source %s): %s", rank, d->src_name,
                        sd_exp_source_name(e->stream.source), sd_last_error_brief());
     return SD_OK;
+}
+
+/* The experiment's "compression" section as the compressor's configuration. */
+static void compress_config(const sd_experiment *e, sd_compress_config *c) {
+    sd_compress_config_default(c);
+    c->policy = e->compression.policy;
+    c->ratio = e->compression.ratio;
+    c->delta = e->compression.delta;
+    c->per_layer = e->compression.per_layer;
+    c->min_ratio = e->compression.min_ratio;
+    c->max_ratio = e->compression.max_ratio;
+    c->epsilon = e->compression.epsilon;
+    c->f16_values = e->compression.f16_values;
+    c->momentum = e->compression.momentum_correction && e->compression.policy != SD_COMPRESS_OFF
+                      ? e->optimizer.momentum : 0.0;
+}
+
+/* A compressor whose layers are the network's trainable tensors. */
+static sd_status compressor_create(const sd_compress_config *c, const sd_net *net, int threads, sd_compressor **out) {
+    const int nl = sd_net_trainable_layout(net, NULL, NULL, 0);
+    size_t *off = malloc(sizeof(size_t) * (size_t)(nl > 0 ? nl : 1)), *cnt = malloc(sizeof(size_t) * (size_t)(nl > 0 ? nl : 1));
+    sd_status s = off && cnt ? SD_OK : SD_FAIL(SD_ERR_OOM, "compressor: %d tensors", nl);
+    if (s == SD_OK) {
+        sd_net_trainable_layout(net, off, cnt, nl);
+        s = sd_compressor_create(c, sd_net_param_count(net), nl, off, cnt, threads, out);
+    }
+    free(off);
+    free(cnt);
+    return s;
 }
 
 static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device *d) {
@@ -391,7 +422,7 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
                         .classes = tr->classes, .check_device = true, .device = (uint32_t)rank};
     TRY(sd_sink_init(&d->sink, d->ring, &ex));
     d->expect = ex;
-    if (e->stream.source != SD_EXP_SOURCE_REPLAY) {
+    if (e->stream.source != SD_SOURCE_KIND_REPLAY) {
         if (e->clock != SD_EXP_CLOCK_REAL)
             return SD_FAIL(SD_ERR_INVALID, "stream.source %s needs clock \"real\"", sd_exp_source_name(e->stream.source));
         TRY(broker_create(e, rank, d));
@@ -434,10 +465,10 @@ static sd_status device_setup(const sd_dist_inputs *in, int rank, int n, device 
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * img * sizeof(float), (void **)&d->dx));
     TRY(d->be.ops->alloc(d->be.ctx, (size_t)d->max_batch * sizeof(int32_t), (void **)&d->dy));
     TRY(sd_net_reserve(d->net, d->max_batch));
-    if (e->compression.policy != SD_EXP_COMPRESS_OFF) {
+    if (e->compression.policy != SD_COMPRESS_OFF) {
         sd_compress_config cc;
-        sd_compress_config_from_experiment(e, &cc);
-        TRY(sd_compressor_create_net(&cc, d->net, in->threads_per_device, &d->compressor));
+        compress_config(e, &cc);
+        TRY(compressor_create(&cc, d->net, in->threads_per_device, &d->compressor));
     }
     return SD_OK;
 }
@@ -731,7 +762,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
         CHECK(open_out(in->run_dir, OUT_NAMES[2], ls.out_bytes[2], &evaldat)); /* gnuplot: time top1 */
         CHECK(open_out(in->run_dir, OUT_NAMES[3], ls.out_bytes[3], &bufdat));  /* gnuplot: time total max global_batch */
     }
-    const bool broker = e->stream.source != SD_EXP_SOURCE_REPLAY;
+    const bool broker = e->stream.source != SD_SOURCE_KIND_REPLAY;
     if (broker && in->resume_dir) CHECK(broker_start(e, rank, &d));
     if (!broker && e->clock == SD_EXP_CLOCK_REAL && in->resume_dir) {
         /* resumed: the stream's time goes on from where the checkpoint paused it */

@@ -16,9 +16,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../comm/comm.h"
-#include "experiment.h"
-#include "trace.h"
+#include "comm/comm.h"
+#include "engine/experiment.h"
+#include "engine/trace.h"
 #include "stream/dataset.h"
 #include "stream/partition.h"
 

@@ -2,7 +2,7 @@
  * and --set over that table, resolution of rate presets and distributions into per-device values,
  * validation with key paths in every message, and the exact JSON writer. Schema:
  * docs/experiments.md. */
-#include "experiment.h"
+#include "engine/experiment.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -16,9 +16,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "models.h"
-#include "optim.h"
-#include "rng.h"
+#include "base/rng.h"
+#include "engine/models.h"
+#include "engine/optim.h"
 
 _Static_assert(sizeof(sd_exp_mode) == sizeof(int) && sizeof(sd_exp_bn) == sizeof(int),
                "enum fields are stored through int pointers");
@@ -79,7 +79,7 @@ const char *sd_exp_mode_name(sd_exp_mode m) {
     return (unsigned)m < (unsigned)(sizeof mode_names / sizeof mode_names[0] - 1) ? mode_names[m] : "unknown";
 }
 
-const char *sd_exp_source_name(sd_exp_source s) {
+const char *sd_exp_source_name(sd_source_kind s) {
     return (unsigned)s < (unsigned)(sizeof source_names / sizeof source_names[0] - 1) ? source_names[s] : "unknown";
 }
 
@@ -335,8 +335,8 @@ static const field compression_fields[] = {
     FEND,
 };
 
-typedef __typeof__(((sd_exp_stream *)0)->kafka) kafka_t;
-typedef __typeof__(((sd_exp_stream *)0)->mqtt) mqtt_t;
+typedef __typeof__(((sd_stream_config *)0)->kafka) kafka_t;
+typedef __typeof__(((sd_stream_config *)0)->mqtt) mqtt_t;
 
 static const field kafka_fields[] = {
     FSTR("bootstrap", kafka_t, bootstrap, check_host),
@@ -356,11 +356,11 @@ static const field mqtt_fields[] = {
 };
 
 static const field stream_fields[] = {
-    FENUM("source", sd_exp_stream, source, source_names),
-    FSTR("topic_prefix", sd_exp_stream, topic_prefix, check_topic_prefix),
-    FNUM("connect_timeout_s", sd_exp_stream, connect_timeout_s, 0, 600, LO_OPEN),
-    FOBJ("kafka", sd_exp_stream, kafka, kafka_fields),
-    FOBJ("mqtt", sd_exp_stream, mqtt, mqtt_fields),
+    FENUM("source", sd_stream_config, source, source_names),
+    FSTR("topic_prefix", sd_stream_config, topic_prefix, check_topic_prefix),
+    FNUM("connect_timeout_s", sd_stream_config, connect_timeout_s, 0, 600, LO_OPEN),
+    FOBJ("kafka", sd_stream_config, kafka, kafka_fields),
+    FOBJ("mqtt", sd_stream_config, mqtt, mqtt_fields),
     FEND,
 };
 
@@ -784,7 +784,7 @@ static sd_status apply_kv(kafka_t *k, const cJSON *j, const char *origin, const 
             if (!strcmp(q->string, c->string)) return BAD(origin, p, "is given twice; allowed: each key once");
         size_t klen = strlen(c->string);
         if (!klen || strchr(c->string, '=')) return BAD(origin, p, "'%.80s' is not a setting name; allowed: %s", c->string, conf_allowed);
-        char val[SD_EXP_CONF_LEN];
+        char val[SD_STREAM_CONF_LEN];
         if (cJSON_IsString(c)) snprintf(val, sizeof val, "%s", c->valuestring);
         else if (cJSON_IsBool(c)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(c) ? "true" : "false");
         else if (cJSON_IsNumber(c)) fmt_double(c->valuedouble, val, sizeof val);
@@ -803,16 +803,16 @@ static sd_status apply_kv(kafka_t *k, const cJSON *j, const char *origin, const 
             }
             continue;
         }
-        if (klen + 1 + strlen(val) >= SD_EXP_CONF_LEN)
+        if (klen + 1 + strlen(val) >= SD_STREAM_CONF_LEN)
             return BAD(origin, p, "key and value are %zu characters long; allowed: at most %d", klen + 1 + strlen(val),
-                       SD_EXP_CONF_LEN - 2);
+                       SD_STREAM_CONF_LEN - 2);
         if (at < 0) {
-            if (tmp.n_conf >= SD_EXP_STREAM_MAX_CONF)
-                return BAD(origin, p, "one setting too many; allowed: at most %d settings", SD_EXP_STREAM_MAX_CONF);
+            if (tmp.n_conf >= SD_STREAM_MAX_CONF)
+                return BAD(origin, p, "one setting too many; allowed: at most %d settings", SD_STREAM_MAX_CONF);
             at = tmp.n_conf++;
         }
         memset(tmp.conf[at], 0, sizeof tmp.conf[0]);
-        size_t vlen = strlen(val); /* klen + 1 + vlen < SD_EXP_CONF_LEN, checked above */
+        size_t vlen = strlen(val); /* klen + 1 + vlen < SD_STREAM_CONF_LEN, checked above */
         memcpy(tmp.conf[at], c->string, klen);
         tmp.conf[at][klen] = '=';
         memcpy(tmp.conf[at] + klen + 1, val, vlen);
@@ -823,12 +823,12 @@ static sd_status apply_kv(kafka_t *k, const cJSON *j, const char *origin, const 
 }
 
 static sd_status validate_kv(const kafka_t *k, const char *path) {
-    if (k->n_conf < 0 || k->n_conf > SD_EXP_STREAM_MAX_CONF)
-        return BAD(NULL, path, "has %d settings; allowed: at most %d", k->n_conf, SD_EXP_STREAM_MAX_CONF);
+    if (k->n_conf < 0 || k->n_conf > SD_STREAM_MAX_CONF)
+        return BAD(NULL, path, "has %d settings; allowed: at most %d", k->n_conf, SD_STREAM_MAX_CONF);
     char p[PATH_MAX_LEN];
     for (int i = 0; i < k->n_conf; i++) {
         index_path(p, path, i);
-        if (!memchr(k->conf[i], 0, sizeof k->conf[i])) return BAD(NULL, p, "is not NUL-terminated within %d bytes", SD_EXP_CONF_LEN);
+        if (!memchr(k->conf[i], 0, sizeof k->conf[i])) return BAD(NULL, p, "is not NUL-terminated within %d bytes", SD_STREAM_CONF_LEN);
         TRY(check_kv_pair(k->conf[i], NULL, p));
     }
     return SD_OK;
@@ -836,8 +836,8 @@ static sd_status validate_kv(const kafka_t *k, const char *path) {
 
 static cJSON *build_kv(const kafka_t *k) {
     cJSON *o = cJSON_CreateObject();
-    for (int i = 0; o && i < k->n_conf && i < SD_EXP_STREAM_MAX_CONF; i++) {
-        char key[SD_EXP_CONF_LEN];
+    for (int i = 0; o && i < k->n_conf && i < SD_STREAM_MAX_CONF; i++) {
+        char key[SD_STREAM_CONF_LEN];
         snprintf(key, sizeof key, "%s", k->conf[i]);
         char *eq = strchr(key, '=');
         if (!eq) continue;
@@ -1048,7 +1048,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->optimizer.nesterov = false;
     snprintf(e->optimizer.schedule, sizeof e->optimizer.schedule, "constant");
     e->optimizer.warmup_steps = 0;
-    e->compression.policy = SD_EXP_COMPRESS_OFF;
+    e->compression.policy = SD_COMPRESS_OFF;
     e->compression.ratio = 0.1;
     e->compression.delta = 0.3;
     e->compression.per_layer = true;
@@ -1066,7 +1066,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->time_budget_s = 600.0;
     e->link_burst_bytes = 65536.0;
     e->comm_timeout_s = 600.0;
-    e->stream.source = SD_EXP_SOURCE_REPLAY;
+    e->stream.source = SD_SOURCE_KIND_REPLAY;
     snprintf(e->stream.topic_prefix, sizeof e->stream.topic_prefix, "trainer-");
     e->stream.connect_timeout_s = 10.0;
     e->stream.mqtt.qos = 1;
@@ -1508,7 +1508,7 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && ddp && r->buffer.capacity < r->batch)
         s = BAD(NULL, "buffer.capacity", "is %" PRId64 " samples, smaller than batch %d: ddp could never gather a batch; "
                 "allowed: buffer.capacity >= batch", r->buffer.capacity, r->batch);
-    if (s == SD_OK && r->compression.policy == SD_EXP_COMPRESS_GAIN && r->compression.min_ratio > r->compression.max_ratio)
+    if (s == SD_OK && r->compression.policy == SD_COMPRESS_GAIN && r->compression.min_ratio > r->compression.max_ratio)
         s = BAD(NULL, "compression.min_ratio", "%g is above compression.max_ratio %g; allowed: min_ratio <= max_ratio",
                 r->compression.min_ratio, r->compression.max_ratio);
     if (s == SD_OK && r->link_emulation != SD_EXP_LINK_OFF && r->clock != SD_EXP_CLOCK_REAL)
@@ -1523,7 +1523,7 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->link_emulation != SD_EXP_LINK_OFF)
         s = BAD(NULL, "collectives", "nccl cannot be shaped by link_emulation (NCCL moves the data itself); allowed: "
                 "host with link_emulation token_bucket, or nccl with link_emulation off");
-    if (s == SD_OK && r->stream.source != SD_EXP_SOURCE_REPLAY) {
+    if (s == SD_OK && r->stream.source != SD_SOURCE_KIND_REPLAY) {
         const char *src = source_names[r->stream.source];
         bool conf_bootstrap = false;
         for (int i = 0; i < r->stream.kafka.n_conf; i++) conf_bootstrap |= !strncmp(r->stream.kafka.conf[i], "bootstrap.servers=", 18);
@@ -1531,13 +1531,13 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
             s = BAD(NULL, "stream.source", "%s needs clock \"real\": the virtual clock models every arrival itself from "
                     "devices.rates, while a broker delivers samples when they are published; allowed: stream.source replay "
                     "with either clock, or clock real with kafka or mqtt", src);
-        else if (r->stream.source == SD_EXP_SOURCE_KAFKA && !r->stream.kafka.bootstrap[0] && !conf_bootstrap)
+        else if (r->stream.source == SD_SOURCE_KIND_KAFKA && !r->stream.kafka.bootstrap[0] && !conf_bootstrap)
             s = BAD(NULL, "stream.kafka.bootstrap", "is empty but stream.source is kafka; allowed: the brokers as "
                     "host:port[,host:port...], e.g. \"localhost:9092\" (or a bootstrap.servers pair in stream.kafka.conf)");
-        else if (r->stream.source == SD_EXP_SOURCE_MQTT && !r->stream.mqtt.host[0])
+        else if (r->stream.source == SD_SOURCE_KIND_MQTT && !r->stream.mqtt.host[0])
             s = BAD(NULL, "stream.mqtt.host", "is empty but stream.source is mqtt; allowed: the broker's host name or "
                     "address, e.g. \"127.0.0.1\" (port in stream.mqtt.port, default 1883)");
-        else if (r->stream.source == SD_EXP_SOURCE_MQTT && r->stream.mqtt.password_file[0] && !r->stream.mqtt.username[0])
+        else if (r->stream.source == SD_SOURCE_KIND_MQTT && r->stream.mqtt.password_file[0] && !r->stream.mqtt.username[0])
             s = BAD(NULL, "stream.mqtt.password_file", "is set without stream.mqtt.username; allowed: both, or neither "
                     "(anonymous)");
     }

@@ -16,8 +16,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "profile.h"
-#include "status.h"
+#include "base/status.h"
+#include "comm/compress.h"
+#include "engine/profile.h"
+#include "stream/source.h"
 
 #define SD_MAX_DEVICES 64
 #define SD_EXP_MAX_SEEDS 32
@@ -55,12 +57,6 @@ typedef enum sd_exp_buffer_full {
     SD_EXP_FULL_DROP_NEWEST = 0, /* "drop-newest": the arriving sample is dropped and counted */
     SD_EXP_FULL_BACKPRESSURE     /* "backpressure": the stream waits for room */
 } sd_exp_buffer_full;
-typedef enum sd_exp_compress_policy {
-    SD_EXP_COMPRESS_OFF = 0, /* "off": dense allreduce */
-    SD_EXP_COMPRESS_ALWAYS,  /* "always": Top-k + error feedback every step */
-    SD_EXP_COMPRESS_PAPER,   /* "paper": the ScaDLES vote (mean relative norm loss <= delta) */
-    SD_EXP_COMPRESS_GAIN     /* "gain": GraVAC-style ratio stepping between min_ratio and max_ratio */
-} sd_exp_compress_policy;
 typedef enum sd_exp_bn { SD_EXP_BN_LOCAL = 0, SD_EXP_BN_AVERAGE } sd_exp_bn; /* "local" "average" */
 /* A step whose summed gradient or loss is NaN/Inf: stop the run with a message naming the step,
  * or skip the update (counted as skipped_steps in summary.json). */
@@ -68,35 +64,6 @@ typedef enum sd_exp_nonfinite { SD_EXP_NONFINITE_STOP = 0, SD_EXP_NONFINITE_SKIP
 typedef enum sd_exp_compute { SD_EXP_COMPUTE_CPU = 0, SD_EXP_COMPUTE_CUDA } sd_exp_compute; /* "cpu" "cuda" */
 typedef enum sd_exp_collectives { SD_EXP_COLL_HOST = 0, SD_EXP_COLL_NCCL } sd_exp_collectives; /* "host" "nccl" */
 typedef enum sd_exp_link_emulation { SD_EXP_LINK_OFF = 0, SD_EXP_LINK_TOKEN_BUCKET } sd_exp_link_emulation; /* "off" "token_bucket" */
-/* Where each device's samples come from: the built-in replay of its partition (either clock), or a
- * broker topic <topic_prefix><rank> that scadles-publish (or any publisher of the stream format)
- * fills; broker sources need the real clock. */
-typedef enum sd_exp_source { SD_EXP_SOURCE_REPLAY = 0, SD_EXP_SOURCE_KAFKA, SD_EXP_SOURCE_MQTT } sd_exp_source; /* "replay" "kafka" "mqtt" */
-
-#define SD_EXP_STREAM_MAX_CONF 32  /* stream.kafka.conf pairs */
-#define SD_EXP_CONF_LEN 512        /* one "key=value" pair, with the NUL */
-
-/* stream: the broker settings (docs/experiments.md, "stream"). Strings "" mean "not given". */
-typedef struct sd_exp_stream {
-    sd_exp_source source;              /* default replay */
-    char topic_prefix[SD_EXP_NAME_LEN];/* device i reads topic <topic_prefix><i>; default "trainer-" */
-    double connect_timeout_s;          /* how long a source may take to reach its broker at start, (0, 600], default 10 */
-    struct {
-        char bootstrap[SD_EXP_PATH_LEN]; /* "host:port[,host:port...]" (bootstrap.servers); required for kafka unless conf has
-                                            bootstrap.servers */
-        char group_id[SD_EXP_NAME_LEN];  /* "" = one group per device, scadles-<topic>; else device i joins <group_id>-<i> */
-        int n_conf;                      /* 0..SD_EXP_STREAM_MAX_CONF */
-        char conf[SD_EXP_STREAM_MAX_CONF][SD_EXP_CONF_LEN]; /* librdkafka "key=value" pairs, in the file's order */
-    } kafka;
-    struct {
-        char host[SD_EXP_PATH_LEN];          /* the broker's host name or address; required for mqtt */
-        int port;                            /* 0: 1883, or 8883 with TLS */
-        int qos;                             /* 0, 1 or 2; default 1 */
-        char username[SD_EXP_NAME_LEN];      /* "" = anonymous */
-        char password_file[SD_EXP_PATH_LEN]; /* a file whose first line is the password (kept out of the config) */
-        char cafile[SD_EXP_PATH_LEN];        /* TLS on: the CA that signed the broker's certificate */
-    } mqtt;
-} sd_exp_stream;
 
 /* ---- devices ----------------------------------------------------------------------------------- */
 /* Bits of sd_exp_device.set: which values devices.list gave explicitly. */
@@ -183,7 +150,7 @@ typedef struct sd_experiment {
     } injection;
 
     struct {
-        sd_exp_compress_policy policy; /* default off */
+        sd_compress_policy policy; /* default off */
         double ratio;                  /* Top-k fraction kept, (0, 1], default 0.1 */
         double delta;                  /* paper: vote threshold, [0, 1], default 0.3 */
         bool per_layer;                /* Top-k per layer (true) or over the whole gradient, default true */
@@ -202,7 +169,7 @@ typedef struct sd_experiment {
     sd_exp_link_emulation link_emulation; /* real clock: shape each device's collectives to its link (comm/shaper.h), default off */
     double link_burst_bytes;           /* token-bucket depth, [0, 1e12], default 65536 */
     double comm_timeout_s;             /* local backend: bound on a wait inside a collective, (0, 1e6], default 600 */
-    sd_exp_stream stream;              /* where samples come from: replay (default), kafka, mqtt (real clock) */
+    sd_stream_config stream;              /* where samples come from: replay (default), kafka, mqtt (real clock) */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
     double target_accuracy;            /* (0, 1], default 0.85 */
@@ -260,6 +227,6 @@ int sd_experiment_preset_rates(const char *name, double *rates);
 
 /* JSON spelling of an enum value, for logs ("ddp", "persistence", ...). */
 const char *sd_exp_mode_name(sd_exp_mode m);
-const char *sd_exp_source_name(sd_exp_source s);
+const char *sd_exp_source_name(sd_source_kind s);
 
 #endif

@@ -1,6 +1,6 @@
 /* models.c: model definitions over the layer graph. Names match the PyTorch definitions in
  * tests/golden/models.py, so checkpoints and parameter counts can be compared one to one. */
-#include "models.h"
+#include "engine/models.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "net.h"
+#include "engine/net.h"
 
 typedef struct sd_model_spec {
     const char *name;  /* see above */

@@ -1,13 +1,13 @@
 /* net.c: the layer graph: building, parameter blocks, activation arena, forward, loss, backward.
  * Every op goes through the backend table, so the same graph runs on the CPU and CUDA backends. */
-#include "net.h"
+#include "engine/net.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
+#include "base/rng.h"
 
 #define SD_MAX_NODES 1024
 #define SD_MAX_PARAMS 2048
@@ -623,6 +623,20 @@ float *sd_net_buffers(sd_net *net) { return net->buffers; }
 int sd_net_num_tensors(const sd_net *net) { return net->num_tensors; }
 const sd_param *sd_net_tensor(const sd_net *net, int i) {
     return (i >= 0 && i < net->num_tensors) ? &net->tensors[i] : NULL;
+}
+
+int sd_net_trainable_layout(const sd_net *net, size_t *offset, size_t *count, int cap) {
+    int nl = 0;
+    for (int i = 0; i < sd_net_num_tensors(net); i++) {
+        const sd_param *p = sd_net_tensor(net, i);
+        if (!p->trainable || p->count == 0) continue;
+        if (nl < cap) {
+            offset[nl] = p->offset;
+            count[nl] = p->count;
+        }
+        nl++;
+    }
+    return nl;
 }
 float *sd_net_tensor_data(sd_net *net, const sd_param *p) {
     if (!p) return NULL;

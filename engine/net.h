@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
-#include "tensor.h"
+#include "engine/tensor.h"
+#include "kernels/backend.h"
 
 typedef enum sd_layer_kind {
     SD_LAYER_INPUT,
@@ -93,6 +93,10 @@ float *sd_net_grads(sd_net *net);               /* gradient block, same layout *
 float *sd_net_buffers(sd_net *net);             /* BN running statistics */
 int sd_net_num_tensors(const sd_net *net);      /* named tensors (params and buffers) */
 const sd_param *sd_net_tensor(const sd_net *net, int i);
+/* The trainable tensors (weights and biases separately, as PyTorch's model.parameters()) as
+ * (offset, count) pairs of the parameter block: writes up to cap of them (offset/count may be NULL
+ * when cap is 0) and returns how many there are. A compressor's per-layer layout (comm/compress.h). */
+int sd_net_trainable_layout(const sd_net *net, size_t *offset, size_t *count, int cap);
 /* Data of a named tensor in backend memory, or NULL. */
 float *sd_net_tensor_data(sd_net *net, const sd_param *p);
 const sd_param *sd_net_find(const sd_net *net, const char *name);

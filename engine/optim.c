@@ -1,5 +1,5 @@
 /* optim.c: the SGD optimizer and learning-rate schedules. */
-#include "optim.h"
+#include "engine/optim.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "net.h"
+#include "engine/net.h"
 
 typedef enum sd_sched_kind { SD_SCHED_CONSTANT, SD_SCHED_MULTISTEP, SD_SCHED_COSINE } sd_sched_kind;
 

@@ -2,7 +2,7 @@
  * metrics.jsonl / eval.jsonl, converts them into gnuplot data files (report/data/), writes one
  * gnuplot script per plot (report/<plot>.gp, relative paths, run from report/), renders PNG and
  * SVG by running gnuplot directly (fork + exec, no shell) and writes report.html. */
-#include "report.h"
+#include "engine/report.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -21,7 +21,7 @@
 
 #include <stdio.h>
 
-#include "status.h"
+#include "base/status.h"
 
 typedef struct sd_report_options {
     const char *gnuplot; /* the gnuplot program (looked up on PATH); NULL: "gnuplot" */

@@ -10,11 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../comm/comm_local.h"
-#include "dist_checkpoint.h"
-#include "distributed.h"
-#include "report.h"
-#include "trace.h"
+#include "comm/comm_local.h"
+#include "engine/dist_checkpoint.h"
+#include "engine/distributed.h"
+#include "engine/report.h"
+#include "engine/trace.h"
 
 static sd_status mkdirs(const char *path) {
     char buf[1024];

@@ -1,5 +1,5 @@
 /* safetensors.c: the safetensors reader and writer declared in safetensors.h. */
-#include "safetensors.h"
+#include "engine/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* signals.c: the stop-request signal handlers declared in signals.h. */
-#include "signals.h"
+#include "engine/signals.h"
 
 #include <errno.h>
 #include <string.h>

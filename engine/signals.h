@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "status.h"
+#include "base/status.h"
 
 /* Installs the handlers (idempotent). SD_ERR_RUNTIME naming the signal when sigaction fails. */
 sd_status sd_signals_install(void);

@@ -1,5 +1,5 @@
 /* tensor.c: dtype sizes, tensor sizes and the bump arena. */
-#include "tensor.h"
+#include "engine/tensor.h"
 
 size_t sd_dtype_size(sd_dtype t) {
     switch (t) {

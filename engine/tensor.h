@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "kernels/backend.h"
 
 typedef enum sd_dtype { SD_F32 = 0, SD_I32, SD_U8, SD_F16, SD_BF16 } sd_dtype;
 

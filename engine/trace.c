@@ -1,7 +1,7 @@
 /* trace.c: the Chrome-trace writer declared in trace.h. One FILE with a large buffer, one mutex
  * around every event; the header is written at open and the closing bracket (with otherData) at
  * close, so a trace closed after a run is one JSON object. */
-#include "trace.h"
+#include "engine/trace.h"
 
 #include <errno.h>
 #include <math.h>

@@ -14,7 +14,7 @@
 #ifndef SD_ENGINE_TRACE_H
 #define SD_ENGINE_TRACE_H
 
-#include "status.h"
+#include "base/status.h"
 
 typedef struct sd_trace sd_trace;
 

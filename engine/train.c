@@ -1,7 +1,7 @@
 /* train.c: the single-device training loop, evaluation, metrics files and training-state
  * checkpoints. Randomness is a function of (seed, epoch) for the sample order and (seed, step)
  * for augmentation, so a run resumed from a checkpoint continues exactly as it would have. */
-#include "train.h"
+#include "engine/train.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,11 +10,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "checkpoint.h"
-#include "models.h"
-#include "rng.h"
-#include "safetensors.h"
-#include "stream/rate.h"
+#include "base/clock.h"
+#include "base/rng.h"
+#include "engine/checkpoint.h"
+#include "engine/models.h"
+#include "engine/safetensors.h"
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h" /* sd_cuda_host_alloc: pinned staging buffers */
 #endif

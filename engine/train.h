@@ -13,8 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "net.h"
-#include "optim.h"
+#include "engine/net.h"
+#include "engine/optim.h"
 #include "stream/augment.h"
 #include "stream/dataset.h"
 

@@ -1,5 +1,5 @@
 /* ops.c: validation of op parameter blocks; shared by every backend. */
-#include "ops.h"
+#include "kernels/ops.h"
 
 #include <math.h>
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/status.h"
+#include "base/status.h"
 
 /* Opaque per-backend kernel context (threads, CUDA stream and library handles, scratch). */
 typedef struct sd_kctx sd_kctx;

@@ -1,6 +1,6 @@
 /* augment.c: normalisation, random crop and flip of dataset images into float batches, and the
  * epoch shuffle (declared in augment.h). */
-#include "augment.h"
+#include "stream/augment.h"
 
 #include <math.h>
 #include <string.h>

@@ -7,8 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine/rng.h"
-#include "engine/status.h"
+#include "base/rng.h"
+#include "base/status.h"
 #include "stream/dataset.h"
 
 #define SD_AUGMENT_MAX_CHANNELS 4

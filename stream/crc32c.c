@@ -11,7 +11,7 @@
  *      reflected product), until one chunk is left, whose CRC the crc32 instruction finishes.
  *      The constants are derived from the polynomial at start-up.
  * Each works on the CRC register (no pre/post inversion); the public functions invert. */
-#include "crc32c.h"
+#include "stream/crc32c.h"
 
 #include <pthread.h>
 #include <stdbool.h>

@@ -1,6 +1,6 @@
 /* dataset.c: the dataset readers declared in dataset.h: IDX through zlib (which reads gzipped
  * and raw files alike), the CIFAR-10/100 binary batches through stdio, opening by name, subsets. */
-#include "dataset.h"
+#include "stream/dataset.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 typedef struct sd_dataset {
     char name[32];   /* "fashion-mnist", "mnist", "cifar10", "cifar100" or the caller's name */

@@ -1,5 +1,5 @@
 /* ingest.c: delivering messages into a ring (the sink) and the ingest thread (ingest.h). */
-#include "ingest.h"
+#include "stream/ingest.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crc32c.h"
+#include "stream/crc32c.h"
 
 /* ---- the sink ---------------------------------------------------------------------------------- */
 sd_status sd_sink_init(sd_sink *s, sd_ring *ring, const sd_msg_expect *expect) {

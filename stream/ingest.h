@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "stream/message.h"
 #include "stream/ring.h"
 #include "stream/source.h"

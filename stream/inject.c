@@ -1,7 +1,7 @@
 /* inject.c: the accounted injection pool declared in inject.h: per-class ring buckets of
  * (dataset index, label, contributing device), draws for one device's batch, and the counters
  * that account for every sample moving between devices. */
-#include "inject.h"
+#include "stream/inject.h"
 
 #include <limits.h>
 #include <math.h>

@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "engine/rng.h"
-#include "engine/status.h"
+#include "base/rng.h"
+#include "base/status.h"
 #include "stream/dataset.h"
 
 #define SD_INJECT_MAX_DEVICES 4096

@@ -1,6 +1,6 @@
 /* kafka.c: the Kafka source and publisher over librdkafka (kafka.h; design and the commit rule in
  * docs/brokers.md). Compiled to stubs returning SD_ERR_UNSUPPORTED without SCADLES_HAVE_KAFKA. */
-#include "kafka.h"
+#include "stream/kafka.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -9,7 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stream/loglimit.h"
+#include "base/clock.h"
+#include "base/loglimit.h"
 #include "stream/message.h"
 #include "stream/rate.h"
 
@@ -969,8 +970,17 @@ static sd_status k_stop(void *ctx) {
     return s;
 }
 
-static const sd_source_ops kafka_ops = {
-    .name = k_name, .start = k_start, .next = k_next, .stop = k_stop, .interrupt = NULL};
+static void k_destroy(void *ctx) { sd_kafka_destroy(ctx); }
+static sd_status k_checkpointed(void *ctx, uint64_t seq) { return sd_kafka_checkpointed(ctx, seq); }
+static sd_status k_commit(void *ctx, double timeout_s) { return sd_kafka_commit_now(ctx, timeout_s); }
+
+static const sd_source_ops kafka_ops = {.name = k_name,
+                                        .start = k_start,
+                                        .next = k_next,
+                                        .stop = k_stop,
+                                        .destroy = k_destroy,
+                                        .checkpointed = k_checkpointed,
+                                        .commit = k_commit};
 
 sd_source sd_kafka_source(sd_kafka *k) { return (sd_source){&kafka_ops, k}; }
 

@@ -1,10 +1,10 @@
 /* message.c: encoding and validating stream messages (declared in message.h; the byte layout is
  * specified in docs/stream-format.md). */
-#include "message.h"
+#include "stream/message.h"
 
 #include <string.h>
 
-#include "crc32c.h"
+#include "stream/crc32c.h"
 
 /* ---- byte layout ----------------------------------------------------------------------------- */
 enum {

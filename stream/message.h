@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #define SD_MSG_MAGIC 0x314D4453u /* the bytes "SDM1" read as a little-endian u32 */
 #define SD_MSG_VERSION 1

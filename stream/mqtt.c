@@ -2,7 +2,7 @@
  * a client with its own network thread (connect, reconnect with backoff, keepalive), the source's
  * bounded queue between that thread and next(), and the publisher. Compiled to stubs returning
  * SD_ERR_UNSUPPORTED without SCADLES_HAVE_MQTT. */
-#include "mqtt.h"
+#include "stream/mqtt.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream/loglimit.h"
+#include "base/clock.h"
+#include "base/loglimit.h"
 #include "stream/message.h"
 #include "stream/rate.h"
 
@@ -701,8 +702,10 @@ static void m_interrupt(void *ctx) {
     pthread_mutex_unlock(&m->qmu);
 }
 
+static void m_destroy(void *ctx) { sd_mqtt_destroy(ctx); }
+
 static const sd_source_ops mqtt_ops = {
-    .name = m_name, .start = m_start, .next = m_next, .stop = m_stop, .interrupt = m_interrupt};
+    .name = m_name, .start = m_start, .next = m_next, .stop = m_stop, .interrupt = m_interrupt, .destroy = m_destroy};
 
 sd_source sd_mqtt_source(sd_mqtt *m) { return (sd_source){&mqtt_ops, m}; }
 

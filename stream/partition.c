@@ -2,7 +2,7 @@
  * histogram/print helpers declared in partition.h. Every partitioner first decides an owner per
  * sample (a device, or -1 for none) and then builds the per-device index lists from it in one
  * allocation, so every sample lands on at most one device by construction. */
-#include "partition.h"
+#include "stream/partition.h"
 
 #include <math.h>
 #include <stdlib.h>

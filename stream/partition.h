@@ -10,8 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "engine/rng.h"
-#include "engine/status.h"
+#include "base/rng.h"
+#include "base/status.h"
 #include "stream/dataset.h"
 
 typedef struct sd_partition {

@@ -1,9 +1,9 @@
-/* rate.c: rate models, arrival generators, trace CSV parsing and the clock helpers (rate.h).
+/* rate.c: rate models, arrival generators, and trace CSV parsing (rate.h).
  * Arrivals invert the expected count: with Lambda(t) = integral of rate(s) ds from 0 to t, the
  * k-th arrival is at Lambda^-1(level_k), where level_k = k for evenly spaced arrivals and a sum of
  * k unit exponentials for Poisson (time rescaling, exact also for a time-varying trace). Levels
  * are kept as absolute values, so long runs do not accumulate rounding from adding intervals. */
-#include "rate.h"
+#include "stream/rate.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -13,25 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ---- clocks ------------------------------------------------------------------------------------ */
-double sd_clock_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-void sd_clock_sleep_until(double t) {
-    if (!(t > sd_clock_now())) return;
-    double s = floor(t);
-    struct timespec ts = {(time_t)s, (long)((t - s) * 1e9)};
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-}
 
 /* ---- models ------------------------------------------------------------------------------------ */
 sd_rate_model sd_rate_fixed(double rate, sd_arrival_kind arrival) {

@@ -2,32 +2,20 @@
  * a per-device rate drawn from uniform[lo, hi] or a truncated normal, or a time-varying trace read
  * from CSV) and how arrivals are spaced (evenly, or as a Poisson process). An sd_arrivals generator,
  * seeded by (seed, device), yields successive arrival times in virtual seconds, identically on
- * every run. Also the two clocks: real (monotonic wall time, sleeping until an arrival) and
- * virtual (the trainer advances time itself). Design: docs/streams.md. */
+ * every run. Design: docs/streams.md. (The wall clock is base/clock.h.) */
 #ifndef SD_STREAM_RATE_H
 #define SD_STREAM_RATE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/rng.h"
-#include "engine/status.h"
+#include "base/rng.h"
+#include "base/status.h"
 
 #define SD_RATE_MAX 1e9                  /* samples/s: the largest rate a model may have */
 #define SD_RATE_TRACE_MAX_POINTS 1000000 /* rows of a trace */
 #define SD_RATE_TRACE_MAX_LINE 256       /* characters of one CSV line */
 #define SD_RATE_TRACE_MAX_TIME 1e9       /* seconds */
-
-/* ---- clocks ----------------------------------------------------------------------------------- */
-typedef enum sd_clock_kind {
-    SD_CLOCK_VIRTUAL = 0, /* time is what the trainer says it is: deterministic */
-    SD_CLOCK_REAL         /* time is the monotonic wall clock: sources sleep until each arrival */
-} sd_clock_kind;
-
-/* Monotonic wall time in seconds (CLOCK_MONOTONIC). */
-double sd_clock_now(void);
-/* Sleeps until sd_clock_now() >= t (returns at once when t has passed). */
-void sd_clock_sleep_until(double t);
 
 /* ---- rate models ------------------------------------------------------------------------------- */
 typedef enum sd_rate_kind {

@@ -1,7 +1,8 @@
 /* replay.c: the replay source (replay.h): a dataset partition streamed at a rate model, encoded
  * message by message, on the virtual clock (sd_replay_advance_to) or the real one (the source
  * table, polled by the ingest thread). */
-#include "replay.h"
+#include "base/clock.h"
+#include "stream/replay.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -241,8 +242,95 @@ static sd_status replay_stop(void *ctx) {
     return SD_OK;
 }
 
-static const sd_source_ops replay_ops = {
-    .name = replay_name, .start = replay_start, .next = replay_next, .stop = replay_stop, .interrupt = NULL};
+static void replay_destroy(void *ctx) { sd_replay_destroy(ctx); }
+
+/* ---- virtual time ---------------------------------------------------------------------------------- */
+static sd_status replay_advance(void *ctx, double t, sd_sink *sink) { return sd_replay_advance_to(ctx, t, sink, NULL); }
+static double replay_next_time(void *ctx) { return sd_replay_next_time(ctx); }
+
+/* ---- the position in a checkpoint (base/archive.h): replay.order (this pass's order), replay.pos,
+ * replay.counts (passes, sent, arrivals, trace segment), replay.times (drawn rate, arrival level,
+ * next arrival, real-clock pause point), replay.shuffle_rng and replay.arrival_rng ---------------------- */
+static sd_status replay_save(void *ctx, const sd_archive *a) {
+    const sd_replay *r = ctx;
+    int64_t n = sd_replay_partition_size(r);
+    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof *order);
+    if (!order) return SD_FAIL(SD_ERR_OOM, "checkpoint: stream order of %lld samples", (long long)n);
+    sd_replay_state st;
+    sd_replay_get_state(r, &st, order);
+    sd_status s = a->ops->put(a->ctx, "replay.order", SD_ARC_I64, 1, (int64_t[]){n}, order);
+    free(order);
+    TRY(s);
+    TRY(a->ops->put(a->ctx, "replay.pos", SD_ARC_I64, 0, NULL, &st.pos));
+    uint64_t u[4] = {st.passes, st.sent, st.arrival_count, st.arrival_seg};
+    TRY(a->ops->put(a->ctx, "replay.counts", SD_ARC_U64, 1, (int64_t[]){4}, u));
+    double d[4] = {st.arrival_rate, st.arrival_target, st.next_t, st.paused_at};
+    TRY(a->ops->put(a->ctx, "replay.times", SD_ARC_F64, 1, (int64_t[]){4}, d));
+    TRY(a->ops->put(a->ctx, "replay.shuffle_rng", SD_ARC_U64, 1, (int64_t[]){4}, st.shuffle_rng.s));
+    TRY(a->ops->put(a->ctx, "replay.arrival_rng", SD_ARC_U64, 1, (int64_t[]){4}, st.arrival_rng.s));
+    return SD_OK;
+}
+
+static sd_status get_rng(const sd_archive *a, const char *name, sd_rng *rng) {
+    const void *p = NULL;
+    TRY(a->ops->get(a->ctx, name, SD_ARC_U64, 4, &p, NULL));
+    sd_rng r;
+    memcpy(r.s, p, sizeof r.s);
+    if (!(r.s[0] | r.s[1] | r.s[2] | r.s[3]))
+        return SD_FAIL(SD_ERR_FORMAT, "%s: random state '%s' is all zeros (xoshiro cannot run from it); the checkpoint "
+                       "is damaged", a->ops->where(a->ctx), name);
+    *rng = r;
+    return SD_OK;
+}
+
+static sd_status replay_load(void *ctx, const sd_archive *a) {
+    sd_replay *r = ctx;
+    int64_t n = sd_replay_partition_size(r);
+    const void *o = NULL, *c = NULL, *tm = NULL, *pos = NULL;
+    size_t saved = 0;
+    TRY(a->ops->get(a->ctx, "replay.order", SD_ARC_I64, 0, &o, &saved));
+    if ((int64_t)saved != n)
+        return SD_FAIL(SD_ERR_INVALID, "%s: the saved stream holds %zu samples but this device's partition has %lld; "
+                       "the checkpoint belongs to another partition (seed, partition or devices differ)",
+                       a->ops->where(a->ctx), saved, (long long)n);
+    TRY(a->ops->get(a->ctx, "replay.counts", SD_ARC_U64, 4, &c, NULL));
+    TRY(a->ops->get(a->ctx, "replay.times", SD_ARC_F64, 4, &tm, NULL));
+    TRY(a->ops->get(a->ctx, "replay.pos", SD_ARC_I64, 1, &pos, NULL));
+    sd_replay_state st;
+    memset(&st, 0, sizeof st);
+    memcpy(&st.pos, pos, sizeof st.pos);
+    TRY(get_rng(a, "replay.shuffle_rng", &st.shuffle_rng));
+    TRY(get_rng(a, "replay.arrival_rng", &st.arrival_rng));
+    uint64_t u[4];
+    double d[4];
+    memcpy(u, c, sizeof u);
+    memcpy(d, tm, sizeof d);
+    st.passes = u[0];
+    st.sent = u[1];
+    st.arrival_count = u[2];
+    st.arrival_seg = u[3];
+    st.arrival_rate = d[0];
+    st.arrival_target = d[1];
+    st.next_t = d[2];
+    st.paused_at = d[3];
+    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof *order);
+    if (!order) return SD_FAIL(SD_ERR_OOM, "checkpoint: stream order of %lld samples", (long long)n);
+    memcpy(order, o, (size_t)n * sizeof *order);
+    sd_status s = sd_replay_set_state(r, &st, order, n);
+    free(order);
+    TRY(s);
+    return SD_OK;
+}
+
+static const sd_source_ops replay_ops = {.name = replay_name,
+                                         .start = replay_start,
+                                         .next = replay_next,
+                                         .stop = replay_stop,
+                                         .destroy = replay_destroy,
+                                         .advance_to = replay_advance,
+                                         .next_time = replay_next_time,
+                                         .save = replay_save,
+                                         .load = replay_load};
 
 sd_source sd_replay_source(sd_replay *r) { return (sd_source){&replay_ops, r}; }
 

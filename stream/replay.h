@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "stream/augment.h"
 #include "stream/dataset.h"
 #include "stream/ingest.h"

@@ -14,7 +14,7 @@
  * samples are never evicted or truncated, and a reservation is never visible to the consumer, so
  * neither side touches bytes the other is copying. Small payloads are copied under the lock
  * instead (two lock round trips cost more than the copy). */
-#include "ring.h"
+#include "stream/ring.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* broker_harness.c: the shared pieces of the broker tests (broker_harness.h). */
-#include "broker_harness.h"
+#include "tests/broker_harness.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -12,8 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness.h"
-#include "stream/rate.h"
+#include "base/clock.h"
+#include "tests/harness.h"
 
 size_t sd_bh_make_msg(uint8_t *buf, size_t cap, uint32_t dev, uint64_t seq) {
     sd_msg_meta m = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, SD_BH_SIDE, SD_BH_SIDE},

@@ -1,5 +1,5 @@
 /* harness.c: implementation of the test harness declared in harness.h. */
-#include "harness.h"
+#include "tests/harness.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* ReLU selects values, so kernel and reference must agree exactly. */
 #define RELU_NMSE 0.0

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* NMSE bounds: sums are taken in double on both sides, so only float rounding of the outputs
  * and of save_mean / save_invstd separates kernel and reference. */

@@ -10,7 +10,7 @@
 #include "engine/checkpoint.h"
 #include "engine/models.h"
 #include "engine/safetensors.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static sd_backend be;
 static char dir[] = "/tmp/sd_ckpt_XXXXXX";

@@ -13,10 +13,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "comm/comm.h"
 #include "comm/comm_local.h"
-#include "harness.h"
-#include "stream/rate.h"
+#include "tests/harness.h"
 
 /* ---- running a function on every rank --------------------------------------------------------- */
 typedef struct rank_out {

@@ -12,7 +12,7 @@
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/shaper.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 typedef struct fake_clock {
     double t;

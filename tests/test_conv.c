@@ -13,10 +13,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_dense.h"
-#include "xwb_check.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_dense.h"
+#include "tests/xwb_check.h"
 
 #define NMSE_TOL 1e-9
 

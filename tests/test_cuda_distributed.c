@@ -12,7 +12,7 @@
 
 #include "engine/distributed.h"
 #include "engine/experiment.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static void setup(sd_experiment *e, const char *out, const char *backend) {
     sd_experiment_defaults(e);

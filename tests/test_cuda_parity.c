@@ -28,10 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/backend.h"
 #include "engine/models.h"
 #include "engine/net.h"
-#include "harness.h"
+#include "kernels/backend.h"
+#include "tests/harness.h"
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h"
 #endif

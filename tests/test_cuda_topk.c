@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/backend.h"
-#include "harness.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/harness.h"
 #ifdef SCADLES_HAVE_CUDA
 #include "kernels/cuda/cuda_kernels.h"
 #endif

@@ -11,10 +11,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "engine/status.h"
-#include "harness.h"
+#include "base/status.h"
 #include "stream/augment.h"
 #include "stream/dataset.h"
+#include "tests/harness.h"
 
 /* ---- temporary files ------------------------------------------------------------------------ */
 

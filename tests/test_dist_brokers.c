@@ -19,14 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "broker_harness.h"
+#include "base/clock.h"
 #include "engine/distributed.h"
 #include "engine/experiment.h"
-#include "harness.h"
 #include "stream/kafka.h"
 #include "stream/message.h"
 #include "stream/mqtt.h"
-#include "stream/rate.h"
+#include "tests/broker_harness.h"
+#include "tests/harness.h"
 
 #ifdef SCADLES_HAVE_KAFKA
 #include <librdkafka/rdkafka.h>

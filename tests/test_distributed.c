@@ -10,7 +10,7 @@
 
 #include "engine/distributed.h"
 #include "engine/experiment.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 /* A small, fast experiment: 4 devices, a few virtual seconds, 500 test images. */
 static void small_with(sd_experiment *e, const char *out, const char *mode, const char *const *extra, int nextra) {

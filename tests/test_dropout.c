@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* Kept values are x * (1 / (1 - p)) in float (kernel) or x / (1 - p) in double (reference). */
 #define DROPOUT_NMSE 1e-13

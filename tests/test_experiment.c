@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "engine/experiment.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 /* A failure with `status` whose message holds every needle (NULL-terminated list). */
 static void expect_msg_(sd_status got, sd_status want, const char *expr, int line, ...) {
@@ -219,7 +219,7 @@ static void test_set(void) {
     EXPECT_OK(sd_experiment_set(&e, "injection={\"alpha\": 0.25, \"beta\": 0.5}"));
     EXPECT_OK(sd_experiment_set(&e, "description=a [bracketed] note"));
     EXPECT(e.optimizer.lr == 0.1 && e.optimizer.momentum == 0.5 && e.optimizer.nesterov && !e.compression.per_layer &&
-               e.compression.policy == SD_EXP_COMPRESS_PAPER, "nested numbers, booleans, enums");
+               e.compression.policy == SD_COMPRESS_PAPER, "nested numbers, booleans, enums");
     EXPECT(e.n_modes == 1 && e.modes[0] == SD_EXP_MODE_SCADLES && e.n_seeds == 3 && e.seeds[0] == 3 && e.seeds[2] == 2,
            "arrays: %d modes, %d seeds", e.n_modes, e.n_seeds);
     EXPECT(!strcmp(e.name, "run-7") && !strcmp(e.optimizer.schedule, "multistep:100,200@0.5") &&
@@ -506,7 +506,7 @@ static void test_committed_experiments(void) {
             EXPECT(e.partition.kind == SD_EXP_PART_SLICES && e.partition.classes_per_device == 2 && e.injection.alpha == 0.5 &&
                        e.injection.beta == 0.5, "slices_injection.json settings");
         if (!strcmp(stem, "compression")) {
-            EXPECT(e.devices.dev[9].profile.bandwidth_bps == 10e6 && e.compression.policy == SD_EXP_COMPRESS_PAPER &&
+            EXPECT(e.devices.dev[9].profile.bandwidth_bps == 10e6 && e.compression.policy == SD_COMPRESS_PAPER &&
                        e.n_modes == 1 && e.modes[0] == SD_EXP_MODE_SCADLES, "compression.json settings");
             /* the dense twin documented in docs/experiments.md: load again and --set; the resolved
              * devices do not depend on compression */
@@ -515,7 +515,7 @@ static void test_committed_experiments(void) {
             EXPECT_OK(sd_experiment_set(&off, "compression.policy=off"));
             EXPECT_OK(sd_experiment_set(&off, "name=compression_off"));
             EXPECT_OK(sd_experiment_resolve(&off));
-            EXPECT(off.compression.policy == SD_EXP_COMPRESS_OFF && off.devices.dev[9].profile.bandwidth_bps == 10e6 &&
+            EXPECT(off.compression.policy == SD_COMPRESS_OFF && off.devices.dev[9].profile.bandwidth_bps == 10e6 &&
                        !strcmp(off.out_dir, "runs/compression_off"), "dense twin: %s", off.out_dir);
         }
         n++;

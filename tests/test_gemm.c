@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/harness.h"
 
 #define NMSE_MAX 1e-10
 

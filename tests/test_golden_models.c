@@ -10,8 +10,8 @@
 
 #include "engine/models.h"
 #include "engine/optim.h"
-#include "harness.h"
-#include "ref/golden_file.h"
+#include "tests/harness.h"
+#include "tests/ref/golden_file.h"
 
 static int fan_in_of(sd_net *net, const sd_param *p) {
     char name[SD_NAME_MAX + 8];

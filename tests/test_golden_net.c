@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "engine/models.h"
-#include "harness.h"
-#include "ref/golden_file.h"
+#include "tests/harness.h"
+#include "tests/ref/golden_file.h"
 
 /* float32 end to end on both sides with different summation orders: NMSE bounds. */
 #define NMSE_FWD 1e-10

@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/backend.h"
-#include "harness.h"
-#include "ref/golden_file.h"
+#include "kernels/backend.h"
+#include "tests/harness.h"
+#include "tests/ref/golden_file.h"
 
 #define TOL_EXACT 1e-10
 #define TOL_GEMM 1e-8

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "stream/inject.h"
 #include "stream/partition.h"
+#include "tests/harness.h"
 
 enum { C = 10, PER_CLASS = 60, N = C * PER_CLASS, D = 10 };
 

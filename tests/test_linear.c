@@ -10,10 +10,10 @@
  * misplaced term (roughly 1 / in >= 1e-4). */
 #include <stdio.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_dense.h"
-#include "xwb_check.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_dense.h"
+#include "tests/xwb_check.h"
 
 #define NMSE_TOL 1e-9
 

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* The kernel takes exp in float and sums in double; the reference works in double throughout. */
 #define XENT_PROBS_NMSE 1e-12

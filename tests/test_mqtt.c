@@ -19,14 +19,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/status.h"
-#include "broker_harness.h"
-#include "harness.h"
+#include "base/clock.h"
+#include "base/status.h"
 #include "stream/ingest.h"
 #include "stream/message.h"
 #include "stream/mqtt.h"
-#include "stream/rate.h"
 #include "stream/ring.h"
+#include "tests/broker_harness.h"
+#include "tests/harness.h"
 
 #define MOSQUITTO "/usr/sbin/mosquitto"
 

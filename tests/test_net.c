@@ -8,7 +8,7 @@
 
 #include "engine/models.h"
 #include "engine/net.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static sd_backend be;
 

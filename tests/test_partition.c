@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "stream/partition.h"
+#include "tests/harness.h"
 
 /* ---- synthetic datasets --------------------------------------------------------------------- */
 

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* Max pool selects values: exact. Average pools sum a few floats (kernel) or doubles (reference). */
 #define MAXPOOL_NMSE 0.0

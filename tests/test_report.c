@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "engine/report.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static const char *const plots[] = {"accuracy", "prequential_devices", "batch", "buffer", "bytes", "compression"};
 #define NPLOTS (int)(sizeof plots / sizeof *plots)

@@ -19,7 +19,7 @@
 #include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/signals.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 /* scadles + compression (paper vote) + injection + persistence, 4 devices streaming 2 classes each */
 static const char *const SCADLES[] = {"modes=scadles", "compression.policy=paper", "injection.alpha=0.5",

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "ref/ref_misc.h"
+#include "tests/harness.h"
+#include "tests/ref/ref_misc.h"
 
 /* Hand values carry 9 decimals; three float steps stay within this. */
 #define SGD_HAND_TOL 1e-6

@@ -1,6 +1,6 @@
 /* test_status.c: op parameter validation and error messages (bad input never reaches a kernel). */
-#include "harness.h"
 #include "kernels/ops.h"
+#include "tests/harness.h"
 
 int main(void) {
     sd_conv2d_params c;

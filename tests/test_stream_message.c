@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/status.h"
-#include "harness.h"
+#include "base/status.h"
 #include "stream/crc32c.h"
 #include "stream/ingest.h"
 #include "stream/message.h"
 #include "stream/ring.h"
+#include "tests/harness.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 static void put32(uint8_t *p, uint32_t v) {

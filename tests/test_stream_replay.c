@@ -13,13 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/status.h"
-#include "harness.h"
+#include "base/clock.h"
+#include "base/status.h"
 #include "stream/crc32c.h"
 #include "stream/ingest.h"
 #include "stream/rate.h"
 #include "stream/replay.h"
 #include "stream/ring.h"
+#include "tests/harness.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 /* n images of c x h x w; image i starts with byte i, then a pattern; label i % classes. */
@@ -617,7 +618,7 @@ static sd_status script_next(void *ctx, double timeout_s, sd_source_event *ev, c
     *ev = SD_SOURCE_MESSAGE;
     return SD_OK;
 }
-static const sd_source_ops script_ops = {script_name, script_start, script_next, script_stop, NULL};
+static const sd_source_ops script_ops = {.name = script_name, .start = script_start, .next = script_next, .stop = script_stop};
 
 static void script_add(script *s, uint64_t seq, int corrupt) {
     sd_msg_meta m = {.dtype = SD_MSG_U8, .ndim = 1, .dims = {4}, .label = 1, .seq = seq};
@@ -676,7 +677,7 @@ static void test_ingest_script(void) {
     EXPECT(strstr(sd_last_error(), "broker connection lost") != NULL, "the source's message is kept: %s",
            sd_last_error());
     /* a source table without next is refused */
-    static const sd_source_ops half = {script_name, script_start, NULL, script_stop, NULL};
+    static const sd_source_ops half = {.name = script_name, .start = script_start, .stop = script_stop};
     ic.source = (sd_source){&half, &f};
     EXPECT_FAIL(sd_ingest_start(&ic, &g), SD_ERR_INVALID, "needs start, next and stop");
     EXPECT_OK(sd_ingest_stop(NULL));

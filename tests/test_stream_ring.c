@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/status.h"
-#include "harness.h"
-#include "stream/rate.h"
+#include "base/clock.h"
+#include "base/status.h"
 #include "stream/ring.h"
+#include "tests/harness.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 static uint8_t pattern(uint64_t seq, size_t i) { return (uint8_t)(seq * 131 + i * 7 + 3); }

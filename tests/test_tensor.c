@@ -3,7 +3,7 @@
 #include <stdint.h>
 
 #include "engine/tensor.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 int main(void) {
     sd_backend be;

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/harness.h"
 
 /* ---- the naive reference: sort by (magnitude desc, index asc), take kk, sort by index -------- */
 typedef struct ref_ent { uint32_t key, idx; } ref_ent;

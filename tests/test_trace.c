@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "engine/trace.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 #define THREADS 4
 #define STEPS 1500 /* slices per thread: more than one 1 MiB buffer of events in all */

@@ -10,7 +10,7 @@
 
 #include "engine/optim.h"
 #include "engine/train.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static int same_file(const char *a, const char *b) {
     size_t la = 0, lb = 0;

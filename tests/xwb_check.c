@@ -1,5 +1,5 @@
 /* xwb_check.c: parity and finite-difference checks of y = f(x, w, b) ops (xwb_check.h). */
-#include "xwb_check.h"
+#include "tests/xwb_check.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
 
 #include <stddef.h>
 
-#include "engine/status.h"
-#include "harness.h"
+#include "base/status.h"
+#include "tests/harness.h"
 
 typedef struct sd_xwb_op {
     const char *name;           /* "conv2d", "linear": prefixes every message */

@@ -1,6 +1,6 @@
 /* activation.c: CPU ReLU forward and backward. The backward reads the forward's output
  * (dx = y > 0 ? dy : 0), so the forward may run in place (y == x) and dx may alias dy. */
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many elements a kernel runs on the calling thread. */
 #define SD_ACT_PAR_MIN 65536

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/backend.h"
-#include "cpu_kernels.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 static sd_status cpu_alloc(sd_kctx *k, size_t bytes, void **out) {
     (void)k;

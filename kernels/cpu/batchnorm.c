@@ -5,7 +5,7 @@
  * that a large mean does not cancel the variance away. */
 #include <math.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many elements a kernel runs on the calling thread (a team costs microseconds). */
 #define SD_BN_PAR_MIN 16384

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 sd_status sd_cpu_alloc(size_t bytes, void **out) {
     if (!out) return SD_FAIL(SD_ERR_INVALID, "cpu alloc: output pointer is NULL");

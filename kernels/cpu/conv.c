@@ -26,7 +26,7 @@
 #include <immintrin.h>
 #endif
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* ---- vector shape ------------------------------------------------------------------------ */
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../ops.h"
+#include "kernels/ops.h"
 
 /* The CPU kernel context: thread count and a scratch area that grows to a high-water mark. */
 struct sd_kctx {

@@ -1,7 +1,7 @@
 /* dropout.c: CPU dropout. The keep mask is a pure function of (seed, offset + i) through
  * sd_dropout_uniform (ops.h), so the CUDA twin draws the same mask: keep = u >= p, and kept
  * values are scaled by 1 / (1 - p) (PyTorch's inverted dropout). y may alias x, dx may alias dy. */
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many elements a kernel runs on the calling thread. */
 #define SD_DROPOUT_PAR_MIN 32768

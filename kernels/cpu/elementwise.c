@@ -3,7 +3,7 @@
  * inputs element for element (y == a or y == b). */
 #include <math.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many elements a kernel runs on the calling thread. */
 #define SD_EW_PAR_MIN 65536

@@ -29,7 +29,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #define SD_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 #define SD_INLINE static inline __attribute__((always_inline))

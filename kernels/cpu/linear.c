@@ -1,6 +1,6 @@
 /* linear.c: CPU fully connected layer on sd_cpu_sgemm (gemm.c), PyTorch layout (x [n, in],
  * W [out, in]): y = x W^T + b; backward dx = dy W, dW = dy^T x, db = column sums of dy. */
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many elements a loop runs on the calling thread. */
 #define SD_LINEAR_PAR_MIN 65536

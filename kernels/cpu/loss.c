@@ -5,7 +5,7 @@
  * dlogits may alias probs. */
 #include <math.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many logits a kernel runs on the calling thread. */
 #define SD_XENT_PAR_MIN 32768

@@ -5,7 +5,7 @@
  *   w  -= lr * d
  * The settings are loop invariants, so each case gets its own branch-free loop. buf may be NULL
  * when momentum is 0. */
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many parameters the update runs on the calling thread. */
 #define SD_SGD_PAR_MIN 65536

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 /* Below this many input elements a kernel runs on the calling thread. */
 #define SD_POOL_PAR_MIN 16384

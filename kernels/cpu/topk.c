@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 
-#include "cpu_kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #define TK_KEY_NAN 0x7f800001u        /* the key of every NaN: above +inf (0x7f800000) */
 #define TK_ABITS 15                   /* level A: key >> 16 (keys are < 2^31) */

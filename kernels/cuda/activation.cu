@@ -1,7 +1,7 @@
 /* activation.cu: ReLU forward and backward on the GPU, the CPU twin's semantics: y = x < 0 ? 0 : x
  * (NaN passes through), dx = y > 0 ? dy : 0 (from the forward's output, so the forward may run in
  * place and dx may alias dy). */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- kernels ----------------------------------------------------------------------------------- */
 

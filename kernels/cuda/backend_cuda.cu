@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* Default cap on the workspace one cuDNN algorithm may ask for (MiB); SD_CUDA_WORKSPACE_MB
  * overrides it. */

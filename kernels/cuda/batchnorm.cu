@@ -8,7 +8,7 @@
  * hi + lo, a = gamma * invstd), so both backends agree to rounding. One block per channel is
  * plenty for CIFAR-sized layers (m = N*H*W of a few thousand to a few hundred thousand); very wide
  * batches with few channels would want a split reduction. */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 #define SD_BN_THREADS 512
 

@@ -8,7 +8,7 @@
 
 #include <atomic>
 
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- error descriptions ------------------------------------------------------------------------ */
 

@@ -15,11 +15,11 @@
 #include <stdint.h>
 
 extern "C" { /* the engine's headers declare C functions without an extern "C" block of their own */
-#include "../../engine/backend.h"
-#include "../../engine/status.h"
-#include "../ops.h"
+#include "base/status.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
 }
-#include "cuda_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
 
 /* ---- error checking ---------------------------------------------------------------------------
  * Built on CHECK_GEN (engine/status.h): on failure the function returns through SD_FAIL, whose

@@ -18,7 +18,7 @@
 extern "C" { /* ops.h and status.h have no extern "C" block of their own: their functions are C */
 #endif
 
-#include "../ops.h"
+#include "kernels/ops.h"
 
 /* ---- context (backend_cuda.cu) ---- */
 /* Selects `device`, creates the compute and copy streams, the cuBLAS and cuDNN handles (both on

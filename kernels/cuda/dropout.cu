@@ -3,7 +3,7 @@
  * a device twin of ops.h's host function with identical integer arithmetic and the same exact
  * float conversion, so both backends produce bitwise equal masks (test_cuda_parity checks it).
  * y may alias x, dx may alias dy. */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- the draw: keep in step with sd_dropout_uniform in kernels/ops.h --------------------------- */
 

@@ -1,7 +1,7 @@
 /* elementwise.cu: the elementwise ops of residual adds and gradient sums on the GPU: y = a + b,
  * y += alpha * x, x *= alpha, and the finiteness check of a summed gradient (a device flag read
  * back with the loss mirror). Outputs may alias inputs element for element (y == a or y == b). */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- kernels ----------------------------------------------------------------------------------- */
 

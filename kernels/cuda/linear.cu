@@ -9,7 +9,7 @@
  *   dx^T [in x n]   = W^T (stored as is)               * dy^T       -> sgemm(N, N, in, n, out)
  * As in the CPU twin, the bias is broadcast into y first and the GEMM accumulates onto it (beta 1).
  * The handle's math mode is CUBLAS_DEFAULT_MATH (no TF32, see backend_cuda.cu). */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- kernels ----------------------------------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
  * reads the flag back (with the loss, in one small copy) and returns SD_ERR_INVALID naming the
  * index and the label, as the CPU backend does. Both entry points therefore wait for the stream:
  * once per training step, where the loss has to come back anyway. */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 #define SD_XENT_THREADS 128
 

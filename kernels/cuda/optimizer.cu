@@ -6,7 +6,7 @@
  *   w  -= lr * d
  * One kernel; the case is uniform across the grid, so the branches do not diverge. buf may be NULL
  * when momentum is 0. */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* ---- kernel ------------------------------------------------------------------------------------ */
 

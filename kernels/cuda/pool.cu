@@ -11,7 +11,7 @@
  * pool gradients match the CPU backend bit for bit. An argmax entry outside its plane is found by a
  * check kernel and reported as SD_ERR_INVALID at the next synchronize or download (asynchronously:
  * the backward itself does not wait). */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 /* Decomposes a flat output index into plane, row and column. */
 static __device__ __forceinline__ void split3(size_t o, size_t plane, int cols, size_t *pl, int *r, int *c) {

@@ -21,7 +21,7 @@
  *
  * Scratch: one small device block owned by the context (histogram, state, four words per tile),
  * allocated on the first call and kept until the context is destroyed. */
-#include "cuda_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
 
 #define TK_KEY_NAN 0x7f800001u
 #define TK_THREADS 256             /* histogram, count and write kernels */

@@ -8,7 +8,7 @@
  * directory (made once, removed at exit) holds symlinks with the reader's file names pointing at
  * /proc/self/fd/N. On success the dataset is checked (3x32x32, n = bytes / record, labels within
  * [0, classes), every image byte readable) and freed. Inputs over 4 MiB are skipped. */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include <stdbool.h>
 #include <sys/stat.h>

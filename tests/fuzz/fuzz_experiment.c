@@ -7,7 +7,7 @@
  * Oracles (all promised by experiment.h): a failed load, set or resolve leaves the struct
  * unchanged; resolve is idempotent; a resolved experiment written with sd_experiment_to_json loads
  * back byte for byte and resolves to itself. Inputs over the 1 MiB file limit are skipped. */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include "engine/experiment.h"
 

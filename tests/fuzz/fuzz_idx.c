@@ -8,7 +8,7 @@
  * limits, labels within [0, classes), every image byte readable), a subset is taken, and both are
  * freed. Inputs over 256 KiB are skipped: gzip expands up to ~1000x, and the reader legitimately
  * holds everything the header declares. */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include "stream/dataset.h"
 

@@ -12,7 +12,7 @@
  * split); the ingest path (sd_sink_deliver, into a ring with room and into a full ring) gives the
  * same verdict; an accepted message has a consistent view and re-encodes to the same bytes; the
  * rings' counters stay consistent. Messages over 1 MiB are skipped (the rings are sized for them). */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include "stream/crc32c.h"
 #include "stream/ingest.h"

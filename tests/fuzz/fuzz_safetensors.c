@@ -8,7 +8,7 @@
  * sd_st_metadata. Then the file is loaded as a checkpoint, strict and not, into a tiny network
  * (fz_tiny_net, made once); a failed load must leave the network's values unchanged.
  * Inputs over 4 MiB are skipped. */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"

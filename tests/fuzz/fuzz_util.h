@@ -18,9 +18,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine/backend.h"
+#include "base/status.h"
 #include "engine/net.h"
-#include "engine/status.h"
+#include "kernels/backend.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

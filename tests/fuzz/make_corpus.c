@@ -6,7 +6,7 @@
  *     build/tests/fuzz/fuzz_make_corpus tests/fuzz/corpus .
  * Arguments: the corpus root (its five subdirectories are created) and the source root (for
  * apps/experiments/ *.json). The input framing of each target is described in its fuzz_*.c. */
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include <dirent.h>
 #include <math.h>

@@ -21,7 +21,7 @@
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/comm_mpi.h"
-#include "harness.h"
+#include "tests/harness.h"
 
 static int g_rank, g_size;
 

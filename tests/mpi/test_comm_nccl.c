@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
+#include "tests/harness.h"
 
 #ifdef SCADLES_HAVE_NCCL
 #include "comm/comm_nccl.h"

@@ -1,8 +1,8 @@
 /* golden_file.c: reader of the golden-value files (format in docs/golden-format.md). The file is
  * read whole, every size is checked against the bytes that remain before anything is allocated
  * from it, and data is copied into aligned host-endian buffers. */
-#include "golden_file.h"
-#include "../harness.h"
+#include "tests/harness.h"
+#include "tests/ref/golden_file.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #define SD_GOLDEN_MAGIC "SDGOLD\0\0" /* 8 bytes */
 #define SD_GOLDEN_VERSION 1u

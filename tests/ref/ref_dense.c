@@ -1,7 +1,7 @@
 /* ref_dense.c: the naive convolution and linear references declared in ref_dense.h. Every output
  * element is one double-precision sum written once, so no ordering or blocking can hide a bug
  * the optimized kernels share with it. */
-#include "ref_dense.h"
+#include "tests/ref/ref_dense.h"
 
 #include <stddef.h>
 

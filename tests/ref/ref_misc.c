@@ -1,7 +1,7 @@
 /* ref_misc.c: naive references for batch norm, ReLU, pooling, softmax cross-entropy,
  * elementwise, dropout and SGD (see ref_misc.h). Plain loops over the definitions, double
  * accumulators, gather formulations where the kernels scatter. */
-#include "ref_misc.h"
+#include "tests/ref/ref_misc.h"
 
 #include <math.h>
 

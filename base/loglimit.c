@@ -1,10 +1,10 @@
 /* loglimit.c: the rate-limited log of the broker sources (see loglimit.h). */
-#include "loglimit.h"
+#include "base/clock.h"
+#include "base/loglimit.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "stream/rate.h"
 
 void sd_loglimit_init(sd_loglimit *l) {
     memset(l, 0, sizeof *l);

@@ -1,5 +1,5 @@
 /* backend.c: backend-independent helpers of the backend interface. */
-#include "backend.h"
+#include "kernels/backend.h"
 
 #include <stddef.h>
 

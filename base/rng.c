@@ -1,5 +1,5 @@
 /* rng.c: xoshiro256** with splitmix64 seeding. */
-#include "rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 

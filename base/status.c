@@ -1,5 +1,5 @@
 /* status.c: status names and the per-thread error message buffer. */
-#include "status.h"
+#include "base/status.h"
 
 #include <stdarg.h>
 #include <stdio.h>

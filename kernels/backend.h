@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../kernels/ops.h"
-#include "status.h"
+#include "base/status.h"
+#include "kernels/ops.h"
 
 typedef struct sd_backend_ops {
     const char *name;

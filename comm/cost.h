@@ -1,0 +1,15 @@
+/* cost.h: what a collective costs on a link, by the textbook ring algorithms whose bytes comm.h
+ * counts: bytes each rank sends and the time over n ranks on the slowest link (bandwidth in bits
+ * per second, a latency per message). The virtual clock charges these (engine/profile.h holds the
+ * devices' compute model); the compressor uses them for a step's modelled time. */
+#ifndef SD_COMM_COST_H
+#define SD_COMM_COST_H
+
+/* Ring allreduce of `bytes` per rank over n ranks: 2(n-1)/n * bytes / bw + 2(n-1) * latency. */
+double sd_ring_allreduce_time(int n, double bytes, double bandwidth_bps, double latency_s);
+/* Ring allgather where the gathered total is `total_bytes`: (n-1)/n * total / bw + (n-1) * latency. */
+double sd_ring_allgather_time(int n, double total_bytes, double bandwidth_bps, double latency_s);
+/* Bytes each rank sends in a ring allreduce of `bytes`: 2(n-1)/n * bytes. */
+double sd_ring_allreduce_bytes(int n, double bytes);
+
+#endif

@@ -1,0 +1,45 @@
+# third_party/dependencies.cmake: finds what the engine takes from others (third_party/README.md lists
+# each one: Debian package, version we build against, licence). Required packages stop configure
+# with a message naming the package; optional ones set SCADLES_HAVE_* and switch their part on.
+# Detect, never guess (../shared/docs/STYLE.md, 9).
+
+# ---- required ---------------------------------------------------------------------------------
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)   # libopenblas-dev: dense math on the CPU
+find_package(OpenMP REQUIRED COMPONENTS C)                      # gcc's libgomp: the CPU kernels' threads
+find_package(Threads REQUIRED)                                  # ingest threads, local collectives
+find_package(ZLIB REQUIRED)                                     # zlib1g-dev: gzipped IDX datasets
+pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)      # libcjson-dev: experiment files, reports
+
+# ---- optional ---------------------------------------------------------------------------------
+find_package(MPI COMPONENTS C QUIET)                            # libopenmpi-dev: one process per device
+pkg_check_modules(RDKAFKA QUIET IMPORTED_TARGET rdkafka)        # librdkafka-dev: Kafka sources/publisher
+pkg_check_modules(MOSQUITTO QUIET IMPORTED_TARGET libmosquitto) # libmosquitto-dev: MQTT sources/publisher
+
+# CUDA toolkit, cuBLAS, cuDNN (the CUDA backend) and NCCL (GPU collectives). nvcc is looked for at
+# /usr/local/cuda/bin/nvcc too, so the CUDA sources compile wherever the toolkit is, GPU or not.
+set(SCADLES_HAVE_CUDA OFF)
+if(SCADLES_ENABLE_CUDA)
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit QUIET)
+    find_library(CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+    find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND CUDNN_LIBRARY AND CUDNN_INCLUDE_DIR)
+      set(SCADLES_HAVE_CUDA ON)
+      set(CMAKE_CUDA_ARCHITECTURES ${SCADLES_CUDA_ARCHS})
+    endif()
+  endif()
+endif()
+# The NCCL communicator (comm/comm_nccl.c) needs all three: NCCL, MPI (bootstrap) and CUDA.
+set(SCADLES_HAVE_NCCL OFF)
+if(SCADLES_HAVE_CUDA AND NCCL_LIBRARY AND NCCL_INCLUDE_DIR AND MPI_C_FOUND)
+  set(SCADLES_HAVE_NCCL ON)
+endif()
