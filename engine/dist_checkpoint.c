@@ -1,6 +1,6 @@
 /* dist_checkpoint.c: the pieces of a distributed run's checkpoint (dist_checkpoint.h): identity and
  * checksum, scalars as 0-dim tensors, and the state of each component (net and optimizer, ring
- * buffer and sink, replay stream, injection pool counters, compressor) to and from safetensors. */
+ * buffer and sink, the stream source's position, injection pool counters, compressor) to and from safetensors. */
 #include "engine/dist_checkpoint.h"
 
 #include <errno.h>
@@ -489,60 +489,58 @@ sd_status sd_dist_ckpt_get_ring(const sd_st_file *f, sd_ring *ring, sd_sink *sin
     return SD_OK;
 }
 
-/* ---- replay stream ----------------------------------------------------------------------------- */
-sd_status sd_dist_ckpt_put_replay(sd_dist_ckpt_writer *cw, const sd_replay *r) {
-    int64_t n = sd_replay_partition_size(r);
-    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof *order);
-    if (!order) return SD_FAIL(SD_ERR_OOM, "checkpoint: stream order of %lld samples", (long long)n);
-    sd_replay_state st;
-    sd_replay_get_state(r, &st, order);
-    sd_status s = sd_dist_ckpt_put(cw, "replay.order", SD_ST_I64, 1, (int64_t[]){n}, order);
-    free(order);
-    TRY(s);
-    TRY(sd_dist_ckpt_put_i64(cw, "replay.pos", st.pos));
-    uint64_t u[4] = {st.passes, st.sent, st.arrival_count, st.arrival_seg};
-    TRY(sd_dist_ckpt_put(cw, "replay.counts", SD_ST_U64, 1, (int64_t[]){4}, u));
-    double d[4] = {st.arrival_rate, st.arrival_target, st.next_t, st.paused_at};
-    TRY(sd_dist_ckpt_put(cw, "replay.times", SD_ST_F64, 1, (int64_t[]){4}, d));
-    TRY(sd_dist_ckpt_put_rng(cw, "replay.shuffle_rng", &st.shuffle_rng));
-    TRY(sd_dist_ckpt_put_rng(cw, "replay.arrival_rng", &st.arrival_rng));
-    return SD_OK;
+/* ---- a component's own state through base/archive.h (the stream source's position) ----------- */
+static sd_st_dtype st_dtype(sd_arc_dtype d) {
+    switch (d) {
+    case SD_ARC_F32: return SD_ST_F32;
+    case SD_ARC_F64: return SD_ST_F64;
+    case SD_ARC_I32: return SD_ST_I32;
+    case SD_ARC_I64: return SD_ST_I64;
+    case SD_ARC_U8: return SD_ST_U8;
+    case SD_ARC_U64: return SD_ST_U64;
+    }
+    return SD_ST_U8;
 }
 
-sd_status sd_dist_ckpt_get_replay(const sd_st_file *f, sd_replay *r) {
-    int64_t n = sd_replay_partition_size(r);
-    const sd_st_tensor *o = sd_st_find(f, "replay.order"), *c = NULL, *tm = NULL;
-    if (o && o->dtype == SD_ST_I64 && (int64_t)o->numel != n)
-        return SD_FAIL(SD_ERR_INVALID, "%s: the saved stream holds %zu samples but this device's partition has %lld; "
-                       "the checkpoint belongs to another partition (seed, partition or devices differ)", sd_st_path(f),
-                       o->numel, (long long)n);
-    TRY(sd_dist_ckpt_get(f, "replay.order", SD_ST_I64, (size_t)n, &o));
-    TRY(sd_dist_ckpt_get(f, "replay.counts", SD_ST_U64, 4, &c));
-    TRY(sd_dist_ckpt_get(f, "replay.times", SD_ST_F64, 4, &tm));
-    sd_replay_state st;
-    memset(&st, 0, sizeof st);
-    TRY(sd_dist_ckpt_get_i64(f, "replay.pos", &st.pos));
-    TRY(sd_dist_ckpt_get_rng(f, "replay.shuffle_rng", &st.shuffle_rng));
-    TRY(sd_dist_ckpt_get_rng(f, "replay.arrival_rng", &st.arrival_rng));
-    uint64_t u[4];
-    double d[4];
-    memcpy(u, c->data, sizeof u);
-    memcpy(d, tm->data, sizeof d);
-    st.passes = u[0];
-    st.sent = u[1];
-    st.arrival_count = u[2];
-    st.arrival_seg = u[3];
-    st.arrival_rate = d[0];
-    st.arrival_target = d[1];
-    st.next_t = d[2];
-    st.paused_at = d[3];
-    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof *order);
-    if (!order) return SD_FAIL(SD_ERR_OOM, "checkpoint: stream order of %lld samples", (long long)n);
-    memcpy(order, o->data, (size_t)n * sizeof *order);
-    sd_status s = sd_replay_set_state(r, &st, order, n);
-    free(order);
-    TRY(s);
+static sd_status arc_put(void *ctx, const char *name, sd_arc_dtype dtype, int ndim, const int64_t *shape, const void *data) {
+    return sd_dist_ckpt_put(ctx, name, st_dtype(dtype), ndim, shape, data);
+}
+static sd_status arc_put_get(void *ctx, const char *name, sd_arc_dtype dtype, size_t numel, const void **data, size_t *got) {
+    (void)ctx, (void)dtype, (void)numel, (void)data, (void)got;
+    return SD_FAIL(SD_ERR_INVALID, "checkpoint: '%s' read from an archive being written", name);
+}
+static const char *arc_put_where(void *ctx) {
+    (void)ctx;
+    return "the checkpoint being written";
+}
+static const sd_archive_ops writer_archive = {.put = arc_put, .get = arc_put_get, .where = arc_put_where};
+
+static sd_status arc_get_put(void *ctx, const char *name, sd_arc_dtype dtype, int ndim, const int64_t *shape, const void *data) {
+    (void)dtype, (void)ndim, (void)shape, (void)data;
+    return SD_FAIL(SD_ERR_INVALID, "%s: '%s' written to a checkpoint opened for reading", sd_st_path(ctx), name);
+}
+static sd_status arc_get(void *ctx, const char *name, sd_arc_dtype dtype, size_t numel, const void **data, size_t *got) {
+    const sd_st_file *f = ctx;
+    const sd_st_tensor *t = sd_st_find(f, name);
+    if (numel == 0 && t && t->dtype == st_dtype(dtype)) numel = t->numel; /* any count */
+    TRY(sd_dist_ckpt_get(f, name, st_dtype(dtype), numel, &t));
+    *data = t->data;
+    if (got) *got = t->numel;
     return SD_OK;
+}
+static const char *arc_get_where(void *ctx) { return sd_st_path(ctx); }
+static const sd_archive_ops reader_archive = {.put = arc_get_put, .get = arc_get, .where = arc_get_where};
+
+sd_status sd_dist_ckpt_put_source(sd_dist_ckpt_writer *cw, const sd_source *src) {
+    if (!src->ops || !src->ops->save) return SD_OK;
+    sd_archive a = {&writer_archive, cw};
+    return src->ops->save(src->ctx, &a);
+}
+
+sd_status sd_dist_ckpt_get_source(const sd_st_file *f, const sd_source *src) {
+    if (!src->ops || !src->ops->load) return SD_OK;
+    sd_archive a = {&reader_archive, (void *)f};
+    return src->ops->load(src->ctx, &a);
 }
 
 /* ---- injection pool ---------------------------------------------------------------------------- */

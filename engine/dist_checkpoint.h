@@ -8,7 +8,7 @@
  * carries a checksum of its tensors and metadata, so a damaged file is refused rather than resumed
  * from.
  *
- * engine/distributed.c composes these into the device state; engine/runner.c writes and reads
+ * engine/step/checkpoint.c composes these into the device state; engine/runner.c writes and reads
  * run.safetensors. */
 #ifndef SD_ENGINE_DIST_CHECKPOINT_H
 #define SD_ENGINE_DIST_CHECKPOINT_H
@@ -23,8 +23,8 @@
 #include "engine/safetensors.h"
 #include "stream/ingest.h"
 #include "stream/inject.h"
-#include "stream/replay.h"
 #include "stream/ring.h"
+#include "stream/source.h"
 
 #define SD_DIST_CKPT_FORMAT "scadles-distributed-checkpoint"
 #define SD_DIST_CKPT_VERSION "1"
@@ -68,7 +68,8 @@ sd_status sd_dist_ckpt_put_u64(sd_dist_ckpt_writer *cw, const char *name, uint64
 /* The components. */
 sd_status sd_dist_ckpt_put_net(sd_dist_ckpt_writer *cw, sd_net *net, const sd_optimizer *opt);
 sd_status sd_dist_ckpt_put_ring(sd_dist_ckpt_writer *cw, sd_ring *ring, const sd_sink *sink);
-sd_status sd_dist_ckpt_put_replay(sd_dist_ckpt_writer *cw, const sd_replay *r);
+/* The source's own position (its save entry, through base/archive.h; nothing when it has none). */
+sd_status sd_dist_ckpt_put_source(sd_dist_ckpt_writer *cw, const sd_source *src);
 sd_status sd_dist_ckpt_put_pool(sd_dist_ckpt_writer *cw, const sd_inject_pool *p, int devices);
 sd_status sd_dist_ckpt_put_compressor(sd_dist_ckpt_writer *cw, const sd_compressor *z);
 sd_status sd_dist_ckpt_put_rng(sd_dist_ckpt_writer *cw, const char *name, const sd_rng *rng);
@@ -90,7 +91,7 @@ sd_status sd_dist_ckpt_get_u64(const sd_st_file *f, const char *name, uint64_t *
 
 sd_status sd_dist_ckpt_get_net(const sd_st_file *f, sd_net *net, sd_optimizer *opt);
 sd_status sd_dist_ckpt_get_ring(const sd_st_file *f, sd_ring *ring, sd_sink *sink);
-sd_status sd_dist_ckpt_get_replay(const sd_st_file *f, sd_replay *r);
+sd_status sd_dist_ckpt_get_source(const sd_st_file *f, const sd_source *src);
 sd_status sd_dist_ckpt_get_pool(const sd_st_file *f, sd_inject_pool *p, int devices);
 sd_status sd_dist_ckpt_get_compressor(const sd_st_file *f, sd_compressor *z);
 sd_status sd_dist_ckpt_get_rng(const sd_st_file *f, const char *name, sd_rng *rng);
