@@ -1191,36 +1191,22 @@ static bool looks_numeric_list(const char *s) {
 
 #define SET_MAX_DEPTH 8
 
-sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
-    if (!e || !assignment) return SD_FAIL(SD_ERR_INVALID, "--set: NULL argument");
-    const char *origin = "--set";
-    const char *eq = strchr(assignment, '=');
-    if (!eq || eq == assignment)
-        return SD_FAIL(SD_ERR_INVALID, "--set '%.120s': expected key=value, e.g. optimizer.lr=0.1 or modes=ddp,scadles", assignment);
-    char key[PATH_MAX_LEN];
-    size_t klen = (size_t)(eq - assignment);
-    if (klen >= sizeof key) return SD_FAIL(SD_ERR_INVALID, "--set: the key '%.60s...' is too long", assignment);
-    memcpy(key, assignment, klen);
-    key[klen] = '\0';
-    trim(key);
-    char *value = strdup(eq + 1);
-    if (!value) return SD_FAIL(SD_ERR_OOM, "--set: no memory");
-    trim(value);
+/* One segment of a --set key path: "list[3]" is name "list", index 3 (-1: no index). */
+struct seg {
+    char name[64];
+    int index;
+};
 
-    /* walk the key path through the schema */
-    struct seg { char name[64]; int index; } segs[SET_MAX_DEPTH];
-    int nseg = 0;
-    char path[PATH_MAX_LEN] = "";
+/* Walks the key path (key is cut up in place) through the schema: the segments (*nseg), the
+ * dotted path for messages (path, PATH_MAX_LEN bytes, "" on entry), the leaf field (*leaf, NULL
+ * for an empty key) and whether the path ends at one devices.list entry (*leaf_entry). */
+static sd_status set_walk(char *key, const char *origin, struct seg *segs, int *nseg, char *path, const field **leaf,
+                          bool *leaf_entry) {
     const field *t = top_fields, *f = NULL;
-    bool leaf_entry = false; /* the path ends at one devices.list entry */
-    sd_status st = SD_OK;
     char *save = NULL;
     for (char *s = strtok_r(key, ".", &save); s; s = strtok_r(NULL, ".", &save)) {
-        if (nseg == SET_MAX_DEPTH) {
-            st = BAD(origin, path, "the key path is too deep");
-            goto out;
-        }
-        struct seg *g = &segs[nseg++];
+        if (*nseg == SET_MAX_DEPTH) return BAD(origin, path, "the key path is too deep");
+        struct seg *g = &segs[(*nseg)++];
         g->index = -1;
         char *br = strchr(s, '[');
         if (br) {
@@ -1229,65 +1215,43 @@ sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
             if (end == br + 1 || *end != ']' || end[1] != '\0') {
                 char p2[PATH_MAX_LEN];
                 child_path(p2, path, s);
-                st = BAD(origin, p2, "malformed index; allowed: name[N] with N in 0..%d", SD_MAX_DEVICES - 1);
-                goto out;
+                return BAD(origin, p2, "malformed index; allowed: name[N] with N in 0..%d", SD_MAX_DEVICES - 1);
             }
             *br = '\0';
             if (idx < 0 || idx >= SD_MAX_DEVICES) {
                 char p2[PATH_MAX_LEN];
                 child_path(p2, path, s);
-                st = BAD(origin, p2, "index %ld is out of range; allowed: 0..%d", idx, SD_MAX_DEVICES - 1);
-                goto out;
+                return BAD(origin, p2, "index %ld is out of range; allowed: 0..%d", idx, SD_MAX_DEVICES - 1);
             }
             g->index = (int)idx;
         }
-        if (strlen(s) >= sizeof g->name || !s[0]) {
-            st = BAD(origin, path, "malformed key '%.60s'", s);
-            goto out;
-        }
+        if (strlen(s) >= sizeof g->name || !s[0]) return BAD(origin, path, "malformed key '%.60s'", s);
         snprintf(g->name, sizeof g->name, "%s", s);
         char p2[PATH_MAX_LEN];
         child_path(p2, path, s);
-        if (!t) {
-            st = BAD(origin, path, "is not an object, so it has no key '%s'", s);
-            goto out;
-        }
+        if (!t) return BAD(origin, path, "is not an object, so it has no key '%s'", s);
         f = find_field(t, s);
-        if (!f) {
-            st = unknown_key(t, s, origin, p2);
-            goto out;
-        }
-        memcpy(path, p2, sizeof path);
-        leaf_entry = false;
+        *leaf = f;
+        if (!f) return unknown_key(t, s, origin, p2);
+        memcpy(path, p2, PATH_MAX_LEN);
+        *leaf_entry = false;
         if (g->index >= 0) {
-            if (f->type != F_LIST) {
-                st = BAD(origin, path, "is not a list; an index [N] applies to devices.list only");
-                goto out;
-            }
+            if (f->type != F_LIST) return BAD(origin, path, "is not a list; an index [N] applies to devices.list only");
             index_path(p2, path, g->index);
-            memcpy(path, p2, sizeof path);
+            memcpy(path, p2, PATH_MAX_LEN);
             t = device_fields;
-            leaf_entry = true;
+            *leaf_entry = true;
         } else {
             t = f->type == F_OBJ ? f->sub : NULL;
         }
     }
-    if (!f) {
-        st = SD_FAIL(SD_ERR_INVALID, "--set '%.120s': expected key=value with a key", assignment);
-        goto out;
-    }
+    return SD_OK;
+}
 
-    /* the value, converted to the leaf's type */
+/* A value that is not JSON text, converted to the leaf's type (NULL: no memory). */
+static cJSON *set_scalar(const field *f, bool leaf_entry, const char *value) {
     cJSON *v = NULL;
-    if ((value[0] == '[' || value[0] == '{') && (leaf_entry || f->type != F_STR)) {
-        const char *end = NULL;
-        v = cJSON_ParseWithOpts(value, &end, 1);
-        if (!v) {
-            st = SD_FAIL(SD_ERR_FORMAT, "--set: %s: the value is not valid JSON (column %ld)", path,
-                         end ? (long)(end - value) + 1 : 1L);
-            goto out;
-        }
-    } else if (leaf_entry) {
+    if (leaf_entry) {
         v = cJSON_CreateString(value);
     } else {
         switch (f->type) {
@@ -1304,7 +1268,12 @@ sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
         default: v = cJSON_CreateString(value); break;
         }
     }
-    /* wrap it in the objects (and list entries) of the path: {"devices": {"list": [{}, {}, {}, {"rate": v}]}} */
+    return v;
+}
+
+/* Wraps v in the objects (and list entries) of the path: {"devices": {"list": [{}, {}, {}, {"rate": v}]}}
+ * (NULL, v deleted: no memory). */
+static cJSON *set_wrap(cJSON *v, const struct seg *segs, int nseg) {
     for (int i = nseg - 1; v && i >= 0; i--) {
         if (segs[i].index >= 0) {
             cJSON *arr = cJSON_CreateArray();
@@ -1333,6 +1302,52 @@ sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
         }
         v = obj;
     }
+    return v;
+}
+
+sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
+    if (!e || !assignment) return SD_FAIL(SD_ERR_INVALID, "--set: NULL argument");
+    const char *origin = "--set";
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return SD_FAIL(SD_ERR_INVALID, "--set '%.120s': expected key=value, e.g. optimizer.lr=0.1 or modes=ddp,scadles", assignment);
+    char key[PATH_MAX_LEN];
+    size_t klen = (size_t)(eq - assignment);
+    if (klen >= sizeof key) return SD_FAIL(SD_ERR_INVALID, "--set: the key '%.60s...' is too long", assignment);
+    memcpy(key, assignment, klen);
+    key[klen] = '\0';
+    trim(key);
+    char *value = strdup(eq + 1);
+    if (!value) return SD_FAIL(SD_ERR_OOM, "--set: no memory");
+    trim(value);
+
+    /* walk the key path through the schema */
+    struct seg segs[SET_MAX_DEPTH];
+    int nseg = 0;
+    char path[PATH_MAX_LEN] = "";
+    const field *f = NULL;
+    bool leaf_entry = false; /* the path ends at one devices.list entry */
+    sd_status st = set_walk(key, origin, segs, &nseg, path, &f, &leaf_entry);
+    if (st != SD_OK) goto out;
+    if (!f) {
+        st = SD_FAIL(SD_ERR_INVALID, "--set '%.120s': expected key=value with a key", assignment);
+        goto out;
+    }
+
+    /* the value, converted to the leaf's type */
+    cJSON *v = NULL;
+    if ((value[0] == '[' || value[0] == '{') && (leaf_entry || f->type != F_STR)) {
+        const char *end = NULL;
+        v = cJSON_ParseWithOpts(value, &end, 1);
+        if (!v) {
+            st = SD_FAIL(SD_ERR_FORMAT, "--set: %s: the value is not valid JSON (column %ld)", path,
+                         end ? (long)(end - value) + 1 : 1L);
+            goto out;
+        }
+    } else {
+        v = set_scalar(f, leaf_entry, value);
+    }
+    v = set_wrap(v, segs, nseg);
     if (!v) {
         st = SD_FAIL(SD_ERR_OOM, "--set: no memory");
         goto out;
