@@ -1,4 +1,4 @@
-/* loglimit.h: the rate-limited log of the broker sources (stream/kafka.c, stream/mqtt.c): at
+/* loglimit.h: the rate-limited log of the broker sources (stream/kafka_*.c, stream/mqtt_*.c): at
  * most 10 lines per 10 s per handle, then one line counting what was suppressed. It can also
  * remember the last problem (for the message of a later failure) and hold printing while a
  * connection is first attempted (the failure then says it). */

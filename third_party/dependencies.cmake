@@ -13,8 +13,20 @@ pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)      # libcjson-dev: 
 
 # ---- optional ---------------------------------------------------------------------------------
 find_package(MPI COMPONENTS C QUIET)                            # libopenmpi-dev: one process per device
-pkg_check_modules(RDKAFKA QUIET IMPORTED_TARGET rdkafka)        # librdkafka-dev: Kafka sources/publisher
-pkg_check_modules(MOSQUITTO QUIET IMPORTED_TARGET libmosquitto) # libmosquitto-dev: MQTT sources/publisher
+# The brokers can be left out even where their libraries are installed (-DSCADLES_ENABLE_KAFKA=OFF,
+# -DSCADLES_ENABLE_MQTT=OFF): the build then takes stream/kafka_none.c / mqtt_none.c, as without them.
+option(SCADLES_ENABLE_KAFKA "Build the Kafka source and publisher when librdkafka is found" ON)
+option(SCADLES_ENABLE_MQTT "Build the MQTT source and publisher when libmosquitto is found" ON)
+if(SCADLES_ENABLE_KAFKA)
+  pkg_check_modules(RDKAFKA QUIET IMPORTED_TARGET rdkafka)        # librdkafka-dev: Kafka sources/publisher
+else()
+  set(RDKAFKA_FOUND FALSE) # shadows a cached result from an earlier configure with it on
+endif()
+if(SCADLES_ENABLE_MQTT)
+  pkg_check_modules(MOSQUITTO QUIET IMPORTED_TARGET libmosquitto) # libmosquitto-dev: MQTT sources/publisher
+else()
+  set(MOSQUITTO_FOUND FALSE)
+endif()
 
 # CUDA toolkit, cuBLAS, cuDNN (the CUDA backend) and NCCL (GPU collectives). nvcc is looked for at
 # /usr/local/cuda/bin/nvcc too, so the CUDA sources compile wherever the toolkit is, GPU or not.
