@@ -1,13 +1,12 @@
 /* report.c: the experiment report declared in report.h. Reads summary.json and every run's
  * metrics.jsonl / eval.jsonl, converts them into gnuplot data files (report/data/), writes one
  * gnuplot script per plot (report/<plot>.gp, relative paths, run from report/), renders PNG and
- * SVG by running gnuplot directly (fork + exec, no shell) and writes report.html. */
+ * SVG with the engine's gnuplot runner (engine/plot.h: no shell) and writes report.html. */
 #include "engine/report.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,8 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include "engine/plot.h"
 
 #define PATH_LEN 4096
 #define MAX_DEVICES 4096 /* per-device columns read from one line */
@@ -659,62 +658,11 @@ static sd_status write_scripts(report *r) {
     return SD_OK;
 }
 
-/* ---- rendering (no shell: fork, chdir to report/, exec gnuplot SCRIPT) ---------------------- */
-/* 0: ran and exited 0; 1: ran and failed; -1: could not be started (*err = errno). */
-static int run_gnuplot(report *r, const char *script, int logfd, int *err) {
-    int pfd[2];
-    *err = 0;
-    if (pipe(pfd) != 0) {
-        *err = errno;
-        return -1;
-    }
-    fcntl(pfd[0], F_SETFD, FD_CLOEXEC);
-    fcntl(pfd[1], F_SETFD, FD_CLOEXEC);
-    pid_t pid = fork();
-    if (pid < 0) {
-        *err = errno;
-        close(pfd[0]);
-        close(pfd[1]);
-        return -1;
-    }
-    if (pid == 0) { /* child: only async-signal-safe calls until exec */
-        int e = 0;
-        close(pfd[0]);
-        if (chdir(r->rdir) != 0) {
-            e = errno;
-        } else {
-            int nul = open("/dev/null", O_RDONLY);
-            if (nul >= 0) dup2(nul, 0);
-            dup2(logfd, 1);
-            dup2(logfd, 2);
-            char *const argv[] = {(char *)r->gnuplot, (char *)script, NULL};
-            execvp(r->gnuplot, argv);
-            e = errno;
-        }
-        ssize_t wr = write(pfd[1], &e, sizeof e);
-        (void)wr;
-        _exit(127);
-    }
-    close(pfd[1]);
-    int e = 0;
-    ssize_t got;
-    do got = read(pfd[0], &e, sizeof e);
-    while (got < 0 && errno == EINTR);
-    close(pfd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (got == (ssize_t)sizeof e) {
-        *err = e;
-        return -1;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
-}
-
+/* ---- rendering (engine/plot.h: gnuplot run in report/, no shell) ---------------------------- */
 static sd_status render(report *r) {
     char logp[PATH_LEN];
     TRY(pathf(logp, "%s/gnuplot.log", r->rdir));
-    int logfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (logfd < 0) return SD_FAIL(SD_ERR_IO, "cannot write %s: %s", logp, strerror(errno));
+    TRY(sd_plot_log_reset(logp));
     for (int i = 0; i < P_COUNT; i++) {
         plot *p = &r->plots[i];
         char png[PATH_LEN], svg[PATH_LEN], script[128];
@@ -724,21 +672,22 @@ static sd_status render(report *r) {
         remove(svg);
         if (!p->present || r->gnuplot_missing) continue;
         snprintf(script, sizeof script, "%s.gp", p->name);
-        int err = 0, rc = run_gnuplot(r, script, logfd, &err);
-        if (rc < 0) {
-            if (err == ENOENT) {
-                r->gnuplot_missing = true;
-                note(r, "gnuplot not found ('%s'; apt-get install gnuplot-nox): data and scripts written; render them "
-                        "with: cd %s && gnuplot <plot>.gp", r->gnuplot, r->rdir);
-            } else {
-                note(r, "cannot run %s for %s: %s", r->gnuplot, script, strerror(err));
-            }
-            continue;
+        sd_plot_job job = {.gnuplot = r->gnuplot, .dir = r->rdir, .script = script, .log = logp};
+        sd_status st = sd_plot_run(&job);
+        if (st == SD_PLOT_NOT_FOUND) {
+            r->gnuplot_missing = true;
+            note(r, "%s; data and scripts written; render them with: cd %s && gnuplot <plot>.gp",
+                 sd_last_error_brief(), r->rdir);
+        } else if (st != SD_OK) {
+            note(r, "%s", sd_last_error_brief());
+        } else {
+            p->rendered = file_nonempty(png) && file_nonempty(svg);
+            if (!p->rendered)
+                note(r, "gnuplot ran %s/%s but drew no %s.png and %s.svg (see %s)", r->rdir, script, p->name, p->name,
+                     logp);
         }
-        p->rendered = rc == 0 && file_nonempty(png) && file_nonempty(svg);
-        if (!p->rendered) note(r, "gnuplot failed on %s/%s (see %s)", r->rdir, script, logp);
+        sd_clear_error(); /* a plot that was not drawn is a note, not a failure of the report */
     }
-    close(logfd);
     return SD_OK;
 }
 
