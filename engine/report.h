@@ -14,8 +14,9 @@
  * Robustness: a truncated last line of a .jsonl file (a run that was killed) is skipped with a
  * note; a malformed line elsewhere is an error naming file:line; missing files are an error
  * naming every one. Without gnuplot the data and scripts are still written, a note says so and
- * the page lists the script paths instead of images. gnuplot runs without a shell; DIR may not
- * contain a single quote or a newline (refused with SD_ERR_INVALID). */
+ * the page lists the script paths instead of images. gnuplot runs without a shell (engine/plot.h);
+ * DIR may not contain a single quote or a newline (refused with SD_ERR_INVALID). The code:
+ * report.c (entry points), report_data.c, report_plots.c, report_html.c (report_internal.h). */
 #ifndef SD_ENGINE_REPORT_H
 #define SD_ENGINE_REPORT_H
 

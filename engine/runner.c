@@ -1,7 +1,8 @@
 /* runner.c: runs an experiment: every mode x seed, each on the local backend (one thread per
  * device) or on the MPI backend (this process is one rank), then the comparison table,
  * summary.json, the resolved config and a gnuplot plot (accuracy against time per mode, buffer
- * occupancy) under the experiment's out_dir. */
+ * occupancy; drawn by engine/plot.h, gnuplot's messages in gnuplot.log) under the experiment's
+ * out_dir. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "comm/comm_local.h"
 #include "engine/dist_checkpoint.h"
 #include "engine/distributed.h"
+#include "engine/plot.h"
 #include "engine/report.h"
 #include "engine/trace.h"
 
@@ -159,13 +161,15 @@ static void write_plot(const sd_experiment *e, const sd_run_summary *runs, int n
                 (unsigned long long)runs[i].seed);
     fprintf(f, "\nunset multiplot\n");
     fclose(f);
-    if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
-        char cmd[1200];
-        snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", path);
-        if (system(cmd) != 0) fprintf(stderr, "note: gnuplot failed on %s\n", path);
-    } else {
-        fprintf(stderr, "note: gnuplot not installed (apt-get install gnuplot-nox); plot script left in %s\n", path);
-    }
+    /* the script names out_dir as given (maybe relative), so gnuplot runs in the current folder */
+    char log[1024];
+    snprintf(log, sizeof log, "%s/gnuplot.log", e->out_dir);
+    sd_plot_job job = {.script = path, .log = log};
+    sd_status st = sd_plot_log_reset(log);
+    if (st == SD_OK) st = sd_plot_run(&job);
+    if (st == SD_PLOT_NOT_FOUND) fprintf(stderr, "note: %s; plot script left in %s\n", sd_last_error_brief(), path);
+    else if (st != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
+    sd_clear_error(); /* no plot is a note, not a failure of the experiment */
 }
 
 /* ---- resume ---------------------------------------------------------------------------------- */
