@@ -5,11 +5,12 @@
  *       SIGTERM or SIGUSR1 (what mpirun forwards) stop it after the current step with a
  *       checkpoint, and it says how to resume (docs/checkpoints.md).
  *   scadles-train [--model ... --dataset ...]
- *       one device training a model on a dataset with SGD and a schedule, writing
- *       metrics.jsonl, eval.jsonl and checkpoints to an output directory. */
+ *       one device training a model on a dataset with SGD and a schedule: a one-device
+ *       experiment (engine/train.h, docs/training.md), with the same outputs and checkpoints. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/distributed.h"
 #include "engine/experiment.h"
@@ -130,7 +131,7 @@ static void usage(FILE *f) {
             "usage: scadles-train --config EXPERIMENT.json [--set key=value ...]   (docs/experiments.md)\n"
             "                     [--resume CHECKPOINT_DIR] [--stop-at STEP]       (docs/checkpoints.md)\n"
             "       scadles-train --report DIR                                       (report.html of an experiment's out_dir)\n"
-            "       scadles-train [options]                                          (one device)\n"
+            "       scadles-train [options]                                          (one device, docs/training.md)\n"
             "  --model NAME        %s (default fmnist_cnn)\n"
             "  --width W           channel multiplier (default 1)\n"
             "  --dataset NAME      fashion-mnist | mnist | cifar10 | cifar100 (default fashion-mnist)\n"
@@ -140,15 +141,34 @@ static void usage(FILE *f) {
             "  --lr LR             (default 0.02)         --schedule cosine (default)|constant|multistep:S1,S2[@gamma]\n"
             "  --warmup STEPS      linear warm-up         --momentum M (0.9)  --weight-decay WD (5e-4)\n"
             "  --nesterov          --no-augment           --train-limit N  --eval-limit N\n"
-            "  --eval-every STEPS  (default: each epoch)  --checkpoint-every STEPS (default: at the end)\n"
+            "  --eval-every STEPS  (default: each epoch)  --checkpoint-every STEPS (default: only when stopped)\n"
             "  --seed S            (default 1)            --threads T (default: all cores)\n"
-            "  --backend cpu|cuda  (default cpu)          --device D  CUDA device index (default 0)\n"
+            "  --backend cpu|cuda  (default cpu; the GPU: CUDA_VISIBLE_DEVICES)\n"
             "  --out DIR           run directory (default runs/train)\n"
-            "  --resume DIR        continue the run saved in DIR\n"
+            "  --resume DIR        continue the run whose --out was DIR (its config.json and checkpoint/)\n"
             "  --stop-at STEP      end this invocation after STEP (checkpointed; resume later)\n"
-            "  --quiet             no live progress line\n",
+            "  --quiet             no live progress line\n"
+            "Every option sets a key of a one-device experiment (docs/training.md lists them); Ctrl-C, SIGTERM\n"
+            "or SIGHUP stop after the current step with a checkpoint.\n",
             sd_model_names());
 }
+
+/* The single-device trainer's options and the experiment keys they set (docs/training.md). */
+static const struct {
+    const char *flag, *key, *fixed; /* fixed: the value of a flag that takes none */
+} FLAGS[] = {
+    {"--model", "model", NULL}, {"--width", "width", NULL}, {"--dataset", "dataset", NULL},
+    {"--data-root", "data_root", NULL}, {"--epochs", "epochs", NULL}, {"--steps", "max_steps", NULL},
+    {"--batch", "batch", NULL}, {"--eval-batch", "eval_batch", NULL}, {"--lr", "optimizer.lr", NULL},
+    {"--schedule", "optimizer.schedule", NULL}, {"--warmup", "optimizer.warmup_steps", NULL},
+    {"--momentum", "optimizer.momentum", NULL}, {"--weight-decay", "optimizer.weight_decay", NULL},
+    {"--nesterov", "optimizer.nesterov", "true"}, {"--no-augment", "augment", "false"},
+    {"--train-limit", "train_limit", NULL}, {"--eval-limit", "eval_limit", NULL},
+    {"--eval-every", "eval_every_steps", NULL}, {"--checkpoint-every", "checkpoint_every_steps", NULL},
+    {"--seed", "seeds", NULL}, {"--threads", "threads", NULL}, {"--backend", "compute_backend", NULL},
+    {"--out", "out_dir", NULL},
+};
+#define NFLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out) {
     char *end = NULL;
@@ -159,6 +179,71 @@ static int num(const char *flag, const char *v, double lo, double hi, double *ou
     }
     *out = x;
     return 0;
+}
+
+/* scadles-train [options]: one device. Exit codes as run_experiment's. */
+static int train_one_device(int argc, char **argv) {
+    sd_train_option *opts = calloc((size_t)argc, sizeof *opts);
+    sd_train_request rq = {.opts = opts, .stop_flag = sd_signals_flag(), .log = stdout};
+    if (!opts) return 1;
+    int rc = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            rc = 0;
+            goto out;
+        }
+        if (!strcmp(a, "--quiet")) { rq.quiet = true; continue; }
+        if (!strcmp(a, "--stop-at")) {
+            if (num(a, v, 1, 1e15, &x)) goto out;
+            rq.stop_at = (int64_t)x;
+            i++;
+            continue;
+        }
+        int f = 0;
+        while (f < NFLAGS && strcmp(a, FLAGS[f].flag)) f++;
+        if (f == NFLAGS && strcmp(a, "--resume")) {
+            fprintf(stderr, "scadles-train: unknown option '%s' (see --help)\n", a);
+            goto out;
+        }
+        if ((f == NFLAGS || !FLAGS[f].fixed) && !v) {
+            fprintf(stderr, "scadles-train: %s needs a value (see --help)\n", a);
+            goto out;
+        }
+        if (f == NFLAGS) rq.resume = argv[++i];
+        else opts[rq.nopts++] = (sd_train_option){a, FLAGS[f].key, FLAGS[f].fixed ? FLAGS[f].fixed : argv[++i]};
+    }
+    sd_experiment *e = malloc(sizeof *e);
+    sd_run_control ctl;
+    sd_status st = e ? sd_train_experiment(&rq, e) : SD_FAIL(SD_ERR_OOM, "experiment");
+    if (st != SD_OK) {
+        fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
+        free(e);
+        goto out;
+    }
+    st = sd_signals_install();
+    if (st == SD_OK) st = sd_train_run(&rq, e, &ctl);
+    sd_signals_restore();
+    if (st != SD_OK) {
+        fprintf(stderr, "\nscadles-train: %s\n", sd_last_error_brief());
+        rc = 1;
+    } else if (ctl.stopped) {
+        printf("\nstopped (%s) after step %lld; checkpoint: %s\nresume with:\n  %s --resume %s\n",
+               ctl.stop_signal ? sd_signals_name(ctl.stop_signal) : "--stop-at", (long long)ctl.stopped_step,
+               ctl.checkpoint_dir, argv[0], e->out_dir);
+        rc = ctl.stop_signal ? 128 + ctl.stop_signal : 0;
+    } else {
+        printf("final: top-1 %.2f%%  top-5 %.2f%%  test loss %.4f  (%lld steps; outputs in %s)\n",
+               100 * ctl.last.final_accuracy, 100 * ctl.last.final_top5, ctl.last.final_loss,
+               (long long)ctl.last.steps, e->out_dir);
+        rc = 0;
+    }
+    free(e);
+out:
+    free(opts);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -174,88 +259,62 @@ int main(int argc, char **argv) {
         printf("report: %s/report.html\n", argv[2]);
         return 0;
     }
-    const char *config = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    int nsets = 0;
-    for (int i = 1; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "--config")) config = argv[++i];
-        else if (!strcmp(argv[i], "--set")) sets[nsets++] = argv[++i];
-    }
-    if (config) {
-        const char *resume = NULL;
-        double stop_at = 0;
-        for (int i = 1; i < argc; i++) {
-            const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-            if (!strcmp(a, "--config") || !strcmp(a, "--set")) { i++; continue; }
-            if (!strcmp(a, "--resume") && v) { resume = v; i++; continue; }
-            if (!strcmp(a, "--stop-at")) {
-                if (num(a, v, 1, 1e15, &stop_at)) { free(sets); return 2; }
-                i++;
-                continue;
+    bool with_config = false;
+    for (int i = 1; i < argc; i++) with_config |= !strcmp(argv[i], "--config");
+    if (!with_config) {
+        for (int i = 1; i < argc; i++)
+            if (!strcmp(argv[i], "--set")) {
+                fprintf(stderr, "scadles-train: --set needs --config (one-device runs take options; see --help)\n");
+                return 2;
             }
-            fprintf(stderr, "scadles-train: with --config only --set key=value, --resume DIR and --stop-at STEP may "
-                            "follow (got '%s'); see docs/experiments.md\n", a);
-            free(sets);
-            return 2;
-        }
-        int rc = run_experiment(argv[0], config, sets, nsets, resume, (int64_t)stop_at);
-        free(sets);
-        return rc;
+        return train_one_device(argc, argv);
     }
-    if (nsets) {
-        fprintf(stderr, "scadles-train: --set needs --config\n");
-        free(sets);
-        return 2;
-    }
-    free(sets);
-    sd_train_config c;
-    sd_train_config_defaults(&c);
+    const char *config = NULL, *resume = NULL;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    int nsets = 0, rc = 2;
+    double stop_at = 0;
+    if (!sets) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x = 0;
-#define NUM(flag, lo, hi, dst) else if (!strcmp(a, flag)) { if (num(a, v, lo, hi, &x)) return 2; dst; i++; }
-#define STR(flag, dst) else if (!strcmp(a, flag)) { if (!v) { fprintf(stderr, "scadles-train: %s needs a value\n", a); return 2; } dst = v; i++; }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        STR("--model", c.model)
-        STR("--dataset", c.dataset)
-        STR("--data-root", c.data_root)
-        STR("--schedule", c.schedule)
-        STR("--out", c.out_dir)
-        STR("--resume", c.resume)
-        STR("--backend", c.backend)
-        NUM("--width", 0.01, 16, c.width = (float)x)
-        NUM("--epochs", 1, 100000, c.epochs = (int)x)
-        NUM("--steps", 1, 1e12, c.steps = (int64_t)x)
-        NUM("--batch", 1, 65536, c.batch = (int)x)
-        NUM("--eval-batch", 1, 65536, c.eval_batch = (int)x)
-        NUM("--lr", 1e-9, 100, c.lr = (float)x)
-        NUM("--warmup", 0, 1e12, c.warmup_steps = (int64_t)x)
-        NUM("--momentum", 0, 0.999, c.optim.momentum = (float)x)
-        NUM("--weight-decay", 0, 1, c.optim.weight_decay = (float)x)
-        NUM("--train-limit", 0, 1e12, c.train_limit = (int64_t)x)
-        NUM("--eval-limit", 0, 1e12, c.eval_limit = (int64_t)x)
-        NUM("--eval-every", 0, 1e12, c.eval_every = (int64_t)x)
-        NUM("--checkpoint-every", 0, 1e12, c.checkpoint_every = (int64_t)x)
-        NUM("--seed", 0, 1.8e19, c.seed = (uint64_t)x)
-        NUM("--stop-at", 0, 1e12, c.stop_at = (int64_t)x)
-        NUM("--threads", 0, 1024, c.threads = (int)x)
-        NUM("--device", 0, 1024, c.device = (int)x)
-        else if (!strcmp(a, "--nesterov")) c.optim.nesterov = true;
-        else if (!strcmp(a, "--no-augment")) c.augment = false;
-        else if (!strcmp(a, "--quiet")) c.progress = false;
-        else {
-            fprintf(stderr, "scadles-train: unknown option '%s' (see --help)\n", a);
-            return 2;
+        if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--resume")) {
+            if (!v) {
+                fprintf(stderr, "scadles-train: %s needs a value (%s)\n", a, !strcmp(a, "--config") ? "an experiment file, "
+                        "e.g. apps/experiments/uniform_s1.json" : !strcmp(a, "--set") ? "key=value" : "a checkpoint directory");
+                goto out;
+            }
+            i++;
+            if (!strcmp(a, "--set")) sets[nsets++] = v;
+            else if (!strcmp(a, "--resume")) resume = v;
+            else if (config) {
+                fprintf(stderr, "scadles-train: --config is given twice ('%s' and '%s'); one experiment file per run "
+                        "(change fields with --set key=value)\n", config, v);
+                goto out;
+            } else {
+                struct stat sb;
+                if (stat(v, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+                    fprintf(stderr, "scadles-train: --config %s is a directory; give an experiment file (e.g. "
+                            "apps/experiments/uniform_s1.json), or --resume %s/checkpoint to continue a run\n", v, v);
+                    goto out;
+                }
+                config = v;
+            }
+            continue;
         }
-#undef NUM
-#undef STR
+        if (!strcmp(a, "--stop-at")) {
+            if (num(a, v, 1, 1e15, &stop_at)) goto out;
+            i++;
+            continue;
+        }
+        fprintf(stderr, "scadles-train: with --config only --set key=value, --resume DIR and --stop-at STEP may "
+                        "follow (got '%s'); see docs/experiments.md\n", a);
+        goto out;
     }
-    sd_eval_result r;
-    if (sd_train_run(&c, &r) != SD_OK) {
-        fprintf(stderr, "\nscadles-train: %s\n", sd_last_error_brief());
-        return 1;
+    if (resume && !resume[0]) {
+        fprintf(stderr, "scadles-train: --resume needs the checkpoint directory a stopped run printed\n");
+        goto out;
     }
-    printf("final: top-1 %.2f%%  top-5 %.2f%%  test loss %.4f  (outputs in %s)\n", 100 * r.top1, 100 * r.top5, r.loss,
-           c.out_dir);
-    return 0;
+    rc = run_experiment(argv[0], config, sets, nsets, resume, (int64_t)stop_at);
+out:
+    free(sets);
+    return rc;
 }

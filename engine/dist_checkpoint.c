@@ -17,7 +17,8 @@ sd_status sd_dist_ckpt_experiment_json(const sd_experiment *e, char **out) {
     sd_experiment *c = malloc(sizeof *c);
     if (!c) return SD_FAIL(SD_ERR_OOM, "checkpoint: experiment copy");
     *c = *e;
-    c->threads = 0; /* kernel threads change no result: a resume may use another count */
+    c->threads = 0; /* a resume may use another count of kernel threads; the run goes on, but not bitwise
+                       as it would have (CPU reductions split by thread count; docs/checkpoints.md) */
     sd_status s = sd_experiment_to_json(c, out);
     free(c);
     return s;
@@ -662,6 +663,10 @@ sd_status sd_dist_ckpt_write_run(const char *dir, const sd_dist_ckpt_id *id, con
     sd_dist_ckpt_writer cw;
     TRY(sd_dist_ckpt_writer_begin(&cw, id, -1, reason));
     int k = id->run_index;
+    if (k > 0 && !done) {
+        sd_dist_ckpt_writer_abort(&cw);
+        return SD_FAIL(SD_ERR_INVALID, "checkpoint: run %d needs the summaries of the runs before it", k);
+    }
     double *f = calloc((size_t)(k ? k : 1) * SUM_F64, sizeof *f);
     uint64_t *u = calloc((size_t)(k ? k : 1) * SUM_U64, sizeof *u);
     sd_status s = SD_OK;

@@ -47,6 +47,23 @@ sd_status sd_dist_ckpt_mkdir(const char *dir);
 /* "<dir>/rank<r>.safetensors" or "<dir>/run.safetensors" (rank < 0). */
 void sd_dist_ckpt_path(const char *dir, int rank, char *out, size_t cap);
 
+/* ---- replacing a checkpoint without losing the last good one (docs/checkpoints.md) ---------------
+ * A new checkpoint of <dir> is written into <dir>.new (every rank file, then run.safetensors, last),
+ * and only then switched in: <dir> -> <dir>.old, <dir>.new -> <dir>, <dir>.old removed. Whatever
+ * moment a kill strikes, one complete checkpoint is left: <dir>, or a complete <dir>.new (it has its
+ * run file), or <dir>.old. Rank 0 does these steps; the ranks agree around them. */
+/* "<dir>.new" / "<dir>.old". */
+void sd_dist_ckpt_sibling(const char *dir, const char *suffix, char *out, size_t cap);
+/* Removes <dir>.new and what it holds (a checkpoint whose writing was interrupted) and creates it empty. */
+sd_status sd_dist_ckpt_begin(const char *dir);
+/* Switches the complete <dir>.new in for <dir>. */
+sd_status sd_dist_ckpt_switch(const char *dir);
+/* Before a resume from <dir>: when <dir> holds no run file (a kill between the two renames of a
+ * switch, or before the first switch), a complete <dir>.new, else <dir>.old, becomes <dir> again.
+ * *recovered names the one used ("" when there was nothing to recover: <dir> complete, or no
+ * complete sibling, which reading <dir> then reports). SD_ERR_IO when a folder cannot be moved. */
+sd_status sd_dist_ckpt_recover(const char *dir, char *recovered, size_t cap);
+
 /* ---- writing ------------------------------------------------------------------------------------ */
 /* A safetensors writer that also sums a checksum over what is added. */
 typedef struct sd_dist_ckpt_writer {

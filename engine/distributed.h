@@ -28,6 +28,8 @@ typedef struct sd_run_summary {
     uint64_t seed;
     double time_to_target_s;   /* clock seconds until the target accuracy; < 0: not reached */
     double final_accuracy;     /* top-1 of the last evaluation */
+    double final_loss;         /* and its test loss, */
+    double final_top5;         /* and (rank 0 only) its top-5; neither is in summary.json */
     double best_accuracy;
     int64_t steps;
     int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient (nonfinite: skip) */
@@ -58,6 +60,8 @@ typedef struct sd_run_control {
                                  many steps (a run resumed at or past it goes on to the next stop) */
     const atomic_int *stop_flag; /* nonzero (the signal's number): every device finishes its
                                  step, all agree on the step, checkpoint, stop; NULL: none */
+    bool quiet;               /* no progress line even on a terminal */
+    FILE *eval_log;           /* rank 0: a line per evaluation (the single-device trainer: stdout); NULL: none */
     /* out */
     bool stopped;             /* the invocation ended early with a checkpoint */
     int stop_signal;          /* the signal that asked for it (0: stop_at) */
@@ -65,6 +69,7 @@ typedef struct sd_run_control {
     sd_exp_mode stopped_mode;
     uint64_t stopped_seed;
     char checkpoint_dir[SD_EXP_PATH_LEN + 16];
+    sd_run_summary last;      /* the summary of the last run this invocation trained (rank 0's) */
 } sd_run_control;
 
 /* The read-only inputs every device of one run shares (loaded once per process). */
@@ -77,6 +82,7 @@ typedef struct sd_dist_inputs {
     const char *run_dir;       /* where rank 0 writes metrics.jsonl and eval.jsonl */
     int threads_per_device;    /* CPU kernel threads of each device */
     bool quiet;                /* no progress line */
+    FILE *eval_log;            /* rank 0: one line per evaluation (the single-device trainer: stdout); NULL: none */
     sd_trace *trace;           /* timeline (engine/trace.h), shared by the device threads; NULL: off */
     int trace_pid;             /* this run's process in the trace (run index + 1) */
     int run_index;             /* which mode x seed run this is (seed-major), for checkpoints */

@@ -172,9 +172,16 @@ typedef struct sd_experiment {
     sd_stream_config stream;              /* where samples come from: replay (default), kafka, mqtt (real clock) */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
-    double target_accuracy;            /* (0, 1], default 0.85 */
+    double target_accuracy;            /* [0, 1], default 0.85; reaching it ends the run (0: no target, train to the end) */
     double eval_every_s;               /* clock seconds between evaluations, > 0, default 10 */
+    int64_t eval_every_steps;          /* also evaluate every this many steps, >= 0 (0 = only by time), default 0 */
     int64_t eval_limit;                /* test samples per evaluation, >= 0 (0 = all), default 0 */
+    int eval_batch;                    /* test samples per forward pass, 1..65536, default 500 */
+    int64_t train_limit;               /* stream only the first N training samples, >= 0 (0 = all), default 0 */
+    bool augment;                      /* the dataset's training augmentation (CIFAR: crop + flip) on every streamed
+                                          sample, drawn from (seed, device, step), default false */
+    int64_t checkpoint_every_steps;    /* also write the checkpoint every this many steps and go on, >= 0 (0 = only when
+                                          stopped), default 0 */
     double time_budget_s;              /* clock seconds per run, > 0, default 600 */
     int64_t max_steps;                 /* >= 0 (0 = no limit), default 0 */
     int threads;                       /* compute threads, 0..1024 (0 = all cores), default 0 */

@@ -61,6 +61,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->target_accuracy = 0.85;
     e->eval_every_s = 10.0;
     e->eval_limit = 0;
+    e->eval_batch = 500;
     e->time_budget_s = 600.0;
     e->link_burst_bytes = 65536.0;
     e->comm_timeout_s = 600.0;
@@ -282,6 +283,10 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
         else if (r->stream.source == SD_SOURCE_KIND_MQTT && !r->stream.mqtt.host[0])
             s = BAD(NULL, "stream.mqtt.host", "is empty but stream.source is mqtt; allowed: the broker's host name or "
                     "address, e.g. \"127.0.0.1\" (port in stream.mqtt.port, default 1883)");
+        else if (r->checkpoint_every_steps > 0)
+            s = BAD(NULL, "checkpoint_every_steps", "is %" PRId64 " but stream.source is %s: a broker stream keeps "
+                    "delivering while a checkpoint is written, so only a stop (a signal or --stop-at) checkpoints it; "
+                    "allowed: 0 with kafka or mqtt, or stream.source replay", r->checkpoint_every_steps, src);
         else if (r->stream.source == SD_SOURCE_KIND_MQTT && r->stream.mqtt.password_file[0] && !r->stream.mqtt.username[0])
             s = BAD(NULL, "stream.mqtt.password_file", "is set without stream.mqtt.username; allowed: both, or neither "
                     "(anonymous)");

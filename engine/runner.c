@@ -181,7 +181,13 @@ static sd_status read_resume(const char *dir, const char *exp_json, int devices,
     int64_t info[4] = {SD_OK, 0, 0, 0};
     sd_status s = SD_OK;
     if (rank == 0) {
-        s = sd_dist_ckpt_read_run(dir, &want, got, runs);
+        /* a kill while a checkpoint was replaced leaves the complete one beside dir: put it back */
+        char recovered[1100];
+        s = sd_dist_ckpt_recover(dir, recovered, sizeof recovered);
+        if (s == SD_OK && recovered[0])
+            fprintf(stderr, "note: %s was incomplete (a checkpoint was being replaced when the run died); resuming from "
+                    "the complete one in %s, now moved to %s\n", dir, recovered, dir);
+        if (s == SD_OK) s = sd_dist_ckpt_read_run(dir, &want, got, runs);
         if (s == SD_OK && got->run_index >= nruns)
             s = SD_FAIL(SD_ERR_FORMAT, "%s/%s: run %d is beyond the experiment's %d runs; the file is damaged", dir,
                         SD_DIST_CKPT_RUN_FILE, got->run_index, nruns);
@@ -232,175 +238,212 @@ static sd_status read_resume(const char *dir, const char *exp_json, int devices,
 }
 
 /* ---- the runner ---------------------------------------------------------------------------- */
+
+/* Keeps only the first `limit` samples of d (limit <= 0 or >= d->n: all of them). */
+static sd_status keep_first(sd_dataset *d, int64_t limit, const char *what) {
+    if (limit <= 0 || limit >= d->n) return SD_OK;
+    int64_t *ix = malloc((size_t)limit * sizeof(int64_t));
+    if (!ix) return SD_FAIL(SD_ERR_OOM, "%s: index of %lld samples", what, (long long)limit);
+    for (int64_t i = 0; i < limit; i++) ix[i] = i;
+    sd_dataset sub = {0};
+    sd_status st = sd_dataset_subset(d, ix, limit, &sub);
+    free(ix);
+    TRY(st);
+    sd_dataset_free(d);
+    *d = sub;
+    return SD_OK;
+}
+
+/* What every run of one invocation shares. */
+typedef struct runner {
+    const sd_experiment *e;
+    sd_comm *mpi;             /* NULL: local backend */
+    int rank;
+    FILE *table;
+    sd_run_control *ctl;      /* NULL: no resume, stop or checkpoints */
+    sd_dataset train, test;
+    sd_partition part;
+    sd_trace *trace;
+    sd_run_summary *runs;     /* room for every run an experiment may have */
+    int nruns, per_device;
+    char *exp_json;
+    const char *resume;
+    sd_dist_ckpt_id resume_at;
+    char ckpt_dir[SD_EXP_PATH_LEN + 16];
+    bool stopped;
+} runner;
+
+/* The datasets (with train_limit and eval_limit applied), out_dir, config.json and the trace. */
+static sd_status open_run(runner *r) {
+    const sd_experiment *e = r->e;
+    const char *root = e->data_root[0] ? e->data_root : NULL;
+    TRY(sd_dataset_open(e->dataset, root, true, &r->train));
+    TRY(sd_dataset_open(e->dataset, root, false, &r->test));
+    TRY(keep_first(&r->train, e->train_limit, "train_limit"));
+    TRY(keep_first(&r->test, e->eval_limit, "eval_limit"));
+    if (r->rank == 0) {
+        char path[1024];
+        TRY(mkdirs(e->out_dir));
+        snprintf(path, sizeof path, "%s/config.json", e->out_dir);
+        TRY(sd_experiment_write_json(e, path));
+    }
+    if (r->mpi) TRY(sd_comm_barrier(r->mpi)); /* out_dir exists before any rank opens its trace */
+    char path[1024]; /* one trace per process: the local backend's device threads share one */
+    if (r->mpi) snprintf(path, sizeof path, "%s/trace-rank%d.json", e->out_dir, r->rank);
+    else snprintf(path, sizeof path, "%s/trace.json", e->out_dir);
+    TRY(sd_trace_open(path, &r->trace));
+    (void)sd_trace_info(r->trace, "clock", e->clock == SD_EXP_CLOCK_REAL ? "real" : "virtual");
+    (void)sd_trace_info(r->trace, "experiment", e->name);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int total = e->threads > 0 ? e->threads : (int)(cores > 0 ? cores : 1), n = e->devices.count;
+    r->per_device = r->mpi ? total : (total / n > 0 ? total / n : 1);
+    return SD_OK;
+}
+
+/* This seed's partition of the training set; rank 0 prints its class histogram. */
+static sd_status partition_seed(runner *r, uint64_t seed) {
+    const sd_experiment *e = r->e;
+    int n = e->devices.count;
+    sd_partition_free(&r->part);
+    if (e->partition.kind == SD_EXP_PART_SLICES)
+        TRY(sd_partition_slices(&r->train, n, e->partition.classes_per_device, seed, &r->part));
+    else if (e->partition.kind == SD_EXP_PART_DIRICHLET)
+        TRY(sd_partition_dirichlet(&r->train, n, e->partition.alpha, seed, &r->part));
+    else
+        TRY(sd_partition_iid(&r->train, n, seed, &r->part));
+    if (r->rank == 0 && r->table) {
+        fprintf(r->table, "seed %llu: class histogram per device (%s partition)\n", (unsigned long long)seed,
+                e->partition.kind == SD_EXP_PART_SLICES ? "slices"
+                : e->partition.kind == SD_EXP_PART_DIRICHLET ? "dirichlet" : "iid");
+        sd_partition_print(&r->part, &r->train, r->table);
+        fflush(r->table);
+    }
+    return SD_OK;
+}
+
+/* Run k (mode mi of seed): its directory, its devices, and, when it stopped with its checkpoint
+ * written (engine/step/checkpoint.c), what the caller learns of that. */
+static sd_status run_one(runner *r, int k, int mi, uint64_t seed) {
+    const sd_experiment *e = r->e;
+    const char *mname = mode_name(e->modes[mi]);
+    if (k < r->resume_at.run_index) { /* finished before the checkpoint: its summary came with it */
+        if (r->rank == 0 && r->table)
+            fprintf(r->table, "run %s seed %llu: finished before the checkpoint\n", mname, (unsigned long long)seed);
+        return SD_OK;
+    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s-seed%llu", e->out_dir, mname, (unsigned long long)seed);
+    if (r->rank == 0) TRY(mkdirs(dir));
+    if (r->mpi) TRY(sd_comm_barrier(r->mpi));
+    const bool here = k == r->resume_at.run_index;
+    sd_run_control *ctl = r->ctl;
+    sd_dist_inputs in = {.e = e, .mode = e->modes[mi], .seed = seed, .train = &r->train, .test = &r->test,
+                         .part = &r->part, .run_dir = dir, .threads_per_device = r->per_device,
+                         .quiet = r->rank != 0 || !isatty(STDERR_FILENO) || (ctl && ctl->quiet),
+                         .eval_log = ctl && r->rank == 0 ? ctl->eval_log : NULL, .trace = r->trace, .trace_pid = k + 1,
+                         .run_index = k, .experiment_json = r->exp_json, .checkpoint_dir = r->ckpt_dir,
+                         .resume_dir = here ? r->resume : NULL, .resume_step = here ? r->resume_at.step : 0,
+                         .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL,
+                         .done_runs = r->runs};
+    char pname[64];
+    snprintf(pname, sizeof pname, "%s seed %llu", mname, (unsigned long long)seed);
+    (void)sd_trace_meta(r->trace, k + 1, -1, pname);
+    if (r->rank == 0 && r->table) {
+        fprintf(r->table, "run %s seed %llu: %d devices, %d kernel thread(s) each%s\n", mname, (unsigned long long)seed,
+                e->devices.count, r->per_device, in.resume_dir ? " (resumed from the checkpoint)" : "");
+        fflush(r->table);
+    }
+    sd_run_summary *sum = &r->runs[k];
+    if (r->mpi) TRY(sd_dist_device_run(&in, r->mpi, sum));
+    else TRY(run_local(&in, sum));
+    if (ctl) ctl->last = *sum;
+    if (!sum->stopped || !ctl) return SD_OK;
+    r->stopped = true;
+    ctl->stopped = true;
+    ctl->stop_signal = sum->stop_signal;
+    ctl->stopped_step = sum->steps;
+    ctl->stopped_mode = e->modes[mi];
+    ctl->stopped_seed = seed;
+    snprintf(ctl->checkpoint_dir, sizeof ctl->checkpoint_dir, "%s", r->ckpt_dir);
+    if (r->rank == 0 && r->table) {
+        fprintf(r->table, "run %s seed %llu stopped after step %lld; checkpoint in %s\n", mname,
+                (unsigned long long)seed, (long long)sum->steps, r->ckpt_dir);
+        fflush(r->table);
+    }
+    return SD_OK;
+}
+
+/* The experiment is finished: speedups, summary.json, the table, the plot and the report. */
+static void finish(runner *r) {
+    const sd_experiment *e = r->e;
+    sd_run_summary *runs = r->runs;
+    /* speedups: each seed's scadles time against the same seed's ddp time */
+    for (int i = 0; i < r->nruns; i++)
+        for (int j = 0; j < r->nruns; j++)
+            if (runs[j].mode == SD_EXP_MODE_DDP && runs[j].seed == runs[i].seed && runs[j].time_to_target_s > 0 &&
+                runs[i].time_to_target_s > 0)
+                runs[i].speedup_vs_ddp = runs[j].time_to_target_s / runs[i].time_to_target_s;
+    if (r->rank != 0) return;
+    FILE *table = r->table;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/summary.json", e->out_dir);
+    write_summary(e, runs, r->nruns, path);
+    if (table) print_table(runs, r->nruns, e->target_accuracy, table);
+    write_plot(e, runs, r->nruns);
+    if (sd_report_generate(e->out_dir) != SD_OK) fprintf(stderr, "note: report: %s\n", sd_last_error_brief());
+    else if (table)
+        fprintf(table, "report: %s/report.html; timeline: %s/trace%s.json\n", e->out_dir, e->out_dir,
+                r->mpi ? "-rank*" : "");
+    if (table)
+        fprintf(table, "outputs: %s/summary.json, %s/accuracy.png, per-run metrics.jsonl and eval.jsonl\n", e->out_dir,
+                e->out_dir);
+}
+
+static sd_status run_all(runner *r) {
+    const sd_experiment *e = r->e;
+    if (r->ctl) TRY(sd_dist_ckpt_experiment_json(e, &r->exp_json));
+    /* a checkpoint of another experiment is refused before any data is loaded */
+    if (r->resume)
+        TRY(read_resume(r->resume, r->exp_json, e->devices.count, r->mpi, r->rank, r->runs, r->nruns, &r->resume_at));
+    TRY(open_run(r));
+    for (int si = 0, k = 0; si < e->n_seeds && !r->stopped; si++) {
+        TRY(partition_seed(r, e->seeds[si]));
+        for (int mi = 0; mi < e->n_modes && !r->stopped; mi++, k++) TRY(run_one(r, k, mi, e->seeds[si]));
+    }
+    sd_status tc = sd_trace_close(r->trace);
+    r->trace = NULL;
+    if (tc != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
+    if (!r->stopped) finish(r); /* a stopped invocation leaves summary.json and the plot to the one that finishes */
+    return SD_OK;
+}
+
 sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *table) {
     return sd_experiment_run_ctl(e, mpi_comm, table, NULL);
 }
 
 sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl) {
-    int rank = mpi_comm ? mpi_comm->rank : 0;
     if (mpi_comm && mpi_comm->size != e->devices.count)
         return SD_FAIL(SD_ERR_INVALID, "mpirun started %d ranks but devices.count is %d; run with -np %d", mpi_comm->size,
                        e->devices.count, e->devices.count);
-    sd_dataset train = {0}, test = {0};
-    sd_partition part = {0};
-    int nruns = e->n_modes * e->n_seeds;
-    /* room for every run an experiment may have: a checkpoint's run file fills runs[0..run_index) */
-    sd_run_summary *runs = calloc((size_t)SD_EXP_MAX_MODES * SD_EXP_MAX_SEEDS, sizeof *runs);
-    sd_status st = SD_OK;
-    sd_trace *trace = NULL;
-    char *exp_json = NULL, ckpt_dir[SD_EXP_PATH_LEN + 16];
-    const char *resume = ctl && ctl->resume_dir && ctl->resume_dir[0] ? ctl->resume_dir : NULL;
-    sd_dist_ckpt_id resume_at = {.run_index = -1};
-    bool stopped = false;
     if (ctl) {
         ctl->stopped = false;
         ctl->stop_signal = 0;
         ctl->stopped_step = 0;
         ctl->checkpoint_dir[0] = '\0';
     }
-    snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoint", e->out_dir);
-#define CHECK(x) do { if ((st = (x)) != SD_OK) goto done; } while (0)
-    if (!runs) { st = SD_FAIL(SD_ERR_OOM, "run summaries"); goto done; }
-    if (ctl) CHECK(sd_dist_ckpt_experiment_json(e, &exp_json));
-    /* a checkpoint of another experiment is refused before any data is loaded */
-    if (resume) CHECK(read_resume(resume, exp_json, e->devices.count, mpi_comm, rank, runs, nruns, &resume_at));
-    const char *root = e->data_root[0] ? e->data_root : NULL;
-    CHECK(sd_dataset_open(e->dataset, root, true, &train));
-    CHECK(sd_dataset_open(e->dataset, root, false, &test));
-    if (e->eval_limit > 0 && e->eval_limit < test.n) {
-        int64_t *ix = malloc((size_t)e->eval_limit * sizeof(int64_t));
-        sd_dataset sub = {0};
-        if (!ix) { st = SD_FAIL(SD_ERR_OOM, "eval subset"); goto done; }
-        for (int64_t i = 0; i < e->eval_limit; i++) ix[i] = i;
-        st = sd_dataset_subset(&test, ix, e->eval_limit, &sub);
-        free(ix);
-        if (st != SD_OK) goto done;
-        sd_dataset_free(&test);
-        test = sub;
-    }
-    if (rank == 0) CHECK(mkdirs(e->out_dir));
-    if (rank == 0) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/config.json", e->out_dir);
-        CHECK(sd_experiment_write_json(e, path));
-    }
-    if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm)); /* out_dir exists before any rank opens its trace */
-    {
-        char path[1024]; /* one trace per process: the local backend's device threads share one */
-        if (mpi_comm) snprintf(path, sizeof path, "%s/trace-rank%d.json", e->out_dir, rank);
-        else snprintf(path, sizeof path, "%s/trace.json", e->out_dir);
-        CHECK(sd_trace_open(path, &trace));
-        (void)sd_trace_info(trace, "clock", e->clock == SD_EXP_CLOCK_REAL ? "real" : "virtual");
-        (void)sd_trace_info(trace, "experiment", e->name);
-    }
-    int n = e->devices.count;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int total = e->threads > 0 ? e->threads : (int)(cores > 0 ? cores : 1);
-    int per_device = mpi_comm ? total : (total / n > 0 ? total / n : 1);
-    int k = 0;
-    for (int si = 0; si < e->n_seeds; si++) {
-        uint64_t seed = e->seeds[si];
-        sd_partition_free(&part);
-        if (e->partition.kind == SD_EXP_PART_SLICES)
-            CHECK(sd_partition_slices(&train, n, e->partition.classes_per_device, seed, &part));
-        else if (e->partition.kind == SD_EXP_PART_DIRICHLET)
-            CHECK(sd_partition_dirichlet(&train, n, e->partition.alpha, seed, &part));
-        else
-            CHECK(sd_partition_iid(&train, n, seed, &part));
-        if (rank == 0 && table) {
-            fprintf(table, "seed %llu: class histogram per device (%s partition)\n", (unsigned long long)seed,
-                    e->partition.kind == SD_EXP_PART_SLICES ? "slices" : e->partition.kind == SD_EXP_PART_DIRICHLET ? "dirichlet" : "iid");
-            sd_partition_print(&part, &train, table);
-            fflush(table);
-        }
-        for (int mi = 0; mi < e->n_modes && !stopped; mi++, k++) {
-            if (k < resume_at.run_index) { /* finished before the checkpoint: its summary came with it */
-                if (rank == 0 && table)
-                    fprintf(table, "run %s seed %llu: finished before the checkpoint\n", mode_name(e->modes[mi]),
-                            (unsigned long long)seed);
-                continue;
-            }
-            char dir[1024];
-            snprintf(dir, sizeof dir, "%s/%s-seed%llu", e->out_dir, mode_name(e->modes[mi]), (unsigned long long)seed);
-            if (rank == 0) CHECK(mkdirs(dir));
-            if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
-            sd_dist_inputs in = {.e = e, .mode = e->modes[mi], .seed = seed, .train = &train, .test = &test,
-                                 .part = &part, .run_dir = dir, .threads_per_device = per_device,
-                                 .quiet = rank != 0 || !isatty(STDERR_FILENO), .trace = trace, .trace_pid = k + 1,
-                                 .run_index = k, .experiment_json = exp_json, .checkpoint_dir = ckpt_dir,
-                                 .resume_dir = k == resume_at.run_index ? resume : NULL,
-                                 .resume_step = k == resume_at.run_index ? resume_at.step : 0,
-                                 .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL,
-                                 .done_runs = runs};
-            {
-                char pname[64];
-                snprintf(pname, sizeof pname, "%s seed %llu", mode_name(e->modes[mi]), (unsigned long long)seed);
-                (void)sd_trace_meta(trace, k + 1, -1, pname);
-            }
-            if (rank == 0 && table) {
-                fprintf(table, "run %s seed %llu: %d devices, %d kernel thread(s) each%s\n", mode_name(e->modes[mi]),
-                        (unsigned long long)seed, n, per_device, in.resume_dir ? " (resumed from the checkpoint)" : "");
-                fflush(table);
-            }
-            if (mpi_comm) CHECK(sd_dist_device_run(&in, mpi_comm, &runs[k]));
-            else CHECK(run_local(&in, &runs[k]));
-            if (runs[k].stopped) {
-                /* every rank file is written (the device threads joined, or the barrier): the run
-                 * file completes the checkpoint */
-                if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
-                sd_dist_ckpt_id id = {.experiment = exp_json, .devices = n, .run_index = k, .mode = e->modes[mi],
-                                      .seed = seed, .step = runs[k].steps};
-                char reason[64];
-                if (runs[k].stop_signal) snprintf(reason, sizeof reason, "signal %d", runs[k].stop_signal);
-                else snprintf(reason, sizeof reason, "stop_at %lld", (long long)ctl->stop_at);
-                if (rank == 0) CHECK(sd_dist_ckpt_write_run(ckpt_dir, &id, runs, reason));
-                if (mpi_comm) CHECK(sd_comm_barrier(mpi_comm));
-                stopped = true;
-                ctl->stopped = true;
-                ctl->stop_signal = runs[k].stop_signal;
-                ctl->stopped_step = runs[k].steps;
-                ctl->stopped_mode = e->modes[mi];
-                ctl->stopped_seed = seed;
-                snprintf(ctl->checkpoint_dir, sizeof ctl->checkpoint_dir, "%s", ckpt_dir);
-                if (rank == 0 && table) {
-                    fprintf(table, "run %s seed %llu stopped after step %lld; checkpoint in %s\n",
-                            mode_name(e->modes[mi]), (unsigned long long)seed, (long long)runs[k].steps, ckpt_dir);
-                    fflush(table);
-                }
-            }
-        }
-        if (stopped) break;
-    }
-    if (sd_trace_close(trace) != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
-    trace = NULL;
-    if (stopped) goto done; /* summary.json, the table and the plot come when the experiment finishes */
-    /* speedups: each seed's scadles time against the same seed's ddp time */
-    for (int i = 0; i < nruns; i++) {
-        for (int j = 0; j < nruns; j++)
-            if (runs[j].mode == SD_EXP_MODE_DDP && runs[j].seed == runs[i].seed && runs[j].time_to_target_s > 0 &&
-                runs[i].time_to_target_s > 0)
-                runs[i].speedup_vs_ddp = runs[j].time_to_target_s / runs[i].time_to_target_s;
-    }
-    if (rank == 0) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/summary.json", e->out_dir);
-        write_summary(e, runs, nruns, path);
-        if (table) print_table(runs, nruns, e->target_accuracy, table);
-        write_plot(e, runs, nruns);
-        if (sd_report_generate(e->out_dir) != SD_OK) fprintf(stderr, "note: report: %s\n", sd_last_error_brief());
-        else if (table) fprintf(table, "report: %s/report.html; timeline: %s/trace%s.json\n", e->out_dir, e->out_dir,
-                                mpi_comm ? "-rank*" : "");
-        if (table) fprintf(table, "outputs: %s/summary.json, %s/accuracy.png, per-run metrics.jsonl and eval.jsonl\n",
-                           e->out_dir, e->out_dir);
-    }
-#undef CHECK
-done:
-    sd_trace_close_quietly(trace); /* a failed run still leaves a complete trace of what happened */
+    runner r = {.e = e, .mpi = mpi_comm, .rank = mpi_comm ? mpi_comm->rank : 0, .table = table, .ctl = ctl,
+                .nruns = e->n_modes * e->n_seeds, .resume_at = {.run_index = -1},
+                .resume = ctl && ctl->resume_dir && ctl->resume_dir[0] ? ctl->resume_dir : NULL};
+    snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoint", e->out_dir);
+    /* a checkpoint's run file fills runs[0..run_index) */
+    r.runs = calloc((size_t)SD_EXP_MAX_MODES * SD_EXP_MAX_SEEDS, sizeof *r.runs);
+    sd_status st = r.runs ? run_all(&r) : SD_FAIL(SD_ERR_OOM, "run summaries");
+    sd_trace_close_quietly(r.trace); /* a failed run still leaves a complete trace of what happened */
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
-    free(runs);
-    free(exp_json);
-    sd_partition_free(&part);
-    sd_dataset_free(&train);
-    sd_dataset_free(&test);
+    free(r.runs);
+    free(r.exp_json);
+    sd_partition_free(&r.part);
+    sd_dataset_free(&r.train);
+    sd_dataset_free(&r.test);
     return st;
 }

@@ -9,7 +9,7 @@
  * device threads read it, so a plain sig_atomic_t would be a data race between threads. */
 static atomic_int g_stop;
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flag needs a lock-free atomic int");
-static const int g_sigs[] = {SIGINT, SIGTERM, SIGUSR1};
+static const int g_sigs[] = {SIGINT, SIGTERM, SIGUSR1, SIGHUP}; /* SIGHUP: the terminal went away */
 #define NSIGS ((int)(sizeof g_sigs / sizeof g_sigs[0]))
 static struct sigaction g_old[NSIGS];
 static bool g_installed;
@@ -42,6 +42,7 @@ const char *sd_signals_name(int sig) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
     case SIGUSR1: return "SIGUSR1";
+    case SIGHUP: return "SIGHUP";
     default: return "a signal";
     }
 }

@@ -1,4 +1,4 @@
-/* signals.h: SIGINT, SIGTERM and SIGUSR1 as a request to stop a long run cleanly. An app installs
+/* signals.h: SIGINT, SIGTERM, SIGUSR1 and SIGHUP (a closed terminal, as SIGTERM) as a request to stop a long run cleanly. An app installs
  * the handlers and hands sd_signals_flag() to the library (sd_run_control.stop_flag); the device
  * loop reads the flag once per step, every rank contributes it to the step's allgather, and all
  * devices stop after the same step and write a checkpoint (docs/checkpoints.md). The handler only

@@ -3,6 +3,7 @@
 #include "stream/augment.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct aug_preset {
@@ -151,6 +152,42 @@ sd_status sd_augment_batch(const sd_dataset *d, const int64_t *indices, int n, c
         transform(d, indices[i], a->crop_pad, &t, lut, x_out + (size_t)i * img);
         if (y_out) y_out[i] = d->labels[indices[i]];
     }
+    return SD_OK;
+}
+
+sd_status sd_augment_floats(const sd_augment *a, int n, int c, int h, int w, sd_rng *rng, float *x) {
+    if (!a || n < 0 || c <= 0 || c > SD_AUGMENT_MAX_CHANNELS || h <= 0 || w <= 0 || (n > 0 && !x))
+        return SD_FAIL(SD_ERR_INVALID, "sd_augment_floats: bad arguments (%d images of %d x %d x %d)", n, c, h, w);
+    if (n == 0 || draws_nothing(a)) return SD_OK;
+    if (!rng) return SD_FAIL(SD_ERR_INVALID, "sd_augment_floats needs an rng for crop_pad %d / hflip %d", a->crop_pad,
+                             (int)a->hflip);
+    const size_t plane = (size_t)h * w, img = (size_t)c * plane;
+    float *src = malloc(img * sizeof *src);
+    if (!src) return SD_FAIL(SD_ERR_OOM, "sd_augment_floats: one image of %zu floats", img);
+    for (int i = 0; i < n; i++) {
+        sd_augment_draw t = {0, 0, false};
+        sd_augment_draw_next(a, rng, &t);
+        const int pad = a->crop_pad > 0 ? a->crop_pad : 0, oy = t.dy - pad, ox = t.dx - pad;
+        float *xi = x + (size_t)i * img;
+        memcpy(src, xi, img * sizeof *src);
+        for (int ch = 0; ch < c; ch++) {
+            const float fill = -a->mean[ch] / a->std[ch];
+            for (int y = 0; y < h; y++) {
+                const int sy = y + oy;
+                float *row = xi + ch * plane + (size_t)y * w;
+                if (sy < 0 || sy >= h) {
+                    for (int xx = 0; xx < w; xx++) row[xx] = fill;
+                    continue;
+                }
+                const float *srow = src + ch * plane + (size_t)sy * w;
+                for (int xx = 0; xx < w; xx++) {
+                    const int sx = (t.flip ? w - 1 - xx : xx) + ox;
+                    row[xx] = (sx < 0 || sx >= w) ? fill : srow[sx];
+                }
+            }
+        }
+    }
+    free(src);
     return SD_OK;
 }
 

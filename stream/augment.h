@@ -55,6 +55,12 @@ sd_status sd_augment_image(const sd_dataset *d, int64_t index, const sd_augment 
 sd_status sd_augment_batch(const sd_dataset *d, const int64_t *indices, int n, const sd_augment *a, sd_rng *rng,
                            float *x_out, int32_t *y_out);
 
+/* The same crop and flip on n images already normalised (float NCHW, c x h x w each, c <= 4), in
+ * place: what a stream delivers is normalised as it is taken from the ring, so its augmentation
+ * happens in float space, with -mean/std (a normalised zero pixel) as the padding. Draws as
+ * sd_augment_batch does, one image after the other; equals sd_augment_batch on the u8 images. */
+sd_status sd_augment_floats(const sd_augment *a, int n, int c, int h, int w, sd_rng *rng, float *x);
+
 /* Shuffles idx[0..n) in place (Fisher-Yates: for i = n-1 down to 1, swap idx[i] with
  * idx[sd_rng_below(rng, i+1)]). */
 sd_status sd_shuffle(int64_t *idx, int64_t n, sd_rng *rng);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "stream/crc32c.h"
 
 /* ---- the sink ---------------------------------------------------------------------------------- */
@@ -85,7 +86,12 @@ static const char *source_name(const sd_source *s) {
 static void *ingest_main(void *arg) {
     sd_ingest *g = arg;
     const sd_source *src = &g->cfg.source;
+    const size_t sample_bytes = sd_ring_get_config(g->cfg.ring)->max_sample_bytes;
     while (!atomic_load_explicit(&g->stop, memory_order_acquire)) {
+        if (g->cfg.hold_when_full && !sd_ring_wait_room(g->cfg.ring, sample_bytes, g->cfg.poll_s)) {
+            if (sd_ring_closed(g->cfg.ring)) sd_clock_sleep_until(sd_clock_now() + g->cfg.poll_s);
+            continue; /* full: the stream waits (the stop flag is looked at every poll) */
+        }
         sd_source_event ev = SD_SOURCE_IDLE;
         const void *msg = NULL;
         size_t len = 0;

@@ -38,6 +38,9 @@ typedef struct sd_ingest_config {
     sd_ring *ring;             /* reopened at start, closed at stop */
     sd_msg_expect expect;
     double poll_s;             /* longest wait in one source poll (bounds the stop time); 0: 0.02 s */
+    bool hold_when_full;       /* true: ask the source for its next message only once the ring has room for
+                                  a sample (a replay under backpressure: nothing is dropped, the stream
+                                  waits); false: deliver as messages come (a broker applies its own) */
     bool resume;               /* true: the trainer already has every sample numbered <= resume_after_seq */
     uint64_t resume_after_seq; /* (sd_sink_resume): a redelivery of those is dropped as a duplicate */
 } sd_ingest_config;

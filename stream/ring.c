@@ -290,17 +290,37 @@ void sd_ring_count_drop(sd_ring *r, sd_drop_reason why) {
     pthread_mutex_unlock(&r->mu);
 }
 
+/* has_room's test, with the lock held */
+static bool room_locked(sd_ring *r, size_t nbytes) {
+    size_t need = align_up(nbytes);
+    if (!(nbytes <= r->cfg.max_sample_bytes && fits_bounds(r, nbytes) && r->used + need <= r->phys)) return false;
+    size_t rd = r->rd, wr = r->wr, used = r->used, off, span;
+    bool ok = place(r, need, &off, &span); /* try the placement without keeping it */
+    r->rd = rd;
+    r->wr = wr;
+    r->used = used;
+    return ok;
+}
+
+bool sd_ring_wait_room(sd_ring *r, size_t nbytes, double timeout_s) {
+    pthread_mutex_lock(&r->mu);
+    const double t0 = mono_now(), deadline = t0 + (timeout_s > 0 ? timeout_s : 0);
+    bool ok = room_locked(r, nbytes);
+    while (!ok && !r->closed && timeout_s > 0) {
+        r->waiting_room++;
+        bool woke = wait_until(&r->room, &r->mu, deadline);
+        r->waiting_room--;
+        ok = room_locked(r, nbytes);
+        if (!woke) break;
+    }
+    if (!ok) r->st.blocked_s += mono_now() - t0;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
 bool sd_ring_has_room(sd_ring *r, size_t nbytes) {
     pthread_mutex_lock(&r->mu);
-    size_t need = align_up(nbytes);
-    bool ok = nbytes <= r->cfg.max_sample_bytes && fits_bounds(r, nbytes) && r->used + need <= r->phys;
-    if (ok) { /* try the placement without keeping it */
-        size_t rd = r->rd, wr = r->wr, used = r->used, off, span;
-        ok = place(r, need, &off, &span);
-        r->rd = rd;
-        r->wr = wr;
-        r->used = used;
-    }
+    bool ok = room_locked(r, nbytes);
     pthread_mutex_unlock(&r->mu);
     return ok;
 }

@@ -127,6 +127,10 @@ void sd_ring_count_drop(sd_ring *r, sd_drop_reason why);
 /* Whether a payload of nbytes would be stored now without dropping, evicting or waiting (for the
  * virtual clock, which defers arrivals instead of blocking). */
 bool sd_ring_has_room(sd_ring *r, size_t nbytes);
+/* Waits up to timeout_s for sd_ring_has_room(nbytes) (a producer that keeps its next sample until
+ * there is room, so nothing is dropped: the real-clock replay under backpressure); false on
+ * timeout or when the ring is closed. The wait counts in blocked_s. */
+bool sd_ring_wait_room(sd_ring *r, size_t nbytes, double timeout_s);
 
 /* ---- consumer (one thread) --------------------------------------------------------------------- */
 /* ScaDLES: takes up to max_n of the oldest samples without waiting; *taken says how many (0 when

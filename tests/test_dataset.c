@@ -523,6 +523,24 @@ static void test_batch_determinism(void) {
     EXPECT(memcmp(&r1, &rr, sizeof r1) == 0, "the batch drew exactly the documented numbers");
     EXPECT(flips > 0 && flips < B && shifted > 0, "seed 1234 mixes flips (%d) and shifts (%d)", flips, shifted);
 
+    /* the same augmentation in float space (what a streamed batch gets after the take): normalise
+     * without draws, then sd_augment_floats; bit-equal to sd_augment_batch, padding included */
+    {
+        static float fl[B * C * H * W];
+        sd_augment plain = a;
+        plain.crop_pad = 0;
+        plain.hflip = false;
+        sd_rng rf;
+        sd_rng_seed(&rf, 1234);
+        EXPECT_OK(sd_augment_batch(&d, idx, B, &plain, NULL, fl, NULL));
+        EXPECT_OK(sd_augment_floats(&a, B, C, H, W, &rf, fl));
+        EXPECT(memcmp(fl, x1, sizeof fl) == 0, "sd_augment_floats on normalised images = sd_augment_batch");
+        EXPECT(memcmp(&rf, &r2, sizeof rf) == 0, "and draws the same numbers");
+        EXPECT_FAIL(sd_augment_floats(&a, B, C, H, W, NULL, fl), SD_ERR_INVALID, "rng");
+        EXPECT_FAIL(sd_augment_floats(&a, B, 5, H, W, &rf, fl), SD_ERR_INVALID, "bad arguments");
+        EXPECT_OK(sd_augment_floats(&plain, B, C, H, W, NULL, fl)); /* nothing to draw: no rng needed */
+    }
+
     /* a bad index is reported before any draw */
     const int64_t bad[3] = {0, 1, 6};
     sd_rng before = r1;

@@ -367,7 +367,14 @@ static void test_bad_inputs(void) {
     EXPECT_MSG(load("{\"seeds\": [1.5]}", &e), SD_ERR_INVALID, "seeds[0]", "integer");
     EXPECT_MSG(load("{\"seeds\": []}", &e), SD_ERR_INVALID, "seeds", "1..32");
     EXPECT_MSG(load("{\"cap\": 1, \"cap\": 2}", &e), SD_ERR_INVALID, "cap", "given twice");
-    EXPECT_MSG(load("{\"target_accuracy\": 1.2}", &e), SD_ERR_INVALID, "target_accuracy", "(0, 1]");
+    EXPECT_MSG(load("{\"target_accuracy\": 1.2}", &e), SD_ERR_INVALID, "target_accuracy", "[0, 1]");
+    EXPECT_MSG(load_resolve("{\"checkpoint_every_steps\": 50, \"clock\": \"real\", \"stream\": {\"source\": \"mqtt\", "
+                    "\"mqtt\": {\"host\": \"h\"}}}", &e), SD_ERR_INVALID, "checkpoint_every_steps", "only a stop");
+    EXPECT_MSG(load("{\"eval_batch\": 0}", &e), SD_ERR_INVALID, "eval_batch", "1");
+    EXPECT_OK(load("{\"target_accuracy\": 0, \"eval_every_steps\": 5, \"train_limit\": 1000, \"augment\": true, "
+                   "\"checkpoint_every_steps\": 10}", &e));
+    EXPECT(e.target_accuracy == 0 && e.eval_every_steps == 5 && e.train_limit == 1000 && e.augment &&
+           e.checkpoint_every_steps == 10 && e.eval_batch == 500, "the new fields load");
     EXPECT_MSG(load("{\"window_s\": 0}", &e), SD_ERR_INVALID, "window_s");
     EXPECT_MSG(load("{\"max_steps\": 1e400}", &e), SD_ERR_INVALID, "max_steps");
     /* malformed JSON: file, line and column */

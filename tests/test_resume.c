@@ -168,6 +168,42 @@ int main(void) {
            "the paper vote switched compression on and off during the run");
     free(sa);
 
+    /* 1b. checkpoint_every_steps=4: the run writes its checkpoint after steps 4 and 8 and goes on;
+     * its outputs are 1's. Resuming from the last one (step 8) finishes the same run again; so does
+     * a resume after a kill between the two renames of a switch (only checkpoint.new is left), and
+     * after a kill that left an incomplete folder beside a complete checkpoint.old. */
+    {
+        char every[600], ckn[720], cko[720];
+        snprintf(every, sizeof every, "%s/scadles_every", dir);
+        snprintf(ck, sizeof ck, "%s/checkpoint", every);
+        snprintf(ckn, sizeof ckn, "%s.new", ck);
+        snprintf(cko, sizeof cko, "%s.old", ck);
+        setup(e, every, SCADLES, ns, "checkpoint_every_steps=4");
+        sd_run_control ec = {0};
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &ec));
+        EXPECT(!ec.stopped, "periodic checkpoints do not stop the run");
+        same_outputs(full, every, "scadles-seed1", "scadles with checkpoints every 4 steps");
+        snprintf(p1, sizeof p1, "%s/run.safetensors", ck);
+        EXPECT(access(p1, F_OK) == 0 && access(ckn, F_OK) != 0 && access(cko, F_OK) != 0,
+               "one complete checkpoint folder, nothing beside it");
+        sd_run_control er = {.resume_dir = ck};
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &er));
+        same_outputs(full, every, "scadles-seed1", "resumed from the periodic checkpoint of step 8");
+        EXPECT(rename(ck, ckn) == 0, "kill between the renames: only %s is left", ckn);
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &er));
+        EXPECT(access(p1, F_OK) == 0 && access(ckn, F_OK) != 0, "the complete .new became the checkpoint again");
+        same_outputs(full, every, "scadles-seed1", "resumed from a recovered checkpoint.new");
+        EXPECT(rename(ck, cko) == 0 && mkdir(ck, 0755) == 0, "an incomplete folder beside checkpoint.old");
+        snprintf(p2, sizeof p2, "%s/rank0.safetensors", cko);
+        snprintf(p1, sizeof p1, "%s/rank0.safetensors", ck);
+        copy_file(p2, p1);
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &er));
+        snprintf(p1, sizeof p1, "%s/run.safetensors", ck);
+        EXPECT(access(p1, F_OK) == 0 && access(cko, F_OK) != 0, "the complete .old became the checkpoint again");
+        same_outputs(full, every, "scadles-seed1", "resumed from a recovered checkpoint.old");
+        snprintf(ck, sizeof ck, "%s/checkpoint", part); /* 2 works on 1's checkpoint */
+    }
+
     /* 2. refusals, on the checkpoint of 1 (still there after the resume) */
     setup(e, part, SCADLES, ns, "optimizer.lr=0.07");
     EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_INVALID, "another experiment configuration");

@@ -18,7 +18,7 @@
 #define SUMMARY_U64 5
 
 /* Writes <checkpoint_dir>/rank<r>.safetensors: everything this device needs to continue. */
-static sd_status save_rank(const sd_pipe *p, const char *reason) {
+static sd_status save_rank(const sd_pipe *p, const char *dir, const char *reason) {
     const sd_dist_inputs *in = p->in;
     const sd_dev *d = &p->d;
     const loop_state *ls = &p->ls;
@@ -56,12 +56,7 @@ static sd_status save_rank(const sd_pipe *p, const char *reason) {
         TRY(s);
     }
     char path[1100];
-    sd_dist_ckpt_path(in->checkpoint_dir, p->rank, path, sizeof path);
-    s = sd_dist_ckpt_mkdir(in->checkpoint_dir);
-    if (s != SD_OK) {
-        sd_dist_ckpt_writer_abort(&cw);
-        TRY(s);
-    }
+    sd_dist_ckpt_path(dir, p->rank, path, sizeof path);
     TRY(sd_dist_ckpt_writer_finish(&cw, path));
     return SD_OK;
 }
@@ -153,39 +148,59 @@ sd_status sd_pipe_restore(sd_pipe *p) {
     return SD_OK;
 }
 
-/* A committing source (Kafka) and checkpoints: once every rank file is written, rank 0 completes the
- * checkpoint with run.safetensors (the runner writes the same file again), and only then does each
- * device mark what its ring held as done and commit synchronously, so the committed offsets never
- * run ahead of a complete checkpoint. A failed commit is a note: the resumed run drops the
- * redelivered samples as duplicates (sink.seq), so nothing trains twice. */
-static sd_status commit_with_checkpoint(sd_pipe *p, int sig) {
+/* Rank 0's verdict on one step of the write, for every rank: a failure names rank 0's reason there
+ * and says so elsewhere. */
+static sd_status agree_rank0(sd_pipe *p, sd_status mine, const char *what) {
+    uint64_t v = (uint64_t)mine;
+    char why[600] = "";
+    if (mine != SD_OK) snprintf(why, sizeof why, "%s", sd_last_error_brief());
+    TRY(sd_comm_broadcast(p->comm, &v, sizeof v, 0));
+    if (v == SD_OK) return SD_OK;
+    if (p->rank == 0) return SD_FAIL((sd_status)v, "%s", why);
+    return SD_FAIL((sd_status)v, "rank 0 could not %s %s (its message says why)", what, p->in->checkpoint_dir);
+}
+
+/* Writes the checkpoint of this step: rank 0 empties <checkpoint_dir>.new, every device writes its
+ * rank file there, rank 0 adds run.safetensors (this run's identity and the finished runs'
+ * summaries) and switches the complete folder in (engine/dist_checkpoint.h), so a kill at any
+ * moment leaves one complete checkpoint. Then a committing source (Kafka) marks what its ring held
+ * as done and commits synchronously: the committed offsets never run ahead of a complete
+ * checkpoint. A failed commit is a note: the resumed run drops the redelivered samples as
+ * duplicates (sink.seq), so nothing trains twice. The checkpoint's own collectives are not counted
+ * as the run's wire bytes, so a run with checkpoints sends what one without them sends. */
+static sd_status write_checkpoint(sd_pipe *p, const char *reason) {
     const sd_dist_inputs *in = p->in;
     sd_dev *d = &p->d;
+    const uint64_t wire_before = sd_dev_wire_bytes(p->comm, d);
+    char next[1100];
+    sd_dist_ckpt_sibling(in->checkpoint_dir, ".new", next, sizeof next);
+    TRY(agree_rank0(p, p->rank == 0 ? sd_dist_ckpt_begin(in->checkpoint_dir) : SD_OK, "prepare the checkpoint beside"));
+    sd_status mine = save_rank(p, next, reason);
     uint64_t oks[SD_MAX_DEVICES];
-    TRY(sd_comm_allgather_u64(p->comm, (uint64_t)SD_OK, oks)); /* every rank file is written */
-    uint64_t run_ok = SD_OK;
-    char why[600] = "";
-    if (p->rank == 0 && in->done_runs) {
+    TRY(sd_comm_allgather_u64(p->comm, (uint64_t)mine, oks));
+    TRY(mine);
+    for (int j = 0; j < p->n; j++)
+        if (oks[j] != SD_OK)
+            return SD_FAIL((sd_status)oks[j], "device %d could not write its part of the checkpoint %s (its message says "
+                           "why); the previous checkpoint in %s is kept", j, next, in->checkpoint_dir);
+    sd_status run = SD_OK;
+    if (p->rank == 0) {
         sd_dist_ckpt_id id = {.experiment = in->experiment_json, .devices = p->n, .run_index = in->run_index,
                               .mode = in->mode, .seed = in->seed, .step = p->ls.step};
-        char rs[64]; /* as the runner words it */
-        if (sig) snprintf(rs, sizeof rs, "signal %d", sig);
-        else snprintf(rs, sizeof rs, "stop_at %lld", (long long)in->stop_at);
-        run_ok = (uint64_t)sd_dist_ckpt_write_run(in->checkpoint_dir, &id, in->done_runs, rs);
-        if (run_ok != SD_OK) snprintf(why, sizeof why, "%s", sd_last_error_brief());
+        run = sd_dist_ckpt_write_run(next, &id, in->done_runs, reason);
+        if (run == SD_OK) run = sd_dist_ckpt_switch(in->checkpoint_dir);
     }
-    TRY(sd_comm_broadcast(p->comm, &run_ok, sizeof run_ok, 0));
-    if (run_ok != SD_OK) {
-        if (p->rank == 0) return SD_FAIL((sd_status)run_ok, "%s", why);
-        return SD_FAIL((sd_status)run_ok, "rank 0 could not complete the checkpoint in %s (its message says why); the "
-                       "offsets were not committed", in->checkpoint_dir);
-    }
+    TRY(agree_rank0(p, run, "complete the checkpoint"));
+    p->last_ckpt = p->ls.step;
     const sd_source *src = &d->src;
-    if (d->sink.seq.any && src->ops->checkpointed) TRY(src->ops->checkpointed(src->ctx, d->sink.seq.last));
-    if (src->ops->commit(src->ctx, 10.0) != SD_OK)
-        fprintf(stderr, "note: device %d: %s: the offsets were not committed with the checkpoint (%s); a resume drops "
-                "what the brokers deliver again up to sequence number %llu as duplicates\n", p->rank, d->src_name,
-                sd_last_error_brief(), (unsigned long long)d->sink.seq.last);
+    if (src->ops->commit) {
+        if (d->sink.seq.any && src->ops->checkpointed) TRY(src->ops->checkpointed(src->ctx, d->sink.seq.last));
+        if (src->ops->commit(src->ctx, 10.0) != SD_OK)
+            fprintf(stderr, "note: device %d: %s: the offsets were not committed with the checkpoint (%s); a resume "
+                    "drops what the brokers deliver again up to sequence number %llu as duplicates\n", p->rank,
+                    d->src_name, sd_last_error_brief(), (unsigned long long)d->sink.seq.last);
+    }
+    p->wire0 += sd_dev_wire_bytes(p->comm, d) - wire_before;
     return SD_OK;
 }
 
@@ -205,21 +220,41 @@ static sd_status pause_stream(sd_dev *d) {
     return si;
 }
 
-sd_status stage_stop(sd_pipe *p, bool *stopped) {
-    const sd_dist_inputs *in = p->in;
-    *stopped = false;
-    const bool at_stop = in->stop_at > 0 && p->ls.step >= in->stop_at && p->step0 < in->stop_at;
-    if (!in->experiment_json || !(p->stop_requested || at_stop)) return SD_OK;
+/* checkpoint_every_steps: the checkpoint of this step, and the run goes on. The stream (a replay:
+ * resolve refuses periodic checkpoints of broker streams) pauses while it is written. */
+static sd_status periodic_checkpoint(sd_pipe *p) {
     sd_dev *d = &p->d;
+    const bool live = d->ingest != NULL;
     TRY(pause_stream(d));
     p->ls.wire_bytes = sd_dev_wire_bytes(p->comm, d) - p->wire0;
     if (p->rank == 0) TRY(sd_outputs_flush(&p->out, p->ls.out_bytes));
     p->sum->wall_s = p->wall_before + (sd_clock_now() - p->inv0);
     char reason[64];
-    if (p->stop_requested) snprintf(reason, sizeof reason, "%s", sd_signals_name(p->stop_signal));
+    snprintf(reason, sizeof reason, "every %lld steps", (long long)p->e->checkpoint_every_steps);
+    TRY(write_checkpoint(p, reason));
+    if (live) TRY(sd_dev_stream_start(p));
+    return SD_OK;
+}
+
+sd_status stage_stop(sd_pipe *p, bool *stopped) {
+    const sd_dist_inputs *in = p->in;
+    *stopped = false;
+    if (!in->experiment_json) return SD_OK;
+    const bool at_stop = in->stop_at > 0 && p->ls.step >= in->stop_at && p->step0 < in->stop_at;
+    if (!(p->stop_requested || at_stop)) {
+        const int64_t every = p->e->checkpoint_every_steps;
+        if (every > 0 && p->ls.step != p->last_ckpt && p->ls.step % every == 0) TRY(periodic_checkpoint(p));
+        return SD_OK;
+    }
+    sd_dev *d = &p->d;
+    TRY(pause_stream(d));
+    p->ls.wire_bytes = sd_dev_wire_bytes(p->comm, d) - p->wire0;
+    if (p->rank == 0) TRY(sd_outputs_flush(&p->out, p->ls.out_bytes));
+    p->sum->wall_s = p->wall_before + (sd_clock_now() - p->inv0);
+    char reason[64]; /* as the runner words it */
+    if (p->stop_requested) snprintf(reason, sizeof reason, "signal %d", p->stop_signal);
     else snprintf(reason, sizeof reason, "stop_at %lld", (long long)in->stop_at);
-    TRY(save_rank(p, reason));
-    if (d->src.ops->commit) TRY(commit_with_checkpoint(p, p->stop_requested ? p->stop_signal : 0));
+    TRY(write_checkpoint(p, reason));
     if (d->ingest) {
         sd_status si = sd_ingest_stop(d->ingest);
         d->ingest = NULL;

@@ -161,7 +161,10 @@ static sd_status stream_setup(const sd_dist_inputs *in, int rank, sd_dev *d) {
 sd_status sd_dev_stream_start(sd_pipe *p) {
     sd_dev *d = &p->d;
     const bool redelivers = !d->src.ops->save;
-    sd_ingest_config ic = {.source = d->src, .ring = d->ring, .expect = d->expect,
+    /* a replay under backpressure keeps its next sample while the ring is full (a broker has its own) */
+    const bool hold = p->e->stream.source == SD_SOURCE_KIND_REPLAY && p->e->buffer.full == SD_EXP_FULL_BACKPRESSURE &&
+                      p->e->buffer.policy != SD_EXP_BUF_DROP_OLDEST;
+    sd_ingest_config ic = {.source = d->src, .ring = d->ring, .expect = d->expect, .hold_when_full = hold,
                            .resume = redelivers && d->sink.seq.any, .resume_after_seq = redelivers ? d->sink.seq.last : 0};
     sd_status s = sd_ingest_start(&ic, &d->ingest);
     if (s != SD_OK && redelivers)

@@ -1,8 +1,10 @@
-/* evaluate.c: stage "evaluate". Every eval_every_s clock seconds (and after the last step), with bn
- * average the devices first average their BN running statistics; rank 0 scores the test set and
- * writes eval.jsonl (top-1, top-5, test loss, prequential accuracy per device) and eval.dat; every
- * rank learns the accuracy. Reaching the target accuracy ends the run: the comparison is time to
- * target. The clock places the evaluation on the timeline. */
+/* evaluate.c: stage "evaluate". Every eval_every_s clock seconds, every eval_every_steps steps when
+ * set, and after the last step: with bn average the devices first average their BN running
+ * statistics; rank 0 scores the test set and writes eval.jsonl (top-1, top-5, test loss,
+ * prequential accuracy per device) and eval.dat (and a line to the run's eval log, the single-device
+ * trainer's stdout); every rank learns the accuracy. Reaching the target accuracy (when there is
+ * one) ends the run: the comparison is time to target. The clock places the evaluation on the
+ * timeline. */
 #include "base/clock.h"
 #include "engine/step/clock.h"
 #include "engine/train.h"
@@ -41,15 +43,22 @@ static sd_status evaluate(sd_pipe *p) {
         TRY(sd_dev_sum(d, p->comm, sd_net_buffers(d->net), nb));
         TRY(d->be.ops->scale(d->be.ctx, nb, 1.0f / (float)p->n, sd_net_buffers(d->net)));
     }
-    double acc[2] = {0, 0};
+    double acc[2] = {0, 0}; /* top-1, test loss */
     if (p->rank == 0) {
         sd_eval_result r;
         sd_augment ta;
         TRY(sd_augment_default(p->in->test, false, &ta));
-        TRY(sd_evaluate(d->net, p->in->test, &ta, 500, &r));
+        TRY(sd_evaluate(d->net, p->in->test, &ta, e->eval_batch, &r));
         acc[0] = r.top1;
         acc[1] = r.loss;
+        p->sum->final_top5 = r.top5; /* rank 0's summary: the final line of the single-device trainer */
         eval_line(p, &r);
+        if (p->in->eval_log) {
+            fprintf(p->in->eval_log, "%sstep %lld | clock %.1f s | %llu samples trained | test loss %.4f | top-1 %.2f%% | "
+                    "top-5 %.2f%%\n", p->in->quiet ? "" : "\n", (long long)p->ls.step, p->ls.T,
+                    (unsigned long long)p->sum->samples_trained, r.loss, 100 * r.top1, 100 * r.top5);
+            fflush(p->in->eval_log);
+        }
         TRY(sd_outputs_flush(&p->out, NULL));
         p->ls.last_top1 = r.top1;
     }
@@ -57,8 +66,9 @@ static sd_status evaluate(sd_pipe *p) {
     p->clock->ops->trace_eval(p, w0, sd_clock_now(), acc[0]);
     sd_run_summary *out = p->sum;
     out->final_accuracy = acc[0];
+    out->final_loss = acc[1];
     if (acc[0] > out->best_accuracy) out->best_accuracy = acc[0];
-    if (acc[0] >= e->target_accuracy && out->time_to_target_s < 0) {
+    if (e->target_accuracy > 0 && acc[0] >= e->target_accuracy && out->time_to_target_s < 0) {
         out->time_to_target_s = p->ls.T;
         p->stop = true; /* the comparison is time to target: stop there */
     }
@@ -69,7 +79,8 @@ sd_status stage_evaluate(sd_pipe *p, sd_step *s) {
     (void)s;
     const sd_experiment *e = p->e;
     const bool last = (e->max_steps > 0 && p->ls.step >= e->max_steps) || p->ls.T >= e->time_budget_s;
-    if (p->ls.T >= p->ls.next_eval || last) TRY(evaluate(p));
+    const bool by_steps = e->eval_every_steps > 0 && p->ls.step % e->eval_every_steps == 0;
+    if (p->ls.T >= p->ls.next_eval || by_steps || last) TRY(evaluate(p));
     if (last) p->stop = true;
     return SD_OK;
 }

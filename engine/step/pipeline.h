@@ -121,12 +121,14 @@ typedef struct sd_pipe {
     const sd_clock *clock;
     size_t img, np;
     int classes;
-    sd_augment norm;
+    sd_augment norm;          /* the dataset's normalisation: what the ring's take applies */
+    sd_augment aug;           /* augment: the dataset's training crop and flip, after the take */
     sd_ring_batch rb;
     double min_bw, max_lat;   /* the slowest link: the modelled collectives run over it */
     double dense_comm_s;      /* modelled time of a dense gradient allreduce */
     loop_state ls;
     int64_t step0;            /* the step this invocation started from */
+    int64_t last_ckpt;        /* the step of the last checkpoint written or resumed from */
     double ls_T0;             /* and its clock time */
     double wall_before;       /* wall seconds of earlier invocations of this run */
     double inv0;              /* wall clock when this invocation started */

@@ -57,6 +57,7 @@ static sd_status pipe_setup(sd_pipe *p) {
     const sd_dataset *tr = in->train;
     p->img = (size_t)tr->c * tr->h * tr->w;
     TRY(sd_augment_default(tr, false, &p->norm));
+    TRY(sd_augment_default(tr, e->augment, &p->aug));
     p->rb = (sd_ring_batch){.sample_elems = p->img, .norm = &p->norm};
     p->min_bw = INFINITY;
     p->max_lat = 0;
@@ -116,6 +117,7 @@ static sd_status run(sd_pipe *p) {
     TRY(pipe_setup(p));
     if (p->in->resume_dir) TRY(sd_pipe_restore(p)); /* before any output is touched */
     p->step0 = p->ls.step;
+    p->last_ckpt = p->ls.step;
     p->ls_T0 = p->ls.T;
     p->wall_before = p->sum->wall_s;
     p->inv0 = sd_clock_now();

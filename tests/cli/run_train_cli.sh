@@ -1,0 +1,50 @@
+#!/bin/sh
+# run_train_cli.sh TRAIN ROOT: scadles-train's command line: bad uses exit 2 with a message naming
+# the flag (no argument to --config, a directory, --config twice, an unknown model or flag, an empty
+# --resume, a flag that would change a resumed run), and SIGHUP stops a single-device run with a
+# checkpoint (exit 129) that --resume continues. Exits 77 (skipped) without Fashion-MNIST.
+T=$1
+ROOT=$2
+fail=0
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sd_cli_XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+expect() { # expect RC PATTERN ARGS...: exit status RC and a line of stderr matching PATTERN
+  want=$1; pat=$2; shift 2
+  "$T" "$@" > "$tmp/out" 2> "$tmp/err"; rc=$?
+  if [ "$rc" != "$want" ] || ! grep -q -- "$pat" "$tmp/err"; then
+    echo "FAIL: scadles-train $*: exit $rc (want $want), stderr:"; cat "$tmp/err"; fail=1
+  fi
+}
+expect 2 "--config needs a value" --config
+expect 2 "is a directory" --config "$ROOT/apps"
+expect 2 "given twice" --config "$ROOT/apps/experiments/uniform_s1.json" --config b.json
+expect 2 "needs the checkpoint directory" --config "$ROOT/apps/experiments/uniform_s1.json" --resume ""
+expect 2 "unknown option '--bogus'" --bogus
+expect 2 "--model foo" --model foo
+expect 2 "--lr needs a value" --lr
+expect 2 "--resume needs the run directory" --resume ""
+expect 2 "--set needs --config" --set batch=4
+if [ ! -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  echo "run_train_cli: Fashion-MNIST not installed: the training part is skipped"
+  [ $fail = 0 ] && exit 77 || exit 1
+fi
+expect 2 "fewer than one batch" --train-limit 100 --batch 200 --out "$tmp/x"
+# SIGHUP while training: a checkpoint, exit 128 + 1, then --resume finishes the run
+"$T" --train-limit 1280 --eval-limit 200 --steps 200 --threads 1 --quiet --out "$tmp/run" > "$tmp/log" 2>&1 &
+pid=$!
+i=0
+while [ $i -lt 600 ] && [ "$(wc -l < "$tmp/run/ddp-seed1/metrics.jsonl" 2>/dev/null || echo 0)" -lt 3 ]; do
+  sleep 0.1; i=$((i + 1))
+done
+kill -HUP $pid
+wait $pid; rc=$?
+if [ $rc != 129 ] || ! grep -q "stopped (SIGHUP)" "$tmp/log" || [ ! -f "$tmp/run/checkpoint/run.safetensors" ]; then
+  echo "FAIL: SIGHUP: exit $rc (want 129), log:"; cat "$tmp/log"; fail=1
+fi
+expect 2 "would change optimizer.lr" --resume "$tmp/run" --lr 0.3
+"$T" --resume "$tmp/run" --quiet > "$tmp/log2" 2>&1; rc=$?
+if [ $rc != 0 ] || ! grep -q "final: top-1" "$tmp/log2" || ! grep -q "(200 steps" "$tmp/log2"; then
+  echo "FAIL: --resume after SIGHUP: exit $rc, log:"; cat "$tmp/log2"; fail=1
+fi
+[ $fail = 0 ] && echo "run_train_cli: all passed"
+exit $fail
