@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "kernels/op_list.h"
 #include "kernels/ops.h"
 
 typedef struct sd_backend_ops {
@@ -43,64 +44,20 @@ typedef struct sd_backend_ops {
     sd_status (*upload_async)(sd_kctx *k, void *dst, const void *host_src, size_t bytes);
     sd_status (*upload_wait)(sd_kctx *k);
 
-    /* ---- ops (signatures match the exported kernels in kernels/cpu and kernels/cuda) ---- */
-    sd_status (*conv2d_fwd)(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
-                            const float *b, float *y);
-    sd_status (*conv2d_bwd)(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db);
-
-    sd_status (*bn_fwd_train)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                              const float *beta, float *y, float *running_mean, float *running_var,
-                              float *save_mean, float *save_invstd);
-    sd_status (*bn_fwd_eval)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                             const float *beta, const float *running_mean, const float *running_var,
-                             float *y);
-    /* dx may be NULL (input gradient not needed). */
-    sd_status (*bn_bwd)(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                        const float *save_mean, const float *save_invstd, const float *dy, float *dx,
-                        float *dgamma, float *dbeta);
-
-    sd_status (*relu_fwd)(sd_kctx *k, size_t count, const float *x, float *y);
-    sd_status (*relu_bwd)(sd_kctx *k, size_t count, const float *y, const float *dy, float *dx);
-
-    /* argmax holds, per output, the flat index iy * w + ix within its (n, c) input plane (as
-     * PyTorch); the first maximum wins ties, NaN propagates. */
-    sd_status (*maxpool_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax);
-    sd_status (*maxpool_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax,
-                             float *dx);
-    sd_status (*avgpool_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
-    sd_status (*avgpool_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
-    /* Global average pool: x [n, c, h, w] -> y [n, c]. Only n, c, h, w of p are used. */
-    sd_status (*gap_fwd)(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
-    sd_status (*gap_bwd)(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
-
-    sd_status (*linear_fwd)(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
-                            const float *b, float *y);
-    sd_status (*linear_bwd)(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db);
-
-    /* probs [n, classes] receives the softmax; *loss_out (host) the mean loss over n.
-     * Labels live in backend memory; a label outside [0, classes) is SD_ERR_INVALID. */
-    sd_status (*xent_fwd)(sd_kctx *k, const sd_xent_params *p, const float *logits, const int32_t *labels,
-                          float *probs, float *loss_out);
-    /* dlogits = (probs - onehot(labels)) * scale (scale = 1/n for a mean loss). */
-    sd_status (*xent_bwd)(sd_kctx *k, const sd_xent_params *p, const float *probs, const int32_t *labels,
-                          float scale, float *dlogits);
-
-    /* Elementwise: y = a + b; y += alpha * x; x *= alpha. y may alias a or b. */
-    sd_status (*add)(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
-    sd_status (*axpy)(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
-    sd_status (*scale)(sd_kctx *k, size_t count, float alpha, float *x);
-    /* *all = no element of x is NaN or infinite (the trainer's check of a summed gradient where
-     * it lives: on the GPU with NCCL collectives it never reaches the host). Waits for the result. */
-    sd_status (*all_finite)(sd_kctx *k, size_t count, const float *x, bool *all);
-
-    /* Dropout: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0). */
-    sd_status (*dropout_fwd)(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);
-    sd_status (*dropout_bwd)(sd_kctx *k, const sd_dropout_params *p, const float *dy, const uint8_t *mask,
-                             float *dx);
-
-    sd_status (*sgd_update)(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
+    /* ---- the compute ops: one field per entry of kernels/op_list.h, every one required ----
+     * every backward: dx may be NULL (input gradient not needed: the first layer).
+     * maxpool_fwd: argmax holds, per output, the flat index iy * w + ix within its (n, c) input
+     *   plane (as PyTorch); the first maximum wins ties, NaN propagates.
+     * gap_fwd/bwd: global average pool, x [n, c, h, w] -> y [n, c]; only n, c, h, w of p are used.
+     * xent_fwd: probs [n, classes] receives the softmax; *loss_out (host) the mean loss over n.
+     *   Labels live in backend memory; a label outside [0, classes) is SD_ERR_INVALID.
+     * xent_bwd: dlogits = (probs - onehot(labels)) * scale (scale = 1/n for a mean loss).
+     * add, axpy, scale: y = a + b; y += alpha * x; x *= alpha. y may alias a or b.
+     * all_finite: *all = no element of x is NaN or infinite (the trainer's check of a summed
+     *   gradient where it lives: on the GPU with NCCL collectives it never reaches the host).
+     *   Waits for the result.
+     * dropout_fwd: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0). */
+    SD_KERNEL_OPS(SD_OP_FIELD)
 } sd_backend_ops;
 
 typedef struct sd_backend {

@@ -65,30 +65,9 @@ static const sd_backend_ops sd_cpu_ops = {
     .destroy = cpu_destroy,
     .upload_async = cpu_copy,
     .upload_wait = cpu_upload_wait,
-    .conv2d_fwd = sd_cpu_conv2d_fwd,
-    .conv2d_bwd = sd_cpu_conv2d_bwd,
-    .bn_fwd_train = sd_cpu_bn_fwd_train,
-    .bn_fwd_eval = sd_cpu_bn_fwd_eval,
-    .bn_bwd = sd_cpu_bn_bwd,
-    .relu_fwd = sd_cpu_relu_fwd,
-    .relu_bwd = sd_cpu_relu_bwd,
-    .maxpool_fwd = sd_cpu_maxpool_fwd,
-    .maxpool_bwd = sd_cpu_maxpool_bwd,
-    .avgpool_fwd = sd_cpu_avgpool_fwd,
-    .avgpool_bwd = sd_cpu_avgpool_bwd,
-    .gap_fwd = sd_cpu_gap_fwd,
-    .gap_bwd = sd_cpu_gap_bwd,
-    .linear_fwd = sd_cpu_linear_fwd,
-    .linear_bwd = sd_cpu_linear_bwd,
-    .xent_fwd = sd_cpu_xent_fwd,
-    .xent_bwd = sd_cpu_xent_bwd,
-    .add = sd_cpu_add,
-    .axpy = sd_cpu_axpy,
-    .scale = sd_cpu_scale,
-    .all_finite = sd_cpu_all_finite,
-    .dropout_fwd = sd_cpu_dropout_fwd,
-    .dropout_bwd = sd_cpu_dropout_bwd,
-    .sgd_update = sd_cpu_sgd_update,
+#define CPU_ENTRY(name, params) .name = sd_cpu_##name,
+    SD_KERNEL_OPS(CPU_ENTRY)
+#undef CPU_ENTRY
 };
 
 sd_status sd_backend_cpu_create(sd_backend *be, int threads) {

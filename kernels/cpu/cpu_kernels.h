@@ -1,5 +1,5 @@
 /* cpu_kernels.h: the exported CPU kernels (one op family per .c file in this folder) and the CPU
- * kernel context. Signatures match the backend table in engine/backend.h and the CUDA twins. */
+ * kernel context. The op declarations come from kernels/op_list.h, as do the backend table's fields and the CUDA twins'. */
 #ifndef SD_CPU_KERNELS_H
 #define SD_CPU_KERNELS_H
 
@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/op_list.h"
 #include "kernels/ops.h"
 
 /* The CPU kernel context: thread count and a scratch area that grows to a high-water mark. */
@@ -34,61 +35,13 @@ sd_status sd_cpu_alloc(size_t bytes, void **out);
 void sd_cpu_sgemm(sd_kctx *k, int trans_a, int trans_b, int m, int n, int kdim, float alpha, const float *a, int lda,
                   const float *b, int ldb, float beta, float *c, int ldc);
 
-/* conv.c: direct GEMM micro-kernels over zero-padded input planes (no im2col, no BLAS), one
- * OpenMP region per call. */
-sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
-                            const float *b, float *y);
-sd_status sd_cpu_conv2d_bwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db);
-
-/* batchnorm.c */
-sd_status sd_cpu_bn_fwd_train(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                              const float *beta, float *y, float *running_mean, float *running_var,
-                              float *save_mean, float *save_invstd);
-sd_status sd_cpu_bn_fwd_eval(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                             const float *beta, const float *running_mean, const float *running_var, float *y);
-sd_status sd_cpu_bn_bwd(sd_kctx *k, const sd_bn_params *p, const float *x, const float *gamma,
-                        const float *save_mean, const float *save_invstd, const float *dy, float *dx,
-                        float *dgamma, float *dbeta);
-
-/* activation.c */
-sd_status sd_cpu_relu_fwd(sd_kctx *k, size_t count, const float *x, float *y);
-sd_status sd_cpu_relu_bwd(sd_kctx *k, size_t count, const float *y, const float *dy, float *dx);
-
-/* pool.c */
-sd_status sd_cpu_maxpool_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax);
-sd_status sd_cpu_maxpool_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax,
-                             float *dx);
-sd_status sd_cpu_avgpool_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
-sd_status sd_cpu_avgpool_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
-sd_status sd_cpu_gap_fwd(sd_kctx *k, const sd_pool2d_params *p, const float *x, float *y);
-sd_status sd_cpu_gap_bwd(sd_kctx *k, const sd_pool2d_params *p, const float *dy, float *dx);
-
-/* linear.c: sd_cpu_sgemm */
-sd_status sd_cpu_linear_fwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
-                            const float *b, float *y);
-sd_status sd_cpu_linear_bwd(sd_kctx *k, const sd_linear_params *p, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db);
-
-/* loss.c */
-sd_status sd_cpu_xent_fwd(sd_kctx *k, const sd_xent_params *p, const float *logits, const int32_t *labels,
-                          float *probs, float *loss_out);
-sd_status sd_cpu_xent_bwd(sd_kctx *k, const sd_xent_params *p, const float *probs, const int32_t *labels,
-                          float scale, float *dlogits);
-
-/* elementwise.c */
-sd_status sd_cpu_add(sd_kctx *k, size_t count, const float *a, const float *b, float *y);
-sd_status sd_cpu_axpy(sd_kctx *k, size_t count, float alpha, const float *x, float *y);
-sd_status sd_cpu_scale(sd_kctx *k, size_t count, float alpha, float *x);
-sd_status sd_cpu_all_finite(sd_kctx *k, size_t count, const float *x, bool *all);
-
-/* dropout.c */
-sd_status sd_cpu_dropout_fwd(sd_kctx *k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask);
-sd_status sd_cpu_dropout_bwd(sd_kctx *k, const sd_dropout_params *p, const float *dy, const uint8_t *mask,
-                             float *dx);
-
-/* optimizer.c */
-sd_status sd_cpu_sgd_update(sd_kctx *k, const sd_sgd_params *p, float *w, const float *g, float *buf);
+/* The op kernels, one family per file, with the signatures of kernels/op_list.h:
+ * sd_cpu_conv2d_fwd/bwd (conv.c: direct GEMM micro-kernels over zero-padded input planes, no
+ * im2col, no BLAS, one OpenMP region per call), sd_cpu_bn_* (batchnorm.c), sd_cpu_relu_*
+ * (activation.c), sd_cpu_maxpool_* / avgpool_* / gap_* (pool.c), sd_cpu_linear_* (linear.c, on
+ * sd_cpu_sgemm), sd_cpu_xent_* (loss.c), sd_cpu_add / axpy / scale / all_finite (elementwise.c),
+ * sd_cpu_dropout_* (dropout.c), sd_cpu_sgd_update (optimizer.c). */
+SD_KERNEL_OPS(SD_CPU_OP_DECL)
 
 /* topk.c: Top-k by magnitude (gradient compression). Writes the kk entries of x[0..n) with the
  * largest |x| to idx_out/val_out (kk each; val_out[j] = x[idx_out[j]], sign kept), in ASCENDING

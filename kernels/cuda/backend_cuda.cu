@@ -292,30 +292,9 @@ static sd_backend_ops make_cuda_ops(void) {
     o.destroy = cuda_destroy;
     o.upload_async = cuda_upload_async;
     o.upload_wait = cuda_upload_wait;
-    o.conv2d_fwd = sd_cuda_conv2d_fwd;
-    o.conv2d_bwd = sd_cuda_conv2d_bwd;
-    o.bn_fwd_train = sd_cuda_bn_fwd_train;
-    o.bn_fwd_eval = sd_cuda_bn_fwd_eval;
-    o.bn_bwd = sd_cuda_bn_bwd;
-    o.relu_fwd = sd_cuda_relu_fwd;
-    o.relu_bwd = sd_cuda_relu_bwd;
-    o.maxpool_fwd = sd_cuda_maxpool_fwd;
-    o.maxpool_bwd = sd_cuda_maxpool_bwd;
-    o.avgpool_fwd = sd_cuda_avgpool_fwd;
-    o.avgpool_bwd = sd_cuda_avgpool_bwd;
-    o.gap_fwd = sd_cuda_gap_fwd;
-    o.gap_bwd = sd_cuda_gap_bwd;
-    o.linear_fwd = sd_cuda_linear_fwd;
-    o.linear_bwd = sd_cuda_linear_bwd;
-    o.xent_fwd = sd_cuda_xent_fwd;
-    o.xent_bwd = sd_cuda_xent_bwd;
-    o.add = sd_cuda_add;
-    o.axpy = sd_cuda_axpy;
-    o.scale = sd_cuda_scale;
-    o.all_finite = sd_cuda_all_finite;
-    o.dropout_fwd = sd_cuda_dropout_fwd;
-    o.dropout_bwd = sd_cuda_dropout_bwd;
-    o.sgd_update = sd_cuda_sgd_update;
+#define CUDA_ENTRY(name, params) o.name = sd_cuda_##name;
+    SD_KERNEL_OPS(CUDA_ENTRY)
+#undef CUDA_ENTRY
     return o;
 }
 
