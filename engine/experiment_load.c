@@ -646,9 +646,29 @@ sd_status sd_experiment_set(sd_experiment *e, const char *assignment) {
     memcpy(key, assignment, klen);
     key[klen] = '\0';
     trim(key);
+    const size_t kl = strlen(key);
+    if (kl && (key[0] == '.' || key[kl - 1] == '.' || strstr(key, "..")))
+        return SD_FAIL(SD_ERR_INVALID, "--set '%.120s': the key '%s' has an empty part (a dot at an end, or two in a "
+                       "row); write the path with single dots, e.g. optimizer.lr=0.1", assignment, key);
     char *value = strdup(eq + 1);
     if (!value) return SD_FAIL(SD_ERR_OOM, "--set: no memory");
     trim(value);
+    if (!strcmp(key, "seeds")) { /* JSON numbers are doubles: refuse what they would round */
+        for (const char *q = value; *q;) {
+            while (*q == ' ' || *q == ',' || *q == '[' || *q == ']') q++;
+            if (!*q) break;
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(q, &end, 10);
+            if (end != q && (errno == ERANGE || v > (1ull << 53))) {
+                sd_status bad = SD_FAIL(SD_ERR_INVALID, "--set: seeds: %.*s is above 2^53 (9007199254740992), where a "
+                                        "JSON number is no longer exact; allowed: integers in [0, 2^53]", (int)(end - q), q);
+                free(value);
+                return bad;
+            }
+            q = end != q ? end : q + 1;
+        }
+    }
 
     /* walk the key path through the schema */
     struct seg segs[SET_MAX_DEPTH];

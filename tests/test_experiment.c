@@ -250,6 +250,15 @@ static void test_set(void) {
     sd_experiment before = e;
     EXPECT_MSG(sd_experiment_set(&e, "optimizer.lr=fast"), SD_ERR_INVALID, "--set", "optimizer.lr", "a number in (0, 100]", "fast");
     EXPECT_MSG(sd_experiment_set(&e, "optimizer.lrr=0.1"), SD_ERR_INVALID, "optimizer.lrr", "unknown key", "did you mean 'lr'?");
+    EXPECT_MSG(sd_experiment_set(&e, "optimizer..lr=0.1"), SD_ERR_INVALID, "optimizer..lr", "empty part");
+    EXPECT_MSG(sd_experiment_set(&e, ".batch=4"), SD_ERR_INVALID, "empty part");
+    EXPECT_MSG(sd_experiment_set(&e, "seeds=1,9007199254740993"), SD_ERR_INVALID, "9007199254740993", "2^53");
+    {
+        sd_experiment big;
+        sd_experiment_defaults(&big);
+        EXPECT_OK(sd_experiment_set(&big, "seeds=9007199254740992"));
+        EXPECT(big.seeds[0] == 9007199254740992ull, "2^53 itself is a seed");
+    }
     EXPECT_MSG(sd_experiment_set(&e, "optimiser.lr=0.1"), SD_ERR_INVALID, "optimiser", "did you mean 'optimizer'?");
     EXPECT_MSG(sd_experiment_set(&e, "optimizer.lr"), SD_ERR_INVALID, "key=value");
     EXPECT_MSG(sd_experiment_set(&e, "=3"), SD_ERR_INVALID, "key=value");

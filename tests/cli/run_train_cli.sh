@@ -2,7 +2,8 @@
 # run_train_cli.sh TRAIN ROOT: scadles-train's command line: bad uses exit 2 with a message naming
 # the flag (no argument to --config, a directory, --config twice, an unknown model or flag, an empty
 # --resume, a flag that would change a resumed run), and SIGHUP stops a single-device run with a
-# checkpoint (exit 129) that --resume continues. Exits 77 (skipped) without Fashion-MNIST.
+# checkpoint (exit 129) that --resume continues, and a SIGKILL between periodic checkpoints is
+# resumed without duplicated or missing lines. Exits 77 (skipped) without Fashion-MNIST.
 T=$1
 ROOT=$2
 fail=0
@@ -45,6 +46,25 @@ expect 2 "would change optimizer.lr" --resume "$tmp/run" --lr 0.3
 "$T" --resume "$tmp/run" --quiet > "$tmp/log2" 2>&1; rc=$?
 if [ $rc != 0 ] || ! grep -q "final: top-1" "$tmp/log2" || ! grep -q "(200 steps" "$tmp/log2"; then
   echo "FAIL: --resume after SIGHUP: exit $rc, log:"; cat "$tmp/log2"; fail=1
+fi
+# SIGKILL after a periodic checkpoint (every 4 steps), some steps past it: the resume cuts
+# metrics.jsonl and eval.jsonl back to the checkpoint, so every step and evaluation is there once
+"$T" --train-limit 1280 --eval-limit 200 --steps 200 --threads 1 --quiet --checkpoint-every 4 --out "$tmp/k" \
+  > "$tmp/klog" 2>&1 &
+pid=$!
+i=0
+while [ $i -lt 600 ] && { [ ! -f "$tmp/k/checkpoint/run.safetensors" ] ||
+      [ "$(wc -l < "$tmp/k/ddp-seed1/metrics.jsonl" 2>/dev/null || echo 0)" -lt 30 ]; }; do
+  sleep 0.05; i=$((i + 1))
+done
+kill -KILL $pid
+wait $pid 2>/dev/null
+"$T" --resume "$tmp/k" --quiet > "$tmp/klog2" 2>&1; rc=$?
+m=$(wc -l < "$tmp/k/ddp-seed1/metrics.jsonl"); ev=$(wc -l < "$tmp/k/ddp-seed1/eval.jsonl")
+steps=$(sed -n 's/.*"step": \([0-9]*\),.*/\1/p' "$tmp/k/ddp-seed1/metrics.jsonl" | sort -n | uniq | wc -l)
+if [ $rc != 0 ] || [ "$m" != 200 ] || [ "$steps" != 200 ] || [ "$ev" != 10 ]; then
+  echo "FAIL: SIGKILL + --resume: exit $rc, metrics.jsonl $m lines ($steps distinct steps, want 200), eval.jsonl $ev (want 10)"
+  cat "$tmp/klog2"; fail=1
 fi
 [ $fail = 0 ] && echo "run_train_cli: all passed"
 exit $fail
