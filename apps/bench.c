@@ -4,6 +4,7 @@
  * (the bound). Every timed path is validated first (finite loss, finite gradients). */
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-peer")) o.peer = false;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
         else { fprintf(stderr, "scadles-bench: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+    }
+    { /* every model name is checked before anything is measured */
+        char names[256];
+        snprintf(names, sizeof names, "%s", o.models);
+        const char *all = sd_model_names();
+        for (char *save = NULL, *m = strtok_r(names, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+            size_t n = strlen(m);
+            bool known = false;
+            for (const char *q = all; !known && (q = strstr(q, m)); q += n)
+                known = (q == all || q[-1] == ' ') && (q[n] == ' ' || q[n] == '\0');
+            if (!known) {
+                fprintf(stderr, "scadles-bench: --models: '%s' is unknown; choose from: %s\n", m, all);
+                return 2;
+            }
+        }
     }
     sd_backend be;
     if (sd_backend_cpu_create(&be, o.threads) != SD_OK) {

@@ -527,6 +527,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--mqtt-port") && v) {
             o.mqtt_port = atoi(v), i++;
         } else {
+            fprintf(stderr, "scadles-bench_brokers: unknown option or missing value: '%s'\n", a);
             usage(stderr);
             return 2;
         }

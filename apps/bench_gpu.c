@@ -631,6 +631,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else {
+            fprintf(stderr, "scadles-bench_gpu: unknown option or missing value: '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }

@@ -52,6 +52,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--reps") && v) {
             o->reps = (int)strtol(v, &end, 10);
         } else {
+            fprintf(stderr, "scadles-bench_stream: unknown option or missing value: '%s'\n", a);
             usage(stderr);
             return -1;
         }

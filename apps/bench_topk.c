@@ -56,6 +56,7 @@ static int parse_size(const char *v, size_t *out) {
     if (*end == 'K' || *end == 'k') x <<= 10, end++;
     else if (*end == 'M' || *end == 'm') x <<= 20, end++;
     if (*end && *end != ',') return -1;
+    if (x == 0) return -1; /* a Top-k of nothing measures nothing */
     *out = (size_t)x;
     return 0;
 }
@@ -349,7 +350,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--sizes") && v) {
             o.nsizes = 0;
             for (const char *p = v; *p && o.nsizes < 8;) {
-                if (parse_size(p, &o.sizes[o.nsizes++]) != 0) { usage(stderr); return 2; }
+                if (parse_size(p, &o.sizes[o.nsizes++]) != 0) {
+                    fprintf(stderr, "scadles-bench_topk: --sizes: '%s' is not a list of sizes >= 1 (e.g. 4K,1M)\n", v);
+                    return 2;
+                }
                 const char *c = strchr(p, ',');
                 p = c ? c + 1 : p + strlen(p);
             }
@@ -374,6 +378,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else {
+            fprintf(stderr, "scadles-bench_topk: unknown option or missing value: '%s'\n", a);
             usage(stderr);
             return 2;
         }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# run_train_cli.sh TRAIN ROOT: scadles-train's command line: bad uses exit 2 with a message naming
+# run_train_cli.sh TRAIN ROOT: scadles-train's command line (and the benchmarks' usage errors): bad uses exit 2 with a message naming
 # the flag (no argument to --config, a directory, --config twice, an unknown model or flag, an empty
 # --resume, a flag that would change a resumed run), and SIGHUP stops a single-device run with a
 # checkpoint (exit 129) that --resume continues, and a SIGKILL between periodic checkpoints is
@@ -25,6 +25,20 @@ expect 2 "--model foo" --model foo
 expect 2 "--lr needs a value" --lr
 expect 2 "--resume needs the run directory" --resume ""
 expect 2 "--set needs --config" --set batch=4
+# the benchmarks refuse bad arguments before measuring anything, naming them
+D=$(dirname "$T")
+bexpect() { # bexpect PROGRAM PATTERN ARGS...: exit 2 and PATTERN on stderr
+  prog=$1; pat=$2; shift 2
+  "$D/$prog" "$@" > "$tmp/out" 2> "$tmp/err"; rc=$?
+  if [ "$rc" != 2 ] || ! grep -q -- "$pat" "$tmp/err"; then
+    echo "FAIL: $prog $*: exit $rc (want 2), stderr:"; cat "$tmp/err"; fail=1
+  fi
+}
+bexpect scadles-bench "'foo' is unknown" --models fmnist_cnn,foo
+bexpect scadles-bench_topk "not a list of sizes" --sizes 0
+for b in scadles-bench_topk scadles-bench_stream scadles-bench_brokers scadles-bench_gpu; do
+  [ -x "$D/$b" ] && bexpect $b "'--bogus'" --bogus
+done
 if [ ! -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   echo "run_train_cli: Fashion-MNIST not installed: the training part is skipped"
   [ $fail = 0 ] && exit 77 || exit 1
