@@ -135,13 +135,14 @@ static sd_status new_experiment(const sd_train_request *rq, sd_experiment *e) {
         if (!*o->value || *end || !(epochs >= 1 && epochs <= 1e6 && epochs == floor(epochs)))
             return SD_FAIL(SD_ERR_INVALID, "%s needs a whole number of epochs in [1, 1e6], got '%s'", o->flag, o->value);
     }
-    int64_t per_epoch = 0;
-    TRY(steps_per_epoch(e, &per_epoch));
-    if (!find_opt(rq, "max_steps")) e->max_steps = (int64_t)epochs * per_epoch;
-    else if (find_opt(rq, "epochs"))
+    if (find_opt(rq, "max_steps") && find_opt(rq, "epochs"))
         return SD_FAIL(SD_ERR_INVALID, "%s and %s both say how long to train; give one of them",
                        find_opt(rq, "epochs")->flag, find_opt(rq, "max_steps")->flag);
-    if (!find_opt(rq, "eval_every_steps")) e->eval_every_steps = per_epoch; /* an evaluation per epoch */
+    const bool steps_given = find_opt(rq, "max_steps"), eval_given = find_opt(rq, "eval_every_steps");
+    int64_t per_epoch = 0; /* counting opens the training set: only when needed */
+    if (!steps_given || !eval_given) TRY(steps_per_epoch(e, &per_epoch));
+    if (!steps_given) e->max_steps = (int64_t)epochs * per_epoch;
+    if (!eval_given) e->eval_every_steps = per_epoch; /* an evaluation per epoch */
     e->buffer.capacity = e->batch * 2 > 4096 ? e->batch * 2 : 4096;
     return sd_experiment_resolve(e);
 }

@@ -181,7 +181,8 @@ int main(void) {
     base(&r, a);
     add(&r, "--epochs", "epochs", "2");
     EXPECT_FAIL(sd_train_experiment(&r.rq, e), SD_ERR_INVALID, "give one of them");
-    base(&r, a);
+    memset(&r, 0, sizeof r); /* epochs need a batch to fit in the training set */
+    add(&r, "--train-limit", "train_limit", "1280");
     add(&r, "--batch", "batch", "2000");
     EXPECT_FAIL(sd_train_experiment(&r.rq, e), SD_ERR_INVALID, "fewer than one batch");
     free(e);
