@@ -1,14 +1,16 @@
 /* comm_nccl.c: the NCCL collective backend (comm_nccl.h): one process per GPU, bootstrapped over
  * MPI. Compiled only when CMake found NCCL, MPI and CUDA (SCADLES_HAVE_NCCL); otherwise this file is
  * empty. Collectives run on one CUDA stream and are waited for (polling, with a timeout) before
- * they return; host buffers are staged through a device buffer; allgatherv is a group of
- * broadcasts (NCCL has none). */
+ * they return; host buffers are staged through a device buffer; allgatherv is one ncclAllGather
+ * when every rank sends the same number of bytes into consecutive blocks (the compressor's sparse
+ * step), a group of broadcasts otherwise (NCCL has no allgatherv). */
 #include "base/clock.h"
 #include "comm/comm_nccl.h"
 
 #ifdef SCADLES_HAVE_NCCL
 
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +191,24 @@ static sd_status nccl_allreduce(sd_comm *c, float *buf, size_t count) {
     return SD_OK;
 }
 
+/* allgatherv as a group of broadcasts, block j from rank j (device buffers). */
+static sd_status broadcast_group(sd_comm *c, const char *dsend, char *drecv, const size_t *recv_bytes,
+                                 const size_t *displs) {
+    nccl_ctx *x = c->ctx;
+    NCCL_CHECK(ncclGroupStart());
+    for (int j = 0; j < c->size; j++) {
+        if (!recv_bytes[j]) continue;
+        const void *sb = j == c->rank ? (const void *)dsend : (const void *)(drecv + displs[j]);
+        ncclResult_t r = ncclBroadcast(sb, drecv + displs[j], recv_bytes[j], ncclUint8, j, x->nccl, x->stream);
+        if (r != ncclSuccess) {
+            (void)ncclGroupEnd();
+            NCCL_CHECK(r);
+        }
+    }
+    NCCL_CHECK(ncclGroupEnd());
+    return SD_OK;
+}
+
 static sd_status allgatherv_impl(sd_comm *c, const void *send, size_t send_bytes, void *recv, const size_t *recv_bytes,
                                  const size_t *displs) {
     nccl_ctx *x = c->ctx;
@@ -214,17 +234,11 @@ static sd_status allgatherv_impl(sd_comm *c, const void *send, size_t send_bytes
             NCCL_CUDA_CHECK(cudaMemcpyAsync((char *)dsend, send, send_bytes, cudaMemcpyHostToDevice, x->stream));
         }
     }
-    NCCL_CHECK(ncclGroupStart());
-    for (int j = 0; j < c->size; j++) {
-        if (!recv_bytes[j]) continue;
-        const void *sb = j == c->rank ? (const void *)dsend : (const void *)(drecv + displs[j]);
-        ncclResult_t r = ncclBroadcast(sb, drecv + displs[j], recv_bytes[j], ncclUint8, j, x->nccl, x->stream);
-        if (r != ncclSuccess) {
-            (void)ncclGroupEnd();
-            NCCL_CHECK(r);
-        }
-    }
-    NCCL_CHECK(ncclGroupEnd());
+    /* every block the same size, back to back (decided alike on every rank: recv_bytes is common) */
+    bool uniform = send_bytes > 0;
+    for (int j = 0; j < c->size && uniform; j++) uniform = recv_bytes[j] == send_bytes && displs[j] == (size_t)j * send_bytes;
+    if (uniform) NCCL_CHECK(ncclAllGather(dsend, drecv, send_bytes, ncclUint8, x->nccl, x->stream)); /* one ring */
+    else TRY(broadcast_group(c, dsend, drecv, recv_bytes, displs));
     if (!rdev)
         for (int j = 0; j < c->size; j++) /* only the blocks: gaps in the caller's buffer stay untouched */
             if (recv_bytes[j])

@@ -1,20 +1,21 @@
 /* compress.c: Top-k gradient compression with error feedback and its policies (compress.h,
- * docs/compression.md): per-layer or whole-gradient selection through sd_cpu_topk, the paper's
- * vote, GraVAC-style ratio stepping, the one-allgatherv sparse exchange with a rank-order
- * scatter-add, binary16 values, and the byte accounting. */
+ * docs/compression.md): the paper's vote, GraVAC-style ratio stepping, the one-allgatherv sparse
+ * exchange and the byte accounting. The per-element work (per-layer or whole-gradient Top-k, the
+ * velocity, binary16 values, norms, the residual, the rank-order scatter-add) runs through the
+ * backend table (kernels/backend.h: topk_select, cz_*), so the compressor's state lives where the
+ * gradient lives: host memory on the CPU backend, GPU memory on CUDA. */
 #include "comm/compress.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/f16.h"
 #include "comm/cost.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 
-#define CZ_PAR_MIN 65536        /* elementwise loops below this run on the calling thread */
-#define CZ_NORM_BLOCK 16384     /* fixed blocks of the deterministic sums of squares */
 #define CZ_MAX_LEVELS 64        /* gain ladder length at most */
 
 struct sd_compressor {
@@ -22,16 +23,15 @@ struct sd_compressor {
     size_t count;
     int nlayers;
     size_t *loff, *lcnt;        /* layers sorted by offset (per_layer), or the one whole block */
-    sd_kctx *kc;                /* private: threads and the Top-k scratch */
-    float *residual;
+    sd_backend be;              /* where the state lives and the per-element work runs */
+    bool own_be;                /* created here (a CPU backend of its own), destroyed with the compressor */
+    float *residual;            /* backend memory, as everything below but the layout arrays */
     float *velocity;            /* momentum correction: u (NULL when cfg.momentum is 0) */
     bool residual_zero;         /* the residual is known to be all zeros */
     bool ineligible;            /* paper: the caller said compression cannot save time this step */
     uint32_t *idx;              /* this step's pairs: global indices, ascending */
     float *val;                 /* values as sent (after f16 rounding) */
     size_t cap_pairs;
-    double *partial;            /* per-block partial sums of squares */
-    size_t npartial;
     unsigned char *buf;         /* the gather buffer: every rank's message */
     size_t buf_bytes;
     size_t *sizes, *displs, *np; /* per rank: message bytes, offsets, pairs */
@@ -39,50 +39,6 @@ struct sd_compressor {
     int nlevels;                /* gain: ladder length */
     sd_compress_state st;
 };
-
-/* ---- binary16 ------------------------------------------------------------------------------ */
-uint16_t sd_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x1ffu)); /* quiet NaN */
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf (and inf) */
-    if (ax < 0x38800000u) {                                   /* below 2^-14: subnormal or zero */
-        if (ax <= 0x33000000u) return (uint16_t)sign;          /* <= 2^-25: rounds to 0 (tie to even) */
-        const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
-        const uint32_t shift = 126u - e; /* 14..24: value / 2^-24 = m / 2^shift */
-        uint32_t r = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (r & 1u))) r++;
-        return (uint16_t)(sign | r); /* r = 0x400 is the smallest normal: still right */
-    }
-    const uint32_t r = ax - 0x38000000u; /* rebias the exponent 127 -> 15 */
-    uint32_t h = r >> 13;
-    const uint32_t rem = r & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
-
-float sd_f16_to_f32(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    uint32_t x;
-    if (e == 0) {
-        float v = (float)m * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    if (e == 31) x = sign | 0x7f800000u | (m << 13);
-    else x = sign | ((e + 112u) << 23) | (m << 13);
-    float f;
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
-
-/* The value a float becomes on the wire: saturated to +-65504 and rounded to binary16. */
-static inline float f16_wire(float v) {
-    if (v > SD_COMPRESS_F16_MAX) v = SD_COMPRESS_F16_MAX;
-    else if (v < -SD_COMPRESS_F16_MAX) v = -SD_COMPRESS_F16_MAX;
-    return sd_f16_to_f32(sd_f32_to_f16(v));
-}
 
 /* ---- config ---------------------------------------------------------------------------------- */
 void sd_compress_config_default(sd_compress_config *c) {
@@ -175,17 +131,20 @@ static int cmp_layer(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
+static void be_free(sd_compressor *z, void *p) {
+    if (p && z->be.ops) z->be.ops->free(z->be.ctx, p);
+}
+
 void sd_compressor_destroy(sd_compressor *z) {
     if (!z) return;
     free(z->loff);
     free(z->lcnt);
-    sd_cpu_kctx_destroy(z->kc);
-    free(z->residual);
-    free(z->velocity);
-    free(z->idx);
-    free(z->val);
-    free(z->partial);
-    free(z->buf);
+    be_free(z, z->residual);
+    be_free(z, z->velocity);
+    be_free(z, z->idx);
+    be_free(z, z->val);
+    be_free(z, z->buf);
+    if (z->own_be && z->be.ops) sd_backend_destroy(&z->be);
     free(z->sizes);
     free(z->displs);
     free(z->np);
@@ -194,7 +153,13 @@ void sd_compressor_destroy(sd_compressor *z) {
 
 sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nlayers, const size_t *layer_offset,
                                const size_t *layer_count, int threads, sd_compressor **out) {
+    return sd_compressor_create_on(c, count, nlayers, layer_offset, layer_count, NULL, threads, out);
+}
+
+sd_status sd_compressor_create_on(const sd_compress_config *c, size_t count, int nlayers, const size_t *layer_offset,
+                                  const size_t *layer_count, const sd_backend *be, int threads, sd_compressor **out) {
     if (!c || !out) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL config or output");
+    if (be && !be->ops) return SD_FAIL(SD_ERR_INVALID, "compressor: a backend without its table");
     *out = NULL;
     TRY(check_config(c));
     if (count == 0) return SD_FAIL(SD_ERR_INVALID, "compressor: empty gradient (count 0)");
@@ -236,8 +201,7 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
     z->nlayers = c->per_layer ? nlayers : 1;
     z->loff = malloc(sizeof(size_t) * (size_t)z->nlayers);
     z->lcnt = malloc(sizeof(size_t) * (size_t)z->nlayers);
-    z->kc = calloc(1, sizeof *z->kc);
-    if (!z->loff || !z->lcnt || !z->kc) {
+    if (!z->loff || !z->lcnt) {
         free(pairs);
         sd_compressor_destroy(z);
         return SD_FAIL(SD_ERR_OOM, "compressor: allocation failed");
@@ -252,7 +216,15 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
         z->lcnt[0] = count;
     }
     free(pairs);
-    z->kc->threads = resolve_threads(threads);
+    sd_status s = SD_OK;
+    if (be) {
+        z->be = *be;
+    } else if ((s = sd_backend_cpu_create(&z->be, resolve_threads(threads))) != SD_OK) {
+        sd_compressor_destroy(z);
+        return s;
+    } else {
+        z->own_be = true;
+    }
     z->residual_zero = true;
     /* the ladder: levels 0..nlevels-1, the last one at min_ratio */
     z->nlevels = 1;
@@ -260,20 +232,18 @@ sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nl
         while (z->nlevels < CZ_MAX_LEVELS && level_ratio(z, z->nlevels - 1) > c->min_ratio) z->nlevels++;
     const double rmax = c->policy == SD_COMPRESS_GAIN ? c->max_ratio : c->ratio;
     z->cap_pairs = c->policy == SD_COMPRESS_OFF ? 0 : sd_compressor_pairs(z, rmax);
-    size_t maxn = count > z->cap_pairs ? count : z->cap_pairs;
-    z->npartial = maxn / CZ_NORM_BLOCK + 1;
-    sd_status s = SD_OK;
-    if ((s = sd_cpu_alloc(count * sizeof(float), (void **)&z->residual)) != SD_OK ||
-        (s = sd_cpu_alloc((z->cap_pairs ? z->cap_pairs : 1) * sizeof(uint32_t), (void **)&z->idx)) != SD_OK ||
-        (s = sd_cpu_alloc((z->cap_pairs ? z->cap_pairs : 1) * sizeof(float), (void **)&z->val)) != SD_OK ||
-        (s = sd_cpu_alloc(z->npartial * sizeof(double), (void **)&z->partial)) != SD_OK ||
-        (c->momentum > 0 && (s = sd_cpu_alloc(count * sizeof(float), (void **)&z->velocity)) != SD_OK)) {
+    const sd_backend_ops *o = z->be.ops;
+    sd_kctx *k = z->be.ctx;
+    if ((s = o->alloc(k, count * sizeof(float), (void **)&z->residual)) != SD_OK ||
+        (s = o->alloc(k, (z->cap_pairs ? z->cap_pairs : 1) * sizeof(uint32_t), (void **)&z->idx)) != SD_OK ||
+        (s = o->alloc(k, (z->cap_pairs ? z->cap_pairs : 1) * sizeof(float), (void **)&z->val)) != SD_OK ||
+        (c->momentum > 0 && (s = o->alloc(k, count * sizeof(float), (void **)&z->velocity)) != SD_OK) ||
+        (s = o->zero(k, z->residual, count * sizeof(float))) != SD_OK ||
+        (z->velocity && (s = o->zero(k, z->velocity, count * sizeof(float))) != SD_OK)) {
         sd_compressor_destroy(z);
         sd_add_context(__func__, __FILE__, __LINE__);
         return s;
     }
-    memset(z->residual, 0, count * sizeof(float));
-    if (z->velocity) memset(z->velocity, 0, count * sizeof(float));
     *out = z;
     return SD_OK;
 }
@@ -285,12 +255,23 @@ sd_status sd_compressor_set_residual(sd_compressor *z, const float *residual, si
     if (!z || !residual) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL compressor or residual");
     if (count != z->count)
         return SD_FAIL(SD_ERR_SHAPE, "compressor: residual of %zu floats for a gradient of %zu", count, z->count);
-    memcpy(z->residual, residual, count * sizeof(float));
+    TRY(z->be.ops->upload(z->be.ctx, z->residual, residual, count * sizeof(float)));
     z->residual_zero = false;
     return SD_OK;
 }
 
 const float *sd_compressor_velocity(const sd_compressor *z) { return z ? z->velocity : NULL; }
+
+sd_status sd_compressor_get_residual(const sd_compressor *z, float *host) {
+    if (!z || !host) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL compressor or output");
+    return z->be.ops->download(z->be.ctx, host, z->residual, z->count * sizeof(float));
+}
+
+sd_status sd_compressor_get_velocity(const sd_compressor *z, float *host) {
+    if (!z || !host) return SD_FAIL(SD_ERR_INVALID, "compressor: NULL compressor or output");
+    if (!z->velocity) return SD_FAIL(SD_ERR_INVALID, "compressor: no momentum correction configured, so no velocity");
+    return z->be.ops->download(z->be.ctx, host, z->velocity, z->count * sizeof(float));
+}
 
 void sd_compressor_set_eligible(sd_compressor *z, bool eligible) {
     if (z) z->ineligible = !eligible;
@@ -303,7 +284,7 @@ sd_status sd_compressor_set_velocity(sd_compressor *z, const float *velocity, si
                        "the checkpoint was made with compression.momentum_correction on");
     if (count != z->count)
         return SD_FAIL(SD_ERR_SHAPE, "compressor: velocity of %zu floats for a gradient of %zu", count, z->count);
-    memcpy(z->velocity, velocity, count * sizeof(float));
+    TRY(z->be.ops->upload(z->be.ctx, z->velocity, velocity, count * sizeof(float)));
     return SD_OK;
 }
 
@@ -317,25 +298,6 @@ sd_status sd_compressor_set_state(sd_compressor *z, const sd_compress_state *s) 
                        "loss sum %g out of range", s->level, z->nlevels, s->window_steps, gain_window(&z->cfg), s->loss_sum);
     z->st = *s;
     return SD_OK;
-}
-
-/* ---- deterministic helpers ------------------------------------------------------------------- */
-/* Sum of squares in double over fixed blocks, the blocks added in order: the same bits whatever
- * the thread count. */
-static double sumsq(sd_compressor *z, const float *x, size_t n) {
-    const size_t nb = (n + CZ_NORM_BLOCK - 1) / CZ_NORM_BLOCK;
-    double *part = z->partial;
-#pragma omp parallel for num_threads(z->kc->threads) schedule(static) if (n >= CZ_PAR_MIN)
-    for (size_t b = 0; b < nb; b++) {
-        const size_t lo = b * CZ_NORM_BLOCK, hi = lo + CZ_NORM_BLOCK < n ? lo + CZ_NORM_BLOCK : n;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (size_t i = lo; i < hi; i++) s += (double)x[i] * (double)x[i];
-        part[b] = s;
-    }
-    double s = 0;
-    for (size_t b = 0; b < nb; b++) s += part[b];
-    return s;
 }
 
 /* The gather layout for n ranks, each sending sizes[j] bytes. */
@@ -362,6 +324,17 @@ static sd_status ensure_buf(unsigned char **buf, size_t *have, size_t bytes) {
     return SD_OK;
 }
 
+/* The compressor's gather buffer, in its backend's memory. */
+static sd_status ensure_gather(sd_compressor *z, size_t bytes) {
+    if (bytes <= z->buf_bytes) return SD_OK;
+    be_free(z, z->buf);
+    z->buf = NULL;
+    z->buf_bytes = 0;
+    TRY(z->be.ops->alloc(z->be.ctx, bytes, (void **)&z->buf));
+    z->buf_bytes = bytes;
+    return SD_OK;
+}
+
 /* ---- the wire format --------------------------------------------------------------------------
  * One message per rank: u32 npairs, f32 gain, npairs x u32 index, npairs x value (f32, or the
  * binary16 bits when f16), host byte order (little-endian on every supported machine), packed. */
@@ -381,75 +354,6 @@ static void pack(unsigned char *m, const uint32_t *idx, const float *val, size_t
     } else {
         memcpy(v, val, np * 4);
     }
-}
-
-static inline uint32_t ld_u32(const unsigned char *p) {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return u;
-}
-static inline float ld_val(const unsigned char *v, size_t j, bool f16) {
-    if (f16) {
-        uint16_t h;
-        memcpy(&h, v + 2 * j, 2);
-        return sd_f16_to_f32(h);
-    }
-    float f;
-    memcpy(&f, v + 4 * j, 4);
-    return f;
-}
-
-/* Checks every message (declared pairs, indices < count and non-decreasing), then sets out to
- * the rank-order sum. Threads own disjoint index ranges, so each element's additions happen in
- * rank order on one thread: deterministic. */
-static sd_status scatter_sum(int threads, const unsigned char *buf, const size_t *displs, const size_t *np, int n,
-                             bool f16, float *out, size_t count, int me) {
-    size_t total = 0;
-    int bad_rank = -1;
-    for (int j = 0; j < n; j++) {
-        const unsigned char *m = buf + displs[j];
-        if (ld_u32(m) != np[j]) {
-            return SD_FAIL(SD_ERR_FORMAT, "rank %d: sparse message of rank %d declares %u pairs, expected %zu", me, j,
-                           ld_u32(m), np[j]);
-        }
-        const unsigned char *ip = m + 8;
-        uint32_t prev = 0;
-        for (size_t p = 0; p < np[j]; p++) {
-            uint32_t i = ld_u32(ip + 4 * p);
-            if (i >= count || i < prev) {
-                bad_rank = j;
-                break;
-            }
-            prev = i;
-        }
-        if (bad_rank >= 0) break;
-        total += np[j];
-    }
-    if (bad_rank >= 0)
-        return SD_FAIL(SD_ERR_FORMAT, "rank %d: sparse message of rank %d has indices out of order or >= %zu", me,
-                       bad_rank, count);
-    const int T = total >= CZ_PAR_MIN || count >= CZ_PAR_MIN ? threads : 1;
-#pragma omp parallel num_threads(T) if (T > 1)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const size_t lo = count * (size_t)t / (size_t)nt, hi = count * (size_t)(t + 1) / (size_t)nt;
-        memset(out + lo, 0, (hi - lo) * sizeof(float));
-        for (int j = 0; j < n; j++) {
-            const unsigned char *ip = buf + displs[j] + 8, *vp = ip + 4 * np[j];
-            size_t a = 0, b = np[j]; /* first pair with index >= lo */
-            while (a < b) {
-                size_t mid = a + (b - a) / 2;
-                if (ld_u32(ip + 4 * mid) < lo) a = mid + 1;
-                else b = mid;
-            }
-            for (size_t p = a; p < np[j]; p++) {
-                uint32_t i = ld_u32(ip + 4 * p);
-                if (i >= hi) break;
-                out[i] += ld_val(vp, p, f16);
-            }
-        }
-    }
-    return SD_OK;
 }
 
 /* ---- the sparse exchange on its own ---------------------------------------------------------- */
@@ -488,12 +392,14 @@ sd_status sd_sparse_allgather_sum(sd_comm *comm, int threads, const uint32_t *id
             s = SD_FAIL(SD_ERR_OOM, "rank %d: sparse allgather: %zu values", comm->rank, npairs);
             goto done;
         }
-        for (size_t j = 0; j < npairs; j++) tmp[j] = f16_wire(val[j]);
+        for (size_t j = 0; j < npairs; j++) tmp[j] = sd_f16_wire(val[j]);
     }
     pack(buf + displs[comm->rank], idx, tmp ? tmp : val, npairs, 0.0f, f16);
     if ((s = sd_comm_allgatherv(comm, buf + displs[comm->rank], sizes[comm->rank], buf, sizes, displs)) != SD_OK)
         goto done;
-    s = scatter_sum(resolve_threads(threads), buf, displs, np, n, f16, out, count, comm->rank);
+    sd_kctx kc = {.threads = resolve_threads(threads)}; /* the CPU scatter needs no scratch */
+    s = sd_cpu_cz_scatter_sum(&kc, buf, n, displs, np, f16, out, count);
+    if (s != SD_OK) s = SD_FAIL(s, "rank %d: %s", comm->rank, sd_last_error_brief());
 done:
     if (s != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
     else if (bytes_sent) *bytes_sent = sd_comm_wire_bytes(comm) - wire0;
@@ -509,65 +415,137 @@ done:
 /* ---- one step -------------------------------------------------------------------------------- */
 /* Top-k of a (= g + residual, in g) at `ratio` into z->idx / z->val (global indices, ascending). */
 static sd_status select_pairs(sd_compressor *z, const float *a, double ratio, size_t *np) {
+    const sd_backend_ops *o = z->be.ops;
     size_t pos = 0;
     for (int l = 0; l < z->nlayers; l++) {
         const size_t off = z->loff[l], cnt = z->lcnt[l], kk = k_of(ratio, cnt);
-        TRY(sd_cpu_topk(z->kc, a + off, cnt, kk, z->idx + pos, z->val + pos));
-        if (off)
-            for (size_t j = pos; j < pos + kk; j++) z->idx[j] += (uint32_t)off;
+        TRY(o->topk_select(z->be.ctx, a + off, cnt, kk, (uint32_t)off, z->idx + pos, z->val + pos));
         pos += kk;
     }
-    if (z->cfg.f16_values)
-        for (size_t j = 0; j < pos; j++) z->val[j] = f16_wire(z->val[j]);
+    if (z->cfg.f16_values) TRY(o->cz_f16_round(z->be.ctx, pos, z->val));
     *np = pos;
     return SD_OK;
 }
 
-static void add_residual(sd_compressor *z, float *g) {
-    if (z->residual_zero) return;
-    const float *r = z->residual;
-    const size_t n = z->count;
-#pragma omp parallel for simd num_threads(z->kc->threads) schedule(static) if (n >= CZ_PAR_MIN)
-    for (size_t i = 0; i < n; i++) g[i] += r[i];
+static sd_status add_residual(sd_compressor *z, float *g) {
+    if (z->residual_zero) return SD_OK;
+    return z->be.ops->add(z->be.ctx, z->count, g, z->residual, g);
+}
+
+static uint64_t wire_bytes(const sd_comm *comm, const sd_comm *data) {
+    return sd_comm_wire_bytes(comm) + (data != comm ? sd_comm_wire_bytes(data) : 0);
+}
+
+/* Dense: a (in g) summed over the ranks; the residual flushed. */
+static sd_status dense_step(sd_compressor *z, sd_comm *data, float *g) {
+    TRY(sd_comm_allreduce_sum(data, g, z->count));
+    if (!z->residual_zero) TRY(z->be.ops->zero(z->be.ctx, z->residual, z->count * sizeof(float)));
+    z->residual_zero = true;
+    return SD_OK;
+}
+
+/* Sparse: every rank sends the same number of pairs (same layout and ratio), so the layout is
+ * known without asking. Packs this rank's message, keeps residual = a - C(a), gathers every
+ * message and leaves their rank-order sum in g; s->gain_mean from the gathered headers. */
+static sd_status sparse_step(sd_compressor *z, sd_comm *data, float *g, size_t np, sd_compress_step *s) {
+    const sd_backend_ops *o = z->be.ops;
+    sd_kctx *k = z->be.ctx;
+    const int n = data->size, me = data->rank;
+    TRY(ensure_ranks(z, n));
+    const bool f16 = z->cfg.f16_values;
+    const size_t mb = msg_bytes(np, f16);
+    for (int j = 0; j < n; j++) {
+        z->sizes[j] = mb;
+        z->displs[j] = (size_t)j * mb;
+        z->np[j] = np;
+    }
+    TRY(ensure_gather(z, (size_t)n * mb));
+    unsigned char *mine = z->buf + z->displs[me];
+    unsigned char hdr[SD_COMPRESS_HEADER_BYTES]; /* u32 pairs, f32 gain */
+    const uint32_t n32 = (uint32_t)np;
+    const float gain = (float)s->gain;
+    memcpy(hdr, &n32, 4);
+    memcpy(hdr + 4, &gain, 4);
+    TRY(o->upload(k, mine, hdr, sizeof hdr));
+    if (np) TRY(o->copy(k, mine + 8, z->idx, np * 4));
+    if (np && f16) TRY(o->cz_to_f16(k, np, z->val, mine + 8 + np * 4));
+    else if (np) TRY(o->copy(k, mine + 8 + np * 4, z->val, np * 4));
+    /* residual = a - C(a): a everywhere, minus what is sent where it is sent; masking of the velocity */
+    TRY(o->cz_residual(k, z->count, g, np, z->idx, z->val, z->residual, z->velocity));
+    z->residual_zero = false;
+    TRY(sd_comm_allgatherv(data, mine, mb, z->buf, z->sizes, z->displs));
+    sd_status sc = o->cz_scatter_sum(k, z->buf, n, z->displs, z->np, f16, g, z->count);
+    if (sc != SD_OK) return SD_FAIL(sc, "rank %d: %s", me, sd_last_error_brief());
+    double gsum = 0;
+    for (int j = 0; j < n; j++) {
+        float gj;
+        TRY(o->download(k, &gj, z->buf + z->displs[j] + 4, 4));
+        gsum += (double)gj;
+    }
+    s->gain_mean = gsum / (double)n;
+    s->pairs = np;
+    s->pairs_total = (uint64_t)np * (uint64_t)n;
+    s->payload_bytes = mb;
+    s->gathered_bytes = (uint64_t)mb * (uint64_t)n;
+    return SD_OK;
+}
+
+/* gain: the window mean of the mean gain decides: >= epsilon compresses more (next level down the
+ * ratio ladder), < epsilon compresses less (a level up); then a new window starts. */
+static void gain_decide(sd_compressor *z, sd_compress_step *s) {
+    z->st.window_gain_sum += s->gain_mean;
+    if (++z->st.window_steps >= gain_window(&z->cfg)) {
+        const double w = z->st.window_gain_sum / (double)z->st.window_steps;
+        z->st.last_window_gain = w;
+        if (w >= z->cfg.epsilon) {
+            if (z->st.level < z->nlevels - 1) z->st.level++;
+        } else if (z->st.level > 0) {
+            z->st.level--;
+        }
+        z->st.window_steps = 0;
+        z->st.window_gain_sum = 0;
+    }
+    s->gain_smoothed = z->st.last_window_gain;
 }
 
 sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_compress_step *stats) {
-    if (!z || !comm || !g) return SD_FAIL(SD_ERR_INVALID, "compress exchange: NULL compressor, communicator or gradient");
+    return sd_compress_exchange_on(z, comm, comm, g, stats);
+}
+
+sd_status sd_compress_exchange_on(sd_compressor *z, sd_comm *comm, sd_comm *data, float *g, sd_compress_step *stats) {
+    if (!z || !comm || !data || !g)
+        return SD_FAIL(SD_ERR_INVALID, "compress exchange: NULL compressor, communicator or gradient");
+    if (data->size != comm->size || data->rank != comm->rank)
+        return SD_FAIL(SD_ERR_INVALID, "compress exchange: the data communicator (rank %d of %d) is not the same group "
+                       "as the vote's (rank %d of %d)", data->rank, data->size, comm->rank, comm->size);
     sd_compress_step s;
     memset(&s, 0, sizeof s);
-    const uint64_t wire0 = sd_comm_wire_bytes(comm);
+    const uint64_t wire0 = wire_bytes(comm, data);
     const int n = comm->size;
     const size_t count = z->count;
+    const sd_backend_ops *o = z->be.ops;
     s.dense_bytes = (uint64_t)count * sizeof(float);
 
     if (z->cfg.policy == SD_COMPRESS_OFF) { /* the plain dense path */
-        add_residual(z, g); /* only after set_residual */
-        TRY(sd_comm_allreduce_sum(comm, g, count));
-        if (!z->residual_zero) memset(z->residual, 0, count * sizeof(float));
-        z->residual_zero = true;
+        TRY(add_residual(z, g)); /* only after set_residual */
+        TRY(dense_step(z, data, g));
         z->st.steps++;
         s.payload_bytes = s.gathered_bytes = s.dense_bytes;
-        s.bytes_sent = sd_comm_wire_bytes(comm) - wire0;
+        s.bytes_sent = wire_bytes(comm, data) - wire0;
         if (stats) *stats = s;
         return SD_OK;
     }
 
     /* momentum correction: g becomes the velocity u = momentum x u + g */
-    if (z->velocity) {
-        float *u = z->velocity;
-        const float mu = (float)z->cfg.momentum;
-#pragma omp parallel for simd num_threads(z->kc->threads) schedule(static) if (count >= CZ_PAR_MIN)
-        for (size_t i = 0; i < count; i++) {
-            u[i] = mu * u[i] + g[i];
-            g[i] = u[i];
-        }
-    }
+    if (z->velocity) TRY(o->cz_velocity(z->be.ctx, count, (float)z->cfg.momentum, z->velocity, g));
     /* a = g + residual; C(a) at this step's ratio; how much of the norm it keeps */
-    add_residual(z, g);
+    TRY(add_residual(z, g));
     const double ratio = current_ratio(z);
     size_t np = 0;
     TRY(select_pairs(z, g, ratio, &np));
-    const double na2 = sumsq(z, g, count), nc2 = sumsq(z, z->val, np);
+    double na2 = 0, nc2 = 0;
+    TRY(o->cz_sumsq(z->be.ctx, count, g, &na2));
+    TRY(o->cz_sumsq(z->be.ctx, np, z->val, &nc2));
     const double na = sqrt(na2), nc = sqrt(nc2);
     s.ratio = ratio;
     s.norm = na;
@@ -590,77 +568,17 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
     }
 
     if (!sparse) { /* dense: send a, flush the residual */
-        TRY(sd_comm_allreduce_sum(comm, g, count));
-        memset(z->residual, 0, count * sizeof(float));
-        z->residual_zero = true;
-        z->st.steps = steps;
-        z->st.loss_sum = loss_sum;
+        TRY(dense_step(z, data, g));
         s.payload_bytes = s.gathered_bytes = s.dense_bytes;
-        s.next_ratio = current_ratio(z);
-        s.bytes_sent = sd_comm_wire_bytes(comm) - wire0;
-        if (stats) *stats = s;
-        return SD_OK;
+    } else {
+        TRY(sparse_step(z, data, g, np, &s));
+        s.compressed = true;
     }
-
-    /* sparse: every rank sends the same number of pairs (same layout and ratio), so the layout
-     * is known without asking */
-    TRY(ensure_ranks(z, n));
-    const bool f16 = z->cfg.f16_values;
-    const size_t mb = msg_bytes(np, f16);
-    for (int j = 0; j < n; j++) {
-        z->sizes[j] = mb;
-        z->displs[j] = (size_t)j * mb;
-        z->np[j] = np;
-    }
-    TRY(ensure_buf(&z->buf, &z->buf_bytes, (size_t)n * mb));
-    unsigned char *mine = z->buf + z->displs[comm->rank];
-    pack(mine, z->idx, z->val, np, (float)s.gain, f16);
-    /* residual = a - C(a): a everywhere, minus what is sent where it is sent */
-    float *res = z->residual;
-#pragma omp parallel for simd num_threads(z->kc->threads) schedule(static) if (count >= CZ_PAR_MIN)
-    for (size_t i = 0; i < count; i++) res[i] = g[i];
-    for (size_t j = 0; j < np; j++) {
-        const float d = g[z->idx[j]] - z->val[j]; /* 0, or the f16 rounding / saturation excess */
-        z->residual[z->idx[j]] = isnan(d) ? 0.0f : d; /* a NaN that was sent is not kept */
-    }
-    z->residual_zero = false;
-    if (z->velocity) /* masking: what was sent leaves the velocity too */
-        for (size_t j = 0; j < np; j++) z->velocity[z->idx[j]] = 0.0f;
-    TRY(sd_comm_allgatherv(comm, mine, mb, z->buf, z->sizes, z->displs));
-    TRY(scatter_sum(z->kc->threads, z->buf, z->displs, z->np, n, f16, g, count, comm->rank));
-    double gsum = 0;
-    for (int j = 0; j < n; j++) {
-        float gj;
-        memcpy(&gj, z->buf + z->displs[j] + 4, 4);
-        gsum += (double)gj;
-    }
-    s.gain_mean = gsum / (double)n;
     z->st.steps = steps;
     z->st.loss_sum = loss_sum;
-    if (z->cfg.policy == SD_COMPRESS_GAIN) {
-        /* the window mean of the mean gain decides: >= epsilon compresses more (next level down
-         * the ratio ladder), < epsilon compresses less (a level up); then a new window starts */
-        z->st.window_gain_sum += s.gain_mean;
-        if (++z->st.window_steps >= gain_window(&z->cfg)) {
-            const double w = z->st.window_gain_sum / (double)z->st.window_steps;
-            z->st.last_window_gain = w;
-            if (w >= z->cfg.epsilon) {
-                if (z->st.level < z->nlevels - 1) z->st.level++;
-            } else if (z->st.level > 0) {
-                z->st.level--;
-            }
-            z->st.window_steps = 0;
-            z->st.window_gain_sum = 0;
-        }
-        s.gain_smoothed = z->st.last_window_gain;
-    }
-    s.compressed = true;
-    s.pairs = np;
-    s.pairs_total = (uint64_t)np * (uint64_t)n;
-    s.payload_bytes = mb;
-    s.gathered_bytes = (uint64_t)mb * (uint64_t)n;
+    if (sparse && z->cfg.policy == SD_COMPRESS_GAIN) gain_decide(z, &s);
     s.next_ratio = current_ratio(z);
-    s.bytes_sent = sd_comm_wire_bytes(comm) - wire0;
+    s.bytes_sent = wire_bytes(comm, data) - wire0;
     if (stats) *stats = s;
     return SD_OK;
 }

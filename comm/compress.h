@@ -18,8 +18,8 @@
  *     sd_compressor_destroy(z);
  *
  * Every rank must call sd_compress_exchange the same number of times, in the same order as its
- * other collectives. The gradient block is host memory (the CPU backend's gradients, or a host
- * copy of a GPU's). Deterministic: the same inputs give bitwise identical results on every rank
+ * other collectives. The gradient block is in the compressor's backend memory (host memory for
+ * sd_compressor_create; see sd_compressor_create_on). Deterministic: the same inputs give bitwise identical results on every rank
  * and in every run, whatever the thread count.
  *
  * Error feedback. Each step the device works on a = g + residual. On a SPARSE step it sends C(a)
@@ -37,13 +37,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/f16.h"
 #include "base/status.h"
 #include "comm/comm.h"
+#include "kernels/backend.h"
 
 /* gain policy defaults (used when the config leaves them 0) */
 #define SD_COMPRESS_GAIN_WINDOW 10  /* steps per decision window */
 #define SD_COMPRESS_GAIN_FACTOR 2.0 /* ratio step: divide or multiply by this */
-#define SD_COMPRESS_F16_MAX 65504.0f /* f16 values are saturated to +-this (the excess stays in the residual) */
+#define SD_COMPRESS_F16_MAX SD_F16_MAX /* f16 values are saturated to +-this (the excess stays in the residual) */
 #define SD_COMPRESS_HEADER_BYTES 8  /* per rank and step: u32 pairs, f32 gain */
 
 /* When to compress (the experiment's compression.policy, docs/compression.md). */
@@ -114,9 +116,17 @@ typedef struct sd_compressor sd_compressor;
  * Top-k is taken per tensor, k_i = ceil(ratio * layer_count[i]) clamped to [1, layer_count[i]];
  * otherwise over the whole block, k = ceil(ratio * count) (the layers are then only checked).
  * threads: CPU threads for the Top-k, norms and scatter (<= 0: all online cores); the compressor
- * keeps its own CPU kernel context and scratch, so it works the same beside any backend. */
+ * keeps a CPU backend of its own (kernel context and scratch), so it works the same beside any
+ * backend, on host memory. */
 sd_status sd_compressor_create(const sd_compress_config *c, size_t count, int nlayers, const size_t *layer_offset,
                                const size_t *layer_count, int threads, sd_compressor **out);
+/* The same on a given backend (kernels/backend.h; borrowed: it must outlive the compressor): the
+ * residual, velocity, pairs and gather buffer live in its memory and the per-element work runs
+ * through its table (topk_select, cz_*), so with a CUDA backend the gradient passed to
+ * sd_compress_exchange_on is GPU memory and nothing of it crosses to the host. NULL: a CPU backend
+ * of the compressor's own with `threads` threads (what sd_compressor_create does). */
+sd_status sd_compressor_create_on(const sd_compress_config *c, size_t count, int nlayers, const size_t *layer_offset,
+                                  const size_t *layer_count, const sd_backend *be, int threads, sd_compressor **out);
 /* NULL is allowed. */
 void sd_compressor_destroy(sd_compressor *z);
 
@@ -130,6 +140,11 @@ void sd_compressor_destroy(sd_compressor *z);
  * the collectives (allocation) leaves the residual and the policy state unchanged, a failed
  * collective leaves the group unusable (comm.h). */
 sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_compress_step *stats);
+/* The same with two communicators over the same ranks: `comm` carries the vote, `data` the dense
+ * allreduce and the sparse allgatherv, whose buffers are in the compressor's backend memory (an
+ * NCCL communicator for a compressor on a CUDA backend: the exchange stays in GPU memory). The
+ * bytes of both count in bytes_sent. sd_compress_exchange is this with data = comm. */
+sd_status sd_compress_exchange_on(sd_compressor *z, sd_comm *comm, sd_comm *data, float *g, sd_compress_step *stats);
 
 /* Modelled time of the step's communication under the virtual clock (comm/cost.h): the vote
  * (if any) as a ring allreduce of 4 bytes, then the ring allgather of gathered_bytes (sparse) or
@@ -150,7 +165,11 @@ double sd_compressor_ratio(const sd_compressor *z);
 size_t sd_compressor_count(const sd_compressor *z);
 
 /* ---- checkpoints: the residual (count floats), the velocity and the policy state ------------ */
+/* The residual and velocity in the compressor's backend memory (host memory only on a CPU
+ * backend); sd_compressor_get_* copy them to the host on any backend. */
 const float *sd_compressor_residual(const sd_compressor *z);
+sd_status sd_compressor_get_residual(const sd_compressor *z, float *host);
+sd_status sd_compressor_get_velocity(const sd_compressor *z, float *host);
 sd_status sd_compressor_set_residual(sd_compressor *z, const float *residual, size_t count);
 /* The momentum-correction velocity (count floats); NULL when config momentum is 0. */
 const float *sd_compressor_velocity(const sd_compressor *z);
@@ -169,10 +188,6 @@ sd_status sd_compressor_set_state(sd_compressor *z, const sd_compress_state *s);
 sd_status sd_sparse_allgather_sum(sd_comm *comm, int threads, const uint32_t *idx, const float *val, size_t npairs,
                                   bool f16, float *out, size_t count, uint64_t *bytes_sent);
 
-/* ---- IEEE binary16 ------------------------------------------------------------------------- */
-/* Round to nearest even; overflow gives +-inf, NaN stays NaN (sign and top payload bits kept),
- * subnormals are exact to 2^-24. */
-uint16_t sd_f32_to_f16(float f);
-float sd_f16_to_f32(uint16_t h);
+/* IEEE binary16: sd_f32_to_f16 / sd_f16_to_f32 / sd_f16_wire come from base/f16.h (included above). */
 
 #endif

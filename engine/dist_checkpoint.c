@@ -603,9 +603,16 @@ sd_status sd_dist_ckpt_get_pool(const sd_st_file *f, sd_inject_pool *p, int devi
 /* ---- compressor -------------------------------------------------------------------------------- */
 sd_status sd_dist_ckpt_put_compressor(sd_dist_ckpt_writer *cw, const sd_compressor *z) {
     size_t n = sd_compressor_count(z);
-    TRY(sd_dist_ckpt_put(cw, "compress.residual", SD_ST_F32, 1, (int64_t[]){(int64_t)n}, sd_compressor_residual(z)));
-    if (sd_compressor_velocity(z)) /* momentum correction */
-        TRY(sd_dist_ckpt_put(cw, "compress.velocity", SD_ST_F32, 1, (int64_t[]){(int64_t)n}, sd_compressor_velocity(z)));
+    float *h = malloc((n ? n : 1) * sizeof *h); /* host copies: the state may be in GPU memory */
+    if (!h) return SD_FAIL(SD_ERR_OOM, "checkpoint: residual of %zu floats", n);
+    sd_status s = sd_compressor_get_residual(z, h);
+    if (s == SD_OK) s = sd_dist_ckpt_put(cw, "compress.residual", SD_ST_F32, 1, (int64_t[]){(int64_t)n}, h);
+    if (s == SD_OK && sd_compressor_velocity(z)) { /* momentum correction */
+        s = sd_compressor_get_velocity(z, h);
+        if (s == SD_OK) s = sd_dist_ckpt_put(cw, "compress.velocity", SD_ST_F32, 1, (int64_t[]){(int64_t)n}, h);
+    }
+    free(h);
+    TRY(s);
     sd_compress_state st;
     sd_compressor_get_state(z, &st);
     int64_t iv[3] = {(int64_t)st.steps, st.level, st.window_steps};

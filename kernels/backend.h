@@ -17,6 +17,12 @@
 #include "kernels/op_list.h"
 #include "kernels/ops.h"
 
+/* Host <-> device traffic of a backend since it was created (transfers entry). */
+typedef struct sd_transfer_stats {
+    uint64_t h2d_bytes, h2d_copies; /* host -> device */
+    uint64_t d2h_bytes, d2h_copies; /* device -> host */
+} sd_transfer_stats;
+
 typedef struct sd_backend_ops {
     const char *name;
 
@@ -44,6 +50,11 @@ typedef struct sd_backend_ops {
     sd_status (*upload_async)(sd_kctx *k, void *dst, const void *host_src, size_t bytes);
     sd_status (*upload_wait)(sd_kctx *k);
 
+    /* ---- OPTIONAL: what crossed between host and device memory so far (every copy the backend
+     * makes: uploads, downloads and the scalars ops read back); NULL where host memory is the
+     * device's (the CPU backend). */
+    void (*transfers)(sd_kctx *k, sd_transfer_stats *out);
+
     /* ---- the compute ops: one field per entry of kernels/op_list.h, every one required ----
      * every backward: dx may be NULL (input gradient not needed: the first layer).
      * maxpool_fwd: argmax holds, per output, the flat index iy * w + ix within its (n, c) input
@@ -56,7 +67,22 @@ typedef struct sd_backend_ops {
      * all_finite: *all = no element of x is NaN or infinite (the trainer's check of a summed
      *   gradient where it lives: on the GPU with NCCL collectives it never reaches the host).
      *   Waits for the result.
-     * dropout_fwd: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0). */
+     * dropout_fwd: y = keep ? x / (1 - p) : 0; mask[i] = keep (1 or 0).
+     * The compressor's steps (comm/compress.h; results bitwise equal on every backend except
+     * cz_sumsq, which is deterministic per backend):
+     * topk_select: the kk entries of x[0..n) largest in |x| (sd_cpu_topk's order and ties), their
+     *   indices + base in ascending order to idx_out, their values to val_out.
+     * cz_velocity: u = mu * u + g, then g = u (momentum correction).
+     * cz_f16_round: x = sd_f16_wire(x) (base/f16.h: saturate to +-65504, round to binary16).
+     * cz_sumsq: *host_out = sum of x^2 in double over fixed blocks of 16384 added in order. Waits.
+     * cz_residual: res = a, then res[idx[j]] = a[idx[j]] - val[j] (0 where that is NaN); velocity
+     *   (may be NULL) is cleared at idx[j]. idx: np ascending indices < count.
+     * cz_to_f16: out (2 bytes per value, any 2-byte alignment) = the binary16 bits of x.
+     * cz_scatter_sum: buf holds n messages (message j at displs[j], np[j] pairs; displs and np are
+     *   host arrays) in the compressor's wire format (u32 pairs, f32 gain, u32 indices, values f32
+     *   or binary16; any alignment); checks each (declared pairs, indices < count and
+     *   non-decreasing: SD_ERR_FORMAT naming the message) and sets out[0..count) to the sum of
+     *   every message's values, added in message order. Waits for the check. */
     SD_KERNEL_OPS(SD_OP_FIELD)
 } sd_backend_ops;
 

@@ -57,7 +57,18 @@
     X(dropout_fwd, (sd_kctx * k, const sd_dropout_params *p, const float *x, float *y, uint8_t *mask))            \
     X(dropout_bwd, (sd_kctx * k, const sd_dropout_params *p, const float *dy, const uint8_t *mask, float *dx))    \
     /* optimizer.c / optimizer.cu */                                                                              \
-    X(sgd_update, (sd_kctx * k, const sd_sgd_params *p, float *w, const float *g, float *buf))
+    X(sgd_update, (sd_kctx * k, const sd_sgd_params *p, float *w, const float *g, float *buf))                    \
+    /* compress.c / compress.cu: the gradient compressor's steps (comm/compress.h) */                             \
+    X(topk_select, (sd_kctx * k, const float *x, size_t n, size_t kk, uint32_t base, uint32_t *idx_out,           \
+                    float *val_out))                                                                              \
+    X(cz_velocity, (sd_kctx * k, size_t count, float mu, float *u, float *g))                                     \
+    X(cz_f16_round, (sd_kctx * k, size_t count, float *x))                                                        \
+    X(cz_sumsq, (sd_kctx * k, size_t count, const float *x, double *host_out))                                    \
+    X(cz_residual, (sd_kctx * k, size_t count, const float *a, size_t np, const uint32_t *idx, const float *val,  \
+                    float *res, float *velocity))                                                                 \
+    X(cz_to_f16, (sd_kctx * k, size_t count, const float *x, unsigned char *out))                                 \
+    X(cz_scatter_sum, (sd_kctx * k, const unsigned char *buf, int n, const size_t *displs, const size_t *np,      \
+                       bool f16, float *out, size_t count))
 
 /* What the list makes: a table field, a CPU or CUDA declaration. */
 #define SD_OP_FIELD(name, params) sd_status(*name) params;

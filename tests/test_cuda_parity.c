@@ -485,6 +485,84 @@ static void test_elementwise(void) {
     }
 }
 
+/* ---- the compressor's ops (kernels/backend.h: topk_select, cz_*): bitwise as the CPU twins ---- */
+
+static void test_compress_ops(void) {
+    const size_t n = 300007, kk = 3001;
+    const uint32_t base = 12345;
+    char tag[64];
+    snprintf(tag, sizeof tag, "compress n%zu", n);
+    dual x, u, g, idx, val, res, vel, out;
+    unsigned char *msg = NULL;
+    if (dual_alloc(&x, n, 4) & dual_alloc(&u, n, 4) & dual_alloc(&g, n, 4) & dual_alloc(&idx, kk, 4) &
+        dual_alloc(&val, kk, 4) & dual_alloc(&res, n, 4) & dual_alloc(&vel, n, 4) & dual_alloc(&out, n, 4)) {
+        dual_rand(&x, -3.0f, 3.0f);
+        dual_rand(&u, -1.0f, 1.0f);
+        dual_rand(&g, -1.0f, 1.0f);
+        EXPECT_OK(cpu.ops->cz_velocity(cpu.ctx, n, 0.9f, CF(u), CF(g)));
+        EXPECT_OK(gpu.ops->cz_velocity(gpu.ctx, n, 0.9f, GF(u), GF(g)));
+        check_same(tag, "velocity u", &u);
+        check_same(tag, "velocity g", &g);
+        EXPECT_OK(cpu.ops->topk_select(cpu.ctx, CF(x), n, kk, base, (uint32_t *)idx.c, CF(val)));
+        EXPECT_OK(gpu.ops->topk_select(gpu.ctx, GF(x), n, kk, base, (uint32_t *)idx.g, GF(val)));
+        check_same(tag, "topk idx", &idx);
+        check_same(tag, "topk val", &val);
+        /* values large and small for the f16 rounding: saturation, subnormals */
+        float *h = malloc(kk * sizeof *h);
+        for (size_t j = 0; j < kk; j++) h[j] = CF(val)[j] * (j % 3 == 0 ? 40000.0f : j % 3 == 1 ? 1e-6f : 1.0f);
+        dual_set(&val, h);
+        free(h);
+        EXPECT_OK(cpu.ops->cz_f16_round(cpu.ctx, kk, CF(val)));
+        EXPECT_OK(gpu.ops->cz_f16_round(gpu.ctx, kk, GF(val)));
+        check_same(tag, "f16 round", &val);
+        double sc = 0, sg = 0;
+        EXPECT_OK(cpu.ops->cz_sumsq(cpu.ctx, n, CF(x), &sc));
+        EXPECT_OK(gpu.ops->cz_sumsq(gpu.ctx, n, GF(x), &sg));
+        EXPECT(fabs(sc - sg) <= 1e-12 * sc, "%s: sumsq cpu %.17g gpu %.17g", tag, sc, sg);
+        /* the residual of x against the selected pairs (idx - base: indices into x) */
+        uint32_t *hi = malloc(kk * sizeof *hi);
+        memcpy(hi, idx.c, kk * sizeof *hi);
+        for (size_t j = 0; j < kk; j++) hi[j] -= base;
+        dual_set(&idx, hi);
+        free(hi);
+        dual_rand(&vel, -1.0f, 1.0f);
+        EXPECT_OK(cpu.ops->cz_residual(cpu.ctx, n, CF(x), kk, (uint32_t *)idx.c, CF(val), CF(res), CF(vel)));
+        EXPECT_OK(gpu.ops->cz_residual(gpu.ctx, n, GF(x), kk, (uint32_t *)idx.g, GF(val), GF(res), GF(vel)));
+        check_same(tag, "residual", &res);
+        check_same(tag, "velocity mask", &vel);
+        /* two messages in the wire format at unaligned offsets (f16 values: 6 bytes per pair), summed */
+        const size_t np[2] = {kk, kk}, mb = 8 + kk * 6, displs[2] = {0, mb};
+        if (gpu.ops->alloc(gpu.ctx, 2 * mb, (void **)&msg) == SD_OK) {
+            unsigned char *hm = malloc(2 * mb), *cm = malloc(2 * mb);
+            for (int r = 0; r < 2; r++) {
+                const uint32_t n32 = (uint32_t)kk;
+                const float gain = 0.5f;
+                memcpy(cm + displs[r], &n32, 4);
+                memcpy(cm + displs[r] + 4, &gain, 4);
+                memcpy(cm + displs[r] + 8, idx.c, kk * 4);
+                EXPECT_OK(cpu.ops->cz_to_f16(cpu.ctx, kk, CF(val), cm + displs[r] + 8 + kk * 4));
+                EXPECT_OK(gpu.ops->upload(gpu.ctx, msg + displs[r], cm + displs[r], 8 + kk * 4));
+                EXPECT_OK(gpu.ops->cz_to_f16(gpu.ctx, kk, GF(val), msg + displs[r] + 8 + kk * 4));
+            }
+            EXPECT_OK(gpu.ops->download(gpu.ctx, hm, msg, 2 * mb));
+            EXPECT(!memcmp(hm, cm, 2 * mb), "%s: the packed f16 messages differ", tag);
+            dual_poison(&out);
+            EXPECT_OK(cpu.ops->cz_scatter_sum(cpu.ctx, cm, 2, displs, np, true, CF(out), n));
+            EXPECT_OK(gpu.ops->cz_scatter_sum(gpu.ctx, msg, 2, displs, np, true, GF(out), n));
+            check_same(tag, "scatter sum", &out);
+            const uint32_t bad = (uint32_t)n; /* an index >= count in the second message */
+            EXPECT_OK(gpu.ops->upload(gpu.ctx, msg + displs[1] + 8 + 4 * (kk - 1), &bad, 4));
+            EXPECT_FAIL(gpu.ops->cz_scatter_sum(gpu.ctx, msg, 2, displs, np, true, GF(out), n), SD_ERR_FORMAT,
+                        "rank 1");
+            free(hm);
+            free(cm);
+            gpu.ops->free(gpu.ctx, msg);
+        }
+    }
+    dual_free(&x), dual_free(&u), dual_free(&g), dual_free(&idx), dual_free(&val), dual_free(&res), dual_free(&vel),
+        dual_free(&out);
+}
+
 static void test_dropout(void) {
     const size_t n = 100003;
     const float probs[] = {0.0f, 0.3f, 0.9f};
@@ -660,6 +738,7 @@ int main(void) {
     test_linear();
     test_xent();
     test_elementwise();
+    test_compress_ops();
     test_dropout();
     test_sgd();
     test_resnet20();

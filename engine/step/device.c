@@ -269,7 +269,8 @@ sd_status sd_dev_setup(const sd_dist_inputs *in, int rank, int n, sd_dev *d) {
     d->max_batch = stream_max + inject_max;
     TRY(buffers_setup(in, rank, inject_max, d));
     if (e->compression.policy != SD_COMPRESS_OFF)
-        TRY(sd_compressor_for(e, d->net, in->threads_per_device, &d->compressor));
+        TRY(sd_compressor_for(e, d->net, d->cuda && e->collectives == SD_EXP_COLL_NCCL ? &d->be : NULL,
+                              in->threads_per_device, &d->compressor));
     return SD_OK;
 }
 

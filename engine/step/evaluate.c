@@ -81,6 +81,8 @@ sd_status stage_evaluate(sd_pipe *p, sd_step *s) {
     const bool last = (e->max_steps > 0 && p->ls.step >= e->max_steps) || p->ls.T >= e->time_budget_s;
     const bool by_steps = e->eval_every_steps > 0 && p->ls.step % e->eval_every_steps == 0;
     if (p->ls.T >= p->ls.next_eval || by_steps || last) TRY(evaluate(p));
+    const sd_backend *be = &p->d.be; /* the next step's transfers count from here (record.c) */
+    if (be->ops->transfers) be->ops->transfers(be->ctx, &p->xfer0);
     if (last) p->stop = true;
     return SD_OK;
 }

@@ -1,7 +1,8 @@
 /* exchange.c: stage "exchange gradients". Dense: the gradient block is summed over the devices in
  * one allreduce (NCCL in GPU memory with collectives nccl, else over the run's communicator). With
  * compression on: Top-k + error feedback per device, switched by the policy (comm/compress.h), the
- * sum of what every device sent. The modelled time of what went on the wire is left for the clock,
+ * sum of what every device sent (with collectives nccl the compressor runs on the GPU and gathers
+ * over NCCL: nothing of the gradient crosses to the host). The modelled time of what went on the wire is left for the clock,
  * which charges it (virtual) or the measured time (real). Also the compressor's construction from
  * the experiment. */
 #include <stdlib.h>
@@ -25,8 +26,11 @@ static void compress_config(const sd_experiment *e, sd_compress_config *c) {
                       ? e->optimizer.momentum : 0.0;
 }
 
-/* A compressor whose layers are the network's trainable tensors. */
-sd_status sd_compressor_for(const sd_experiment *e, const sd_net *net, int threads, sd_compressor **out) {
+/* A compressor whose layers are the network's trainable tensors: on `be` (compute_backend cuda with
+ * collectives nccl: the device's GPU, where the gradient is), or, NULL, on a CPU backend of its own
+ * (the gradient's host view). */
+sd_status sd_compressor_for(const sd_experiment *e, const sd_net *net, const sd_backend *be, int threads,
+                            sd_compressor **out) {
     sd_compress_config c;
     compress_config(e, &c);
     const int nl = sd_net_trainable_layout(net, NULL, NULL, 0);
@@ -34,7 +38,7 @@ sd_status sd_compressor_for(const sd_experiment *e, const sd_net *net, int threa
     sd_status s = off && cnt ? SD_OK : SD_FAIL(SD_ERR_OOM, "compressor: %d tensors", nl);
     if (s == SD_OK) {
         sd_net_trainable_layout(net, off, cnt, nl);
-        s = sd_compressor_create(&c, sd_net_param_count(net), nl, off, cnt, threads, out);
+        s = sd_compressor_create_on(&c, sd_net_param_count(net), nl, off, cnt, be, threads, out);
     }
     free(off);
     free(cnt);
@@ -54,10 +58,14 @@ static sd_status compressed(sd_pipe *p, sd_step *s) {
     if (e->compression.time_aware) /* compressing pays only if a dense step would overrun its window;
                                      * the modelled compute is the max over devices: the same on every rank */
         sd_compressor_set_eligible(d->compressor, p->ddp || s->modelled_compute + p->dense_comm_s > e->window_s);
-    float *hg = NULL; /* the compressor is host code: it works on a host view of the gradient */
-    TRY(sd_dev_host_view(d, sd_net_grads(d->net), p->np, &hg));
-    TRY(sd_compress_exchange(d->compressor, p->comm, hg, &s->cs));
-    TRY(sd_dev_host_view_back(d, sd_net_grads(d->net), hg, p->np));
+    if (d->gcomm) { /* the compressor is on the GPU: gradient, pairs and the gather stay in GPU memory (NCCL) */
+        TRY(sd_compress_exchange_on(d->compressor, p->comm, d->gcomm, sd_net_grads(d->net), &s->cs));
+    } else {        /* a compressor on the host: it works on a host view of the gradient */
+        float *hg = NULL;
+        TRY(sd_dev_host_view(d, sd_net_grads(d->net), p->np, &hg));
+        TRY(sd_compress_exchange(d->compressor, p->comm, hg, &s->cs));
+        TRY(sd_dev_host_view_back(d, sd_net_grads(d->net), hg, p->np));
+    }
     s->modelled_comm = sd_compress_step_time(&s->cs, p->n, p->min_bw, p->max_lat);
     return SD_OK;
 }

@@ -134,6 +134,7 @@ typedef struct sd_pipe {
     double inv0;              /* wall clock when this invocation started */
     double origin;            /* real clock: the wall reading of clock time 0 (time goes on from T) */
     uint64_t wire0;           /* wire bytes before the run (mod 2^64: differences stay right) */
+    sd_transfer_stats xfer0;  /* the backend's transfer counters at the end of the last step */
     step_info *all;           /* every device's record of this step */
     preq_window *preq;
     float *red;               /* [weighted loss, correct per device] */
@@ -167,6 +168,8 @@ typedef struct sd_step {
     /* wall-clock stamps of the step's phases (sd_clock_now): where they sit on the timeline is the
      * clock's business (clock.h, trace_step) */
     double w_iter, w_cut, w_up, w_fwd, w_train0, w_train1, w_exch1, w_red, w_opt;
+    bool xfer_known;          /* the backend counts its host <-> device copies (CUDA) */
+    sd_transfer_stats xfer;   /* this step's, from the end of the previous step (its evaluation excluded) */
 } sd_step;
 
 /* ---- stages (each in its own file) ------------------------------------------------------------- */
@@ -204,6 +207,7 @@ void sd_json_num(char *buf, size_t n, double v);
 /* checkpoint.c */
 sd_status sd_pipe_restore(sd_pipe *p);
 /* exchange.c */
-sd_status sd_compressor_for(const sd_experiment *e, const sd_net *net, int threads, sd_compressor **out);
+sd_status sd_compressor_for(const sd_experiment *e, const sd_net *net, const sd_backend *be, int threads,
+                            sd_compressor **out);
 
 #endif

@@ -110,6 +110,12 @@ static void trace_counters(const sd_pipe *p, const sd_step *s) {
     (void)sd_trace_counter(in->trace, in->trace_pid, "bytes sent (device 0)", s->T_end, "bytes",
                            (double)(sd_dev_wire_bytes(p->comm, &p->d) - p->wire0));
     (void)sd_trace_counter(in->trace, in->trace_pid, "compression", s->T_cut, "on", s->cs.compressed ? 1 : 0);
+    if (s->xfer_known) {
+        (void)sd_trace_counter(in->trace, in->trace_pid, "host->device (device 0)", s->T_end, "bytes",
+                               (double)s->xfer.h2d_bytes);
+        (void)sd_trace_counter(in->trace, in->trace_pid, "device->host (device 0)", s->T_end, "bytes",
+                               (double)s->xfer.d2h_bytes);
+    }
 }
 
 /* One line per step, flushed, so that `tail -f` shows the run as it happens. */
@@ -131,7 +137,13 @@ static sd_status metrics_line(sd_pipe *p, const sd_step *s, double wait, uint64_
     for (int j = 0; j < p->n; j++) sd_outputs_printf(o, OUT_METRICS, "%s%d", j ? ", " : "", p->all[j].batch);
     sd_outputs_printf(o, OUT_METRICS, "], \"buffer\": [");
     for (int j = 0; j < p->n; j++) sd_outputs_printf(o, OUT_METRICS, "%s%d", j ? ", " : "", p->all[j].buffered);
-    sd_outputs_printf(o, OUT_METRICS, "]}\n");
+    if (s->xfer_known) /* a backend that counts its host <-> device copies (CUDA): this step's, device 0 */
+        sd_outputs_printf(o, OUT_METRICS, "], \"h2d_bytes\": %llu, \"h2d_copies\": %llu, \"d2h_bytes\": %llu, "
+                          "\"d2h_copies\": %llu}\n", (unsigned long long)s->xfer.h2d_bytes,
+                          (unsigned long long)s->xfer.h2d_copies, (unsigned long long)s->xfer.d2h_bytes,
+                          (unsigned long long)s->xfer.d2h_copies);
+    else
+        sd_outputs_printf(o, OUT_METRICS, "]}\n");
     int64_t tot = 0, mx = 0;
     for (int j = 0; j < p->n; j++) {
         tot += p->all[j].buffered;
@@ -147,7 +159,21 @@ static sd_status metrics_line(sd_pipe *p, const sd_step *s, double wait, uint64_
                      : SD_OK;
 }
 
+/* This step's host <-> device traffic: the backend's counters since the end of the previous step. */
+static void step_transfers(sd_pipe *p, sd_step *s) {
+    const sd_backend *be = &p->d.be;
+    if (!be->ops->transfers) return;
+    sd_transfer_stats now;
+    be->ops->transfers(be->ctx, &now);
+    s->xfer = (sd_transfer_stats){.h2d_bytes = now.h2d_bytes - p->xfer0.h2d_bytes,
+                                  .h2d_copies = now.h2d_copies - p->xfer0.h2d_copies,
+                                  .d2h_bytes = now.d2h_bytes - p->xfer0.d2h_bytes,
+                                  .d2h_copies = now.d2h_copies - p->xfer0.d2h_copies};
+    s->xfer_known = true; /* the evaluate stage takes the next snapshot: evaluations do not count */
+}
+
 sd_status stage_record(sd_pipe *p, sd_step *s) {
+    step_transfers(p, s);
     const double wait = s->T_cut - p->ls.T;
     if (p->in->trace) {
         p->clock->ops->trace_step(p, s);

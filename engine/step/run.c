@@ -124,6 +124,7 @@ static sd_status run(sd_pipe *p) {
     p->last_print = -1;
     if (p->rank == 0) TRY(sd_outputs_open(&p->out, p->in->run_dir, p->ls.out_bytes));
     TRY(p->clock->ops->start(p));
+    if (p->d.be.ops->transfers) p->d.be.ops->transfers(p->d.be.ctx, &p->xfer0); /* steps count from here */
     p->sum->mode = p->in->mode;
     p->sum->seed = p->in->seed;
     p->sum->devices = p->n;

@@ -167,6 +167,7 @@ static sd_status cuda_upload(sd_kctx *k, void *dst, const void *host_src, size_t
     if (!k || !dst || !host_src) return SD_FAIL(SD_ERR_INVALID, "cuda upload: NULL context or pointer (%zu bytes)", bytes);
     /* From pageable memory this stages through the driver; the stream ring buffer will use pinned
      * memory (sd_cuda_host_alloc) and the copy stream. */
+    sd_cuda_count_h2d(k, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, k->stream));
     CUDA_CHECK(cudaStreamSynchronize(k->stream));
     return SD_OK;
@@ -183,6 +184,7 @@ static sd_status cuda_upload_async(sd_kctx *k, void *dst, const void *host_src, 
         k->mark_set = 1;
     }
     CUDA_CHECK(cudaStreamWaitEvent(k->copy_stream, k->compute_mark, 0));
+    sd_cuda_count_h2d(k, bytes);
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, k->copy_stream));
     CUDA_CHECK(cudaEventRecord(k->copy_done, k->copy_stream));
     k->async_pending++;
@@ -205,6 +207,7 @@ static sd_status cuda_download(sd_kctx *k, void *host_dst, const void *src, size
     if (bytes == 0) return SD_OK;
     if (!k || !host_dst || !src)
         return SD_FAIL(SD_ERR_INVALID, "cuda download: NULL context or pointer (%zu bytes)", bytes);
+    sd_cuda_count_d2h(k, bytes);
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, k->stream));
     TRY(sd_cuda_sync_and_check(k));
     return SD_OK;
@@ -275,6 +278,8 @@ static bool cuda_supports_op(sd_kctx *k, sd_op op, const void *params) {
 
 static void cuda_destroy(sd_kctx *k) { sd_cuda_kctx_destroy(k); }
 
+static void cuda_transfers(sd_kctx *k, sd_transfer_stats *out) { *out = k->xfer; }
+
 /* ---- the table --------------------------------------------------------------------------------- */
 
 static sd_backend_ops make_cuda_ops(void) {
@@ -292,6 +297,7 @@ static sd_backend_ops make_cuda_ops(void) {
     o.destroy = cuda_destroy;
     o.upload_async = cuda_upload_async;
     o.upload_wait = cuda_upload_wait;
+    o.transfers = cuda_transfers;
 #define CUDA_ENTRY(name, params) o.name = sd_cuda_##name;
     SD_KERNEL_OPS(CUDA_ENTRY)
 #undef CUDA_ENTRY

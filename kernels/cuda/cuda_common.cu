@@ -80,6 +80,7 @@ unsigned sd_cuda_grid(const sd_kctx *k, size_t n, unsigned threads) {
 /* ---- flags ------------------------------------------------------------------------------------- */
 
 sd_status sd_cuda_fetch_small(sd_kctx *k) {
+    sd_cuda_count_d2h(k, sizeof(sd_cuda_small));
     CUDA_CHECK(cudaMemcpyAsync(k->h_small, k->d_small, sizeof(sd_cuda_small), cudaMemcpyDeviceToHost, k->stream));
     CUDA_CHECK(cudaStreamSynchronize(k->stream));
     return SD_OK;

@@ -94,6 +94,7 @@ struct sd_kctx {
      * point after which the compute stream no longer reads what the next async copy overwrites). */
     cudaEvent_t copy_done, compute_mark;
     int async_pending; /* async copies enqueued since the last upload_wait */
+    sd_transfer_stats xfer; /* host <-> device traffic (the transfers entry): every copy counts itself */
     int mark_set;      /* compute_mark has been recorded (by an upload_wait) */
 };
 
@@ -110,6 +111,16 @@ unsigned sd_cuda_grid(const sd_kctx *k, size_t n, unsigned threads);
 sd_status sd_cuda_sync_and_check(sd_kctx *k);
 /* Copies the flags and loss to the host mirror and waits for the compute stream. */
 sd_status sd_cuda_fetch_small(sd_kctx *k);
+
+/* Every host <-> device copy of the backend counts itself (the transfers entry of the table). */
+static inline void sd_cuda_count_h2d(sd_kctx *k, size_t bytes) {
+    k->xfer.h2d_bytes += bytes;
+    k->xfer.h2d_copies++;
+}
+static inline void sd_cuda_count_d2h(sd_kctx *k, size_t bytes) {
+    k->xfer.d2h_bytes += bytes;
+    k->xfer.d2h_copies++;
+}
 
 /* ---- device helpers -------------------------------------------------------------------------- */
 

@@ -99,6 +99,7 @@ static sd_status report_labels(sd_kctx *k, const char *who, const sd_xent_params
     const int bad = k->h_small->flags[SD_CUDA_FLAG_LABEL];
     if (bad == SD_CUDA_FLAG_NONE) return SD_OK;
     int32_t label = 0;
+    sd_cuda_count_d2h(k, sizeof label);
     CUDA_CHECK(cudaMemcpyAsync(&label, labels + bad, sizeof label, cudaMemcpyDeviceToHost, k->stream));
     CUDA_CHECK(cudaStreamSynchronize(k->stream));
     return SD_FAIL(SD_ERR_INVALID, "softmax_xent %s: label %d at index %d is outside [0, %d)", who, (int)label, bad,
