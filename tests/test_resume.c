@@ -204,7 +204,13 @@ int main(void) {
         snprintf(ck, sizeof ck, "%s/checkpoint", part); /* 2 works on 1's checkpoint */
     }
 
-    /* 2. refusals, on the checkpoint of 1 (still there after the resume) */
+    /* 2. refusals, on the checkpoint of 1 (still there after the resume); a refused resume touches
+     * no file of the run (config.json, trace.json, metrics.jsonl are compared after the refusals) */
+    char cfg_path[800], trace_path[800], met_path[800];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", part);
+    snprintf(trace_path, sizeof trace_path, "%s/trace.json", part);
+    snprintf(met_path, sizeof met_path, "%s/scadles-seed1/metrics.jsonl", part);
+    char *cfg0 = sd_test_slurp(cfg_path, NULL), *trace0 = sd_test_slurp(trace_path, NULL), *met0 = sd_test_slurp(met_path, NULL);
     setup(e, part, SCADLES, ns, "optimizer.lr=0.07");
     EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_INVALID, "another experiment configuration");
     EXPECT(strstr(sd_last_error(), "lr") != NULL, "the message shows the differing key: %s", sd_last_error());
@@ -225,6 +231,14 @@ int main(void) {
     EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "run.safetensors");
     sd_run_control missing = {.resume_dir = dir};
     EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &missing), SD_ERR_IO, "--resume takes the checkpoint directory");
+    {
+        char *cfg1 = sd_test_slurp(cfg_path, NULL), *trace1 = sd_test_slurp(trace_path, NULL);
+        char *met1 = sd_test_slurp(met_path, NULL);
+        EXPECT(cfg0 && cfg1 && !strcmp(cfg0, cfg1) && trace0 && trace1 && !strcmp(trace0, trace1) && met0 && met1 &&
+                   !strcmp(met0, met1), "refused resumes left config.json, trace.json and metrics.jsonl as they were");
+        free(cfg1), free(trace1), free(met1);
+    }
+    free(cfg0), free(trace0), free(met0);
 
     /* 3. the signal path: SIGINT raised in this process while the devices train (after step 3);
      * every device finishes its step, they agree on one, checkpoint; the resume matches 1's run */

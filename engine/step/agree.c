@@ -12,7 +12,7 @@
 
 static double max_d(double a, double b) { return a > b ? a : b; }
 
-static uint64_t ring_drops(const sd_ring_stats *s) {
+uint64_t sd_ring_drops(const sd_ring_stats *s) {
     uint64_t d = s->truncated;
     for (int r = 1; r < SD_DROP_COUNT; r++) d += s->dropped[r];
     return d;
@@ -37,7 +37,7 @@ sd_status stage_agree(sd_pipe *p, sd_step *s) {
     mine->stop = p->in->stop_flag ? (int32_t)atomic_load_explicit(p->in->stop_flag, memory_order_relaxed) : 0;
     if (mine->stop < 0) mine->stop = 0; /* (signal numbers are positive) */
     mine->buffered = (int32_t)rs.samples;
-    mine->dropped = ring_drops(&rs);
+    mine->dropped = sd_ring_drops(&rs);
     mine->high_water = rs.hw_samples;
     /* the batch goes to the device while the ranks exchange their step records (CUDA: on the copy
      * stream; hx/hy stay untouched until the upload_wait of the train stage) */

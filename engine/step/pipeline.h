@@ -197,6 +197,7 @@ uint64_t sd_dev_wire_bytes(const sd_comm *comm, const sd_dev *d);
 bool sd_momentum_corrected(const sd_experiment *e);
 /* agree.c */
 sd_status sd_share_records(sd_pipe *p, const step_info *mine);
+uint64_t sd_ring_drops(const sd_ring_stats *s); /* every drop: truncations and every reason */
 sd_status sd_stream_dead(sd_pipe *p, int j);
 /* record.c */
 sd_status sd_outputs_open(sd_outputs *o, const char *dir, const int64_t *resume_bytes);

@@ -2,7 +2,9 @@
  * rank runs the same loop; all collectives are called by every rank in the same order. The loop
  * itself is the few lines of device_loop; the rest sets the run up (device, clock, outputs,
  * restore) and finishes it (BN agreement, totals, the final weights). */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,12 +89,67 @@ static sd_status bn_agreement(sd_pipe *p) {
     return SD_OK;
 }
 
+/* Every drop of the run, whatever step it fell in (a live stream keeps delivering, and dropping,
+ * after the last step): the ingest stops first, then the totals of every device become the run's
+ * samples_dropped, and rank 0 writes <run_dir>/drops.json with each device's counts by reason. */
+static sd_status final_drops(sd_pipe *p) {
+    sd_dev *d = &p->d;
+    if (d->ingest) {
+        sd_status si = sd_ingest_stop(d->ingest); /* the run is over: a failing stream is a note now */
+        d->ingest = NULL;
+        if (si != SD_OK && p->rank == 0) fprintf(stderr, "note: after the last step: %s\n", sd_last_error_brief());
+    }
+    enum { NR = SD_DROP_COUNT + 1 }; /* [0]: truncated by the policy, [r]: dropped[r] */
+    sd_ring_stats rs;
+    sd_ring_get_stats(d->ring, &rs);
+    uint64_t mine[NR], *all = malloc(sizeof(uint64_t) * NR * (size_t)p->n);
+    if (!all) return SD_FAIL(SD_ERR_OOM, "drop counts of %d devices", p->n);
+    mine[0] = rs.truncated;
+    for (int r = 1; r < SD_DROP_COUNT; r++) mine[r] = rs.dropped[r];
+    mine[SD_DROP_COUNT] = sd_ring_drops(&rs);
+    size_t sizes[SD_MAX_DEVICES], displs[SD_MAX_DEVICES];
+    for (int j = 0; j < p->n; j++) {
+        sizes[j] = sizeof mine;
+        displs[j] = (size_t)j * sizeof mine;
+    }
+    sd_status s = sd_comm_allgatherv(p->comm, mine, sizeof mine, all, sizes, displs);
+    if (s == SD_OK) {
+        uint64_t total = 0;
+        for (int j = 0; j < p->n; j++) total += all[(size_t)j * NR + SD_DROP_COUNT];
+        p->sum->samples_dropped = total;
+    }
+    if (s == SD_OK && p->rank == 0) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/drops.json", p->in->run_dir);
+        FILE *f = fopen(path, "w");
+        bool ok = f != NULL;
+        if (f) {
+            fprintf(f, "{\"devices\": [\n");
+            for (int j = 0; j < p->n; j++) {
+                const uint64_t *a = all + (size_t)j * NR;
+                fprintf(f, "  {\"device\": %d, \"total\": %llu, \"truncated_by_policy\": %llu", j,
+                        (unsigned long long)a[SD_DROP_COUNT], (unsigned long long)a[0]);
+                for (int r = 1; r < SD_DROP_COUNT; r++)
+                    fprintf(f, ", \"%s\": %llu", sd_drop_reason_name((sd_drop_reason)r), (unsigned long long)a[r]);
+                fprintf(f, "}%s\n", j + 1 < p->n ? "," : "");
+            }
+            fprintf(f, "]}\n");
+            ok = !ferror(f);
+            ok &= fclose(f) == 0;
+        }
+        if (!ok) s = SD_FAIL(SD_ERR_IO, "cannot write %s: %s; check the disk (space, permissions)", path, strerror(errno));
+    }
+    free(all);
+    return s;
+}
+
 static sd_status run_finish(sd_pipe *p) {
     sd_run_summary *out = p->sum;
     TRY(bn_agreement(p));
     uint64_t mine_bytes = sd_dev_wire_bytes(p->comm, &p->d) - p->wire0, all_bytes[SD_MAX_DEVICES];
     TRY(sd_comm_allgather_u64(p->comm, mine_bytes, all_bytes));
     for (int j = 0; j < p->n; j++) out->bytes_sent += all_bytes[j];
+    TRY(final_drops(p));
     if (p->d.pool)
         for (int j = 0; j < p->n && j < 64; j++) {
             sd_inject_stats s;

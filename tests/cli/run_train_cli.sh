@@ -3,7 +3,8 @@
 # the flag (no argument to --config, a directory, --config twice, an unknown model or flag, an empty
 # --resume, a flag that would change a resumed run), and SIGHUP stops a single-device run with a
 # checkpoint (exit 129) that --resume continues, and a SIGKILL between periodic checkpoints is
-# resumed without duplicated or missing lines. Exits 77 (skipped) without Fashion-MNIST.
+# resumed without duplicated or missing lines, and drops after the last step are counted. Exits 77
+# (skipped) without Fashion-MNIST.
 T=$1
 ROOT=$2
 fail=0
@@ -79,6 +80,19 @@ steps=$(sed -n 's/.*"step": \([0-9]*\),.*/\1/p' "$tmp/k/ddp-seed1/metrics.jsonl"
 if [ $rc != 0 ] || [ "$m" != 60 ] || [ "$steps" != 60 ] || [ "$ev" != 3 ]; then
   echo "FAIL: SIGKILL + --resume: exit $rc, metrics.jsonl $m lines ($steps distinct steps, want 60), eval.jsonl $ev (want 3)"
   cat "$tmp/klog2"; fail=1
+fi
+# every drop counts, whatever step it falls in: a real-clock run whose small drop-newest buffers keep
+# overflowing after the last step; summary.json's samples_dropped is the sum of drops.json's totals
+# and more than the last step's metrics line saw (the buffers overflowed after it too)
+"$T" --config "$ROOT/apps/experiments/uniform_s1.json" --set devices.rates=4000,3000 --set clock=real \
+  --set buffer.policy=persistence --set buffer.full=drop-newest --set buffer.capacity=64 --set max_steps=4 \
+  --set modes=scadles --set window_s=0.2 --set eval_limit=100 --set width=0.25 --set threads=1 \
+  --set out_dir="$tmp/drops" > "$tmp/dlog" 2>&1; rc=$?
+sum=$(sed -n 's/.*"samples_dropped": \([0-9]*\).*/\1/p' "$tmp/drops/summary.json" | head -n 1)
+dev=$(sed -n 's/.*"total": \([0-9]*\).*/\1/p' "$tmp/drops/scadles-seed1/drops.json" | awk '{s += $1} END {print s + 0}')
+last=$(tail -n 1 "$tmp/drops/scadles-seed1/metrics.jsonl" | sed -n 's/.*"dropped": \([0-9]*\).*/\1/p')
+if [ $rc != 0 ] || [ -z "$sum" ] || [ "$sum" != "$dev" ] || [ "$sum" -le "${last:-0}" ] || [ "$sum" = 0 ]; then
+  echo "FAIL: drop accounting: exit $rc, summary $sum, drops.json $dev, last step $last"; tail -n 5 "$tmp/dlog"; fail=1
 fi
 [ $fail = 0 ] && echo "run_train_cli: all passed"
 exit $fail
