@@ -62,18 +62,25 @@ src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
 tmp=$(mktemp -d)
 stage=""
 trap 'rm -rf "$tmp" ${stage:+"$stage"}' EXIT
+if [ -z "$from_build" ]; then
+    # ctest names a test's command only once its executable exists: build first the targets named
+    # like the tests (test_comm_nccl_1 runs test_comm_nccl, test_dist_nccl runs scadles-train) and the apps
+    names=$( (cd "$build" && ctest -N -R "$regex") | sed -n 's/^ *Test *#[0-9]*: //p' | sed 's/_[0-9]*$//' | sort -u)
+    targets="scadles-train scadles-bench_gpu"
+    for n in $names; do
+        [ -n "$(find "$build" -type d -path "*/CMakeFiles/$n.dir" -print -quit)" ] && targets+=" $n"
+    done
+    echo "gpu_bundle.sh: building $targets in $build"
+    cmake --build "$build" -j"${JOBS:-$(nproc)}" --target $targets
+fi
 (cd "$build" && ctest -N -R "$regex" --show-only=json-v1) > "$tmp/tests.json"
-cmake -DJSON="$tmp/tests.json" -DREGEX="$regex" -DOUT="$tmp/tests.tsv" -P "$root/scripts/gpu_bundle_tests.cmake"
+cmake -DJSON="$tmp/tests.json" -DREGEX="$regex" -DOUT="$tmp/tests.tsv" -P "$root/scripts/gpu_bundle_tests.cmake" ||
+    die "a test matching '$regex' has no command: its executable is not built (cmake --build $build)"
 [ -s "$tmp/tests.tsv" ] || die "ctest in $build lists no test matching '$regex'"
 
 # the executables the tests run from the build tree, plus the two apps
 exes=$( (tr '\t' '\n' < "$tmp/tests.tsv" | grep "^$build/" | grep -v "^$build/tests\$" || true
          echo "$build/apps/scadles-train"; echo "$build/apps/scadles-bench_gpu") | sort -u)
-if [ -z "$from_build" ]; then
-    targets=$(for e in $exes; do basename "$e"; done | sort -u | tr '\n' ' ')
-    echo "gpu_bundle.sh: building $targets in $build"
-    cmake --build "$build" -j"${JOBS:-$(nproc)}" --target $targets
-fi
 for e in $exes; do [ -f "$e" ] && [ -x "$e" ] || die "$e is missing: build it first (cmake --build $build)"; done
 
 # ---- staging -----------------------------------------------------------------------------------
