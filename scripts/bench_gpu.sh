@@ -22,14 +22,4 @@ else
 fi
 echo
 echo "ratios (ours vs PyTorch eager on this GPU):"
-awk '
-    FNR == NR && $1 == "result" && $2 == "model" { ours_img[$3 " " $5] = $7; next }
-    FNR == NR && $1 == "result" && $2 == "topk"  { ours_tk[$4 " " $6] = $8; next }
-    FNR == NR { next }
-    $1 == "torch" && $2 == "model" && (($3 " " $5) in ours_img) {
-        printf "  %-8s batch %-4s torch %-5s %9.1f img/s  ours %9.1f img/s  ours/torch %.2f\n",
-               $3, $5, $7, $9, ours_img[$3 " " $5], ours_img[$3 " " $5] / $9 }
-    $1 == "torch" && $2 == "topk" && (($4 " " $6) in ours_tk) {
-        printf "  topk n %-9s r %-5s torch %8.3f ms  ours %8.3f ms  speedup %.2f\n",
-               $4, $6, $8, ours_tk[$4 " " $6], $8 / ours_tk[$4 " " $6] }
-' "$out/ours.txt" "$out/torch.txt"
+awk -f scripts/bench_gpu_ratios.awk "$out/ours.txt" "$out/torch.txt"
