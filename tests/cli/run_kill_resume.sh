@@ -15,11 +15,11 @@
 # the run and sorted (and at least one line past the previous kill; the first kill: line 1), then
 # 0-2 steps' time more (a checkpoint takes about as long as a step, so these land in steps and in
 # checkpoint writes and switches); "time" kills (the 3rd, 8th, 13th, ...) strike at a random
-# moment between the start and 6 steps past the startup, mostly while the program starts (loads
+# moment between the start and 2 steps past the startup, mostly while the program starts (loads
 # the data, recovers and reads the checkpoint, cuts the outputs back); "end" kills (the last, and
 # any once the run is at its last line) wait until the invocation has begun the last run with
-# every line written, then up to the time the finish took (model.safetensors, summary.json, the
-# report). Each kill is classified by what it left: at startup (its log names no run yet), before
+# every line written, then up to 3/4 of the time the finish took (model.safetensors,
+# summary.json, the report). Each kill is classified by what it left: at startup (its log names no run yet), before
 # the first checkpoint (no complete one on disk), in a checkpoint write (a checkpoint.new or
 # checkpoint.old of this invocation's), after the last step, restoring (the run began but no step
 # of this invocation is in metrics.jsonl yet), or in training. Exits 77 without Fashion-MNIST.
@@ -107,7 +107,7 @@ progress "$tmp/A"; total=$p
 run0=$(wc -l < "$tmp/A/ddp-seed1/metrics.jsonl") # the first run's steps
 [ $t_first = 0 ] && t_first=$t_end t_line=$t_end
 startup_ms=$((t_first - t0)) step_ms=$(( (t_line - t_first) / (total > 1 ? total - 1 : 1) )) finish_ms=$((t_end - t_line))
-time_max=$((startup_ms + 6 * step_ms)) step_max=$((2 * step_ms)) end_max=$finish_ms
+time_max=$((startup_ms + 2 * step_ms)) step_max=$((2 * step_ms)) end_max=$((finish_ms * 3 / 4))
 echo "  uninterrupted run: $total lines; startup $startup_ms ms, $step_ms ms a step (checkpoints included), finish $finish_ms ms"
 
 # ---- B: the same run, killed POINTS times and resumed
@@ -144,7 +144,9 @@ while :; do
   # the kill point: the first in the first steps (before the first checkpoint, or in it), every
   # fifth from the third on a time kill, the last at the end, the others at this kill's line of the
   # sorted targets (past the previous kill's line, so that each strikes further on)
-  target=${targets%% *} targets=${targets#* }
+  set -- $targets
+  shift $kills
+  target=$1
   [ $target -le $last ] && target=$((last + 1))
   [ $kills = 0 ] && target=1
   if [ $((kills + 1)) = "$POINTS" ] || [ $target -ge $total ]; then
