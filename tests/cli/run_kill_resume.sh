@@ -219,5 +219,8 @@ if [ $fail = 0 ]; then
   fi
 fi
 echo "run_kill_resume: seed $SEED, $kills kills over $inv invocations ($scratch started from scratch, $finished_early finished before their kill); kills: $n_startup at startup, $n_restore restoring, $n_first before the first checkpoint, $n_train in training, $n_ckpt during a checkpoint write, $n_final after the last step; resumes recovered checkpoint.new $recovered_new times, checkpoint.old $recovered_old times; uninterrupted run $(( (t_end - t0) / 1000 )) s, all $(($(date +%s) - t_start)) s"
+for d in "$ck.new" "$ck.old"; do # a later checkpoint would empty them; the last resume wrote none
+  [ -d "$d" ] && echo "  note: ${d##*/} ($(ls "$d" | wc -l) files) is left beside the finished run's checkpoint"
+done
 if [ $fail = 0 ]; then echo "run_kill_resume: passed"; else echo "run_kill_resume: FAILED (files kept in $tmp)"; trap - EXIT; fi
 exit $fail
