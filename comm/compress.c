@@ -346,14 +346,9 @@ static void pack(unsigned char *m, const uint32_t *idx, const float *val, size_t
     memcpy(m + 4, &gain, 4);
     memcpy(m + 8, idx, np * 4);
     unsigned char *v = m + 8 + np * 4;
-    if (f16) {
-        for (size_t j = 0; j < np; j++) {
-            uint16_t h = sd_f32_to_f16(val[j]);
-            memcpy(v + 2 * j, &h, 2);
-        }
-    } else {
-        memcpy(v, val, np * 4);
-    }
+    sd_kctx kc = {.threads = 1}; /* the CPU kernel the compressor's own packing uses */
+    if (f16) (void)sd_cpu_cz_to_f16(&kc, np, val, v); /* cannot fail: np > 0 comes with both buffers */
+    else memcpy(v, val, np * 4);
 }
 
 /* ---- the sparse exchange on its own ---------------------------------------------------------- */

@@ -220,18 +220,24 @@ static sd_status pause_stream(sd_dev *d) {
     return si;
 }
 
-/* checkpoint_every_steps: the checkpoint of this step, and the run goes on. The stream (a replay:
- * resolve refuses periodic checkpoints of broker streams) pauses while it is written. */
-static sd_status periodic_checkpoint(sd_pipe *p) {
+/* The checkpoint of this step: the stream pauses, the loop state that is not kept up to date
+ * step by step (wire bytes, output sizes, wall time) is taken, then the files are written. */
+static sd_status checkpoint_here(sd_pipe *p, const char *reason) {
     sd_dev *d = &p->d;
-    const bool live = d->ingest != NULL;
     TRY(pause_stream(d));
     p->ls.wire_bytes = sd_dev_wire_bytes(p->comm, d) - p->wire0;
     if (p->rank == 0) TRY(sd_outputs_flush(&p->out, p->ls.out_bytes));
     p->sum->wall_s = p->wall_before + (sd_clock_now() - p->inv0);
+    return write_checkpoint(p, reason);
+}
+
+/* checkpoint_every_steps: the checkpoint of this step, and the run goes on. The stream (a replay:
+ * resolve refuses periodic checkpoints of broker streams) pauses while it is written. */
+static sd_status periodic_checkpoint(sd_pipe *p) {
+    const bool live = p->d.ingest != NULL;
     char reason[64];
     snprintf(reason, sizeof reason, "every %lld steps", (long long)p->e->checkpoint_every_steps);
-    TRY(write_checkpoint(p, reason));
+    TRY(checkpoint_here(p, reason));
     if (live) TRY(sd_dev_stream_start(p));
     return SD_OK;
 }
@@ -247,14 +253,10 @@ sd_status stage_stop(sd_pipe *p, bool *stopped) {
         return SD_OK;
     }
     sd_dev *d = &p->d;
-    TRY(pause_stream(d));
-    p->ls.wire_bytes = sd_dev_wire_bytes(p->comm, d) - p->wire0;
-    if (p->rank == 0) TRY(sd_outputs_flush(&p->out, p->ls.out_bytes));
-    p->sum->wall_s = p->wall_before + (sd_clock_now() - p->inv0);
     char reason[64]; /* as the runner words it */
     if (p->stop_requested) snprintf(reason, sizeof reason, "signal %d", p->stop_signal);
     else snprintf(reason, sizeof reason, "stop_at %lld", (long long)in->stop_at);
-    TRY(write_checkpoint(p, reason));
+    TRY(checkpoint_here(p, reason));
     if (d->ingest) {
         sd_status si = sd_ingest_stop(d->ingest);
         d->ingest = NULL;
