@@ -13,6 +13,7 @@ const char *sd_coll_name(sd_coll k) {
     case SD_COLL_BROADCAST: return "broadcast";
     case SD_COLL_BARRIER: return "barrier";
     case SD_COLL_VOTE: return "vote";
+    case SD_COLL_ALLTOALLV: return "alltoallv";
     case SD_COLL_COUNT: break;
     }
     return "unknown collective";
@@ -41,6 +42,13 @@ uint64_t sd_comm_ring_allgather_bytes(const size_t *sizes, int rank, int size) {
 uint64_t sd_comm_ring_broadcast_bytes(size_t bytes, int root, int rank, int size) {
     if (size <= 1) return 0;
     return rank == (root + size - 1) % size ? 0 : (uint64_t)bytes; /* the chain's last rank */
+}
+
+uint64_t sd_comm_alltoallv_bytes(const size_t *send_bytes, int rank, int size) {
+    uint64_t total = 0;
+    for (int j = 0; j < size; j++)
+        if (j != rank) total += send_bytes[j];
+    return total;
 }
 
 static void count_call(sd_comm *c, sd_coll k, uint64_t payload, uint64_t wire) {
@@ -167,6 +175,61 @@ sd_status sd_comm_vote(sd_comm *c, int mine, int *sum) {
     if (!sum) return SD_FAIL(SD_ERR_INVALID, "rank %d: vote result pointer is NULL", c->rank);
     TRY(c->ops->vote(c, mine, sum));
     count_call(c, SD_COLL_VOTE, sizeof(int), sd_comm_ring_allreduce_bytes(1, sizeof(int), c->rank, c->size));
+    return SD_OK;
+}
+
+/* Sizes summed without overflow, and the packed displacements when the caller gave none. */
+static sd_status a2a_layout(const sd_comm *c, const char *side, const size_t *bytes, const size_t *displs,
+                            size_t *packed, const size_t **use, size_t *extent) {
+    size_t total = 0, end = 0;
+    for (int j = 0; j < c->size; j++) {
+        if (bytes[j] > SIZE_MAX - total)
+            return SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv %s sizes overflow size_t", c->rank, side);
+        packed[j] = total;
+        total += bytes[j];
+        if (displs && bytes[j]) {
+            if (displs[j] > SIZE_MAX - bytes[j])
+                return SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv %s block %d overflows size_t", c->rank, side, j);
+            if (displs[j] + bytes[j] > end) end = displs[j] + bytes[j];
+        }
+    }
+    *use = displs ? displs : packed;
+    *extent = displs ? end : total;
+    return SD_OK;
+}
+
+sd_status sd_comm_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                            void *recv, const size_t *recv_bytes, const size_t *recv_displs) {
+    TRY(check_comm(c, "alltoallv"));
+    if (!send_bytes || !recv_bytes)
+        return SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv needs send_bytes and recv_bytes (one size per rank)", c->rank);
+    if (!c->ops->alltoallv)
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "rank %d: the %s backend has no alltoallv", c->rank, c->ops->name);
+    if (send_bytes[c->rank] != recv_bytes[c->rank])
+        return SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv sends itself %zu bytes but expects %zu", c->rank,
+                       send_bytes[c->rank], recv_bytes[c->rank]);
+    size_t *packed = malloc(2 * sizeof(size_t) * (size_t)c->size);
+    if (!packed) return SD_FAIL(SD_ERR_OOM, "rank %d: alltoallv layout for %d ranks", c->rank, c->size);
+    const size_t *sd = NULL, *rd = NULL;
+    size_t sext = 0, rext = 0;
+    sd_status s = a2a_layout(c, "send", send_bytes, send_displs, packed, &sd, &sext);
+    if (s == SD_OK) s = a2a_layout(c, "receive", recv_bytes, recv_displs, packed + c->size, &rd, &rext);
+    if (s == SD_OK && sext && !send)
+        s = SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv sends %zu bytes from NULL", c->rank, sext);
+    if (s == SD_OK && rext && !recv)
+        s = SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv receives %zu bytes into NULL", c->rank, rext);
+    if (s == SD_OK && sext && rext && (const char *)send < (const char *)recv + rext &&
+        (const char *)recv < (const char *)send + sext)
+        s = SD_FAIL(SD_ERR_INVALID, "rank %d: alltoallv send and receive regions overlap", c->rank);
+    if (s == SD_OK) s = c->ops->alltoallv(c, send, send_bytes, sd, recv, recv_bytes, rd);
+    uint64_t payload = 0;
+    for (int j = 0; j < c->size; j++) payload += send_bytes[j];
+    free(packed);
+    if (s != SD_OK) {
+        sd_add_context(__func__, __FILE__, __LINE__);
+        return s;
+    }
+    count_call(c, SD_COLL_ALLTOALLV, payload, sd_comm_alltoallv_bytes(send_bytes, c->rank, c->size));
     return SD_OK;
 }
 

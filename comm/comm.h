@@ -35,6 +35,7 @@ typedef enum sd_coll {
     SD_COLL_BROADCAST,
     SD_COLL_BARRIER,
     SD_COLL_VOTE,
+    SD_COLL_ALLTOALLV,
     SD_COLL_COUNT
 } sd_coll;
 
@@ -42,14 +43,16 @@ const char *sd_coll_name(sd_coll k);
 
 /* Per-communicator counters, updated by the wrappers after each successful call.
  * payload_bytes: the size of the caller's own data (allreduce: count * 4; allgatherv: this rank's
- *   send_bytes; allgather_u64: 8; broadcast: bytes, on every rank; vote: sizeof(int); barrier: 0).
+ *   send_bytes; allgather_u64: 8; broadcast: bytes, on every rank; vote: sizeof(int); barrier: 0;
+ *   alltoallv: the sum of this rank's send blocks, its own included).
  * wire_bytes: the bytes this rank would send with the textbook ring algorithm of each collective,
  *   exactly, whatever the backend really does (docs/comm.md, "Byte accounting"):
  *   allreduce (reduce-scatter + allgather over p chunks c_0..c_{p-1} of the buffer, sizes differing
  *     by at most one element): 2*B - c_{(r+1)%p} - c_{(r+2)%p}, about 2(p-1)/p * B;
  *   allgatherv / allgather_u64: every block but the next rank's: total - size_{(r+1)%p};
  *   broadcast (pipelined chain root -> root+1 -> ...): B, except 0 on rank (root-1)%p;
- *   barrier: 0; vote: as an allreduce of one int.
+ *   barrier: 0; vote: as an allreduce of one int;
+ *   alltoallv (pairwise: each block goes straight to its rank): every block but this rank's own.
  *   Summed over ranks this gives 2(p-1)B (allreduce), (p-1)*total (allgather), (p-1)B (broadcast). */
 typedef struct sd_comm_counters {
     uint64_t calls[SD_COLL_COUNT];
@@ -74,6 +77,11 @@ typedef struct sd_comm_ops {
     sd_status (*barrier)(sd_comm *c);
     /* *sum = sum over ranks of `mine` (a small integer allreduce: the compression vote). */
     sd_status (*vote)(sd_comm *c, int mine, int *sum);
+    /* Personalised exchange: this rank's block j (send_bytes[j] at send + send_displs[j]) lands at
+     * recv + recv_displs[me] on rank j; recv_bytes[i] must equal rank i's send_bytes[me] (zero
+     * allowed); the own block is copied locally. Send and receive regions must not overlap. */
+    sd_status (*alltoallv)(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                           void *recv, const size_t *recv_bytes, const size_t *recv_displs);
     /* Releases this rank's communicator (and the backend context when it owns it). */
     void (*destroy)(sd_comm *c);
 } sd_comm_ops;
@@ -94,6 +102,9 @@ sd_status sd_comm_allgather_u64(sd_comm *c, uint64_t mine, uint64_t *all);
 sd_status sd_comm_broadcast(sd_comm *c, void *buf, size_t bytes, int root);
 sd_status sd_comm_barrier(sd_comm *c);
 sd_status sd_comm_vote(sd_comm *c, int mine, int *sum);
+/* send_displs / recv_displs may be NULL: blocks packed in rank order. */
+sd_status sd_comm_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                            void *recv, const size_t *recv_bytes, const size_t *recv_displs);
 /* NULL is allowed. */
 void sd_comm_destroy(sd_comm *c);
 
@@ -110,5 +121,7 @@ void sd_comm_counters_diff(const sd_comm_counters *a, const sd_comm_counters *b,
 uint64_t sd_comm_ring_allreduce_bytes(size_t count, size_t elem_size, int rank, int size);
 uint64_t sd_comm_ring_allgather_bytes(const size_t *sizes, int rank, int size);
 uint64_t sd_comm_ring_broadcast_bytes(size_t bytes, int root, int rank, int size);
+/* Pairwise alltoallv: the sum of send_bytes[j] over j != rank. */
+uint64_t sd_comm_alltoallv_bytes(const size_t *send_bytes, int rank, int size);
 
 #endif

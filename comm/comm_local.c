@@ -31,7 +31,8 @@ typedef struct post {
     int root;           /* broadcast */
     const void *src;    /* allgatherv send buffer */
     void *dst;          /* allreduce / broadcast buffer, allgatherv receive buffer */
-    const size_t *recv_bytes, *displs; /* allgatherv */
+    const size_t *recv_bytes, *displs; /* allgatherv; alltoallv: the receive side */
+    const size_t *send_bytes, *send_displs; /* alltoallv */
     int ival;           /* vote */
     uint64_t u64;       /* allgather_u64 */
 } post;
@@ -192,6 +193,14 @@ static sd_status check_match(const sd_comm_local_group *g, int rank, const post 
                                    "rank %d: allgatherv size mismatch: rank %d expects %zu bytes from rank %d, which sends %zu",
                                    rank, i, all[i].recv_bytes[j], j, all[j].n);
         break;
+    case SD_COLL_ALLTOALLV:
+        for (int i = 0; i < g->n; i++)
+            for (int j = 0; j < g->n; j++)
+                if (all[j].recv_bytes[i] != all[i].send_bytes[j])
+                    return SD_FAIL(SD_ERR_INVALID,
+                                   "rank %d: alltoallv size mismatch: rank %d expects %zu bytes from rank %d, which sends %zu",
+                                   rank, j, all[j].recv_bytes[i], i, all[i].send_bytes[j]);
+        break;
     default: break;
     }
     return SD_OK;
@@ -260,6 +269,21 @@ static sd_status local_allgatherv(sd_comm *c, const void *send, size_t send_byte
     return SD_OK;
 }
 
+/* Every rank pulls its block from each rank's send buffer (the sizes were checked to match). */
+static sd_status local_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                                 void *recv, const size_t *recv_bytes, const size_t *recv_displs) {
+    post mine = {.op = SD_COLL_ALLTOALLV, .src = send, .dst = recv, .send_bytes = send_bytes,
+                 .send_displs = send_displs, .recv_bytes = recv_bytes, .displs = recv_displs};
+    const post *all;
+    TRY(enter(c, &mine, &all));
+    const int me = c->rank;
+    for (int i = 0; i < c->size; i++)
+        if (recv_bytes[i])
+            memcpy((char *)recv + recv_displs[i], (const char *)all[i].src + all[i].send_displs[me], recv_bytes[i]);
+    TRY(leave_point(c, &mine));
+    return SD_OK;
+}
+
 static sd_status local_allgather_u64(sd_comm *c, uint64_t v, uint64_t *out) {
     post mine = {.op = SD_COLL_ALLGATHER_U64, .u64 = v};
     const post *all;
@@ -321,6 +345,7 @@ static const sd_comm_ops local_ops = {
     .broadcast = local_broadcast,
     .barrier = local_barrier,
     .vote = local_vote,
+    .alltoallv = local_alltoallv,
     .destroy = local_leave,
 };
 

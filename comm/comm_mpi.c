@@ -265,6 +265,41 @@ static sd_status mpi_vote(sd_comm *c, int v, int *sum) {
     return SD_OK;
 }
 
+/* Refused before any communication when a block or displacement is beyond an int (this rank's
+ * view: its own send and receive sides; a peer with the same sizes refuses alike). */
+static sd_status alltoallv_fits_int(sd_comm *c, const size_t *sb, const size_t *sd, const size_t *rb, const size_t *rd) {
+    for (int j = 0; j < c->size; j++)
+        if (sb[j] > (size_t)INT_MAX || sd[j] > (size_t)INT_MAX || rb[j] > (size_t)INT_MAX || rd[j] > (size_t)INT_MAX)
+            return SD_FAIL(SD_ERR_UNSUPPORTED,
+                           "rank %d: alltoallv block for or from rank %d is beyond INT_MAX (%d) bytes or displacement; "
+                           "MPI counts are int: split the exchange", c->rank, j, INT_MAX);
+    return SD_OK;
+}
+
+static sd_status alltoallv_impl(sd_comm *c, const void *send, const size_t *sb, const size_t *sd, void *recv,
+                                const size_t *rb, const size_t *rd) {
+    mpi_ctx *x = c->ctx;
+    const int p = c->size;
+    int *sc = x->ibuf, *so = x->ibuf + p, *rc = x->ibuf + 2 * p, *ro = x->ibuf + 3 * p;
+    for (int j = 0; j < p; j++) {
+        sc[j] = (int)sb[j];
+        so[j] = (int)sd[j];
+        rc[j] = (int)rb[j];
+        ro[j] = (int)rd[j];
+    }
+    RUN_COLL(c, "alltoallv", MPI_Alltoallv(send, sc, so, MPI_BYTE, recv, rc, ro, MPI_BYTE, x->comm),
+             MPI_Ialltoallv(send, sc, so, MPI_BYTE, recv, rc, ro, MPI_BYTE, x->comm, &rq));
+    return SD_OK;
+}
+
+static sd_status mpi_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                               void *recv, const size_t *recv_bytes, const size_t *recv_displs) {
+    TRY(check_usable(c, "alltoallv"));
+    TRY(alltoallv_fits_int(c, send_bytes, send_displs, recv_bytes, recv_displs));
+    TRY(sticky(c, alltoallv_impl(c, send, send_bytes, send_displs, recv, recv_bytes, recv_displs)));
+    return SD_OK;
+}
+
 static void mpi_destroy(sd_comm *c) {
     mpi_ctx *x = c->ctx;
     int fin = 0;
@@ -284,6 +319,7 @@ static const sd_comm_ops mpi_ops = {
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
     .vote = mpi_vote,
+    .alltoallv = mpi_alltoallv,
     .destroy = mpi_destroy,
 };
 

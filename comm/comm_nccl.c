@@ -3,7 +3,8 @@
  * empty. Collectives run on one CUDA stream and are waited for (polling, with a timeout) before
  * they return; host buffers are staged through a device buffer; allgatherv is one ncclAllGather
  * when every rank sends the same number of bytes into consecutive blocks (the compressor's sparse
- * step), a group of broadcasts otherwise (NCCL has no allgatherv). */
+ * step), a group of broadcasts otherwise (NCCL has no allgatherv); alltoallv is one group of
+ * ncclSend / ncclRecv pairs. */
 #include "base/clock.h"
 #include "comm/comm_nccl.h"
 
@@ -255,6 +256,60 @@ static sd_status nccl_allgatherv(sd_comm *c, const void *send, size_t send_bytes
     return SD_OK;
 }
 
+/* alltoallv as one group of point-to-point sends and receives (NCCL 2.7+); host buffers are
+ * staged through the device buffer: [receive extent | send extent]. */
+static size_t extent_of(const size_t *bytes, const size_t *displs, int n) {
+    size_t end = 0;
+    for (int j = 0; j < n; j++)
+        if (bytes[j] && displs[j] + bytes[j] > end) end = displs[j] + bytes[j];
+    return end;
+}
+
+static sd_status alltoallv_impl(sd_comm *c, const void *send, const size_t *sb, const size_t *sd, void *recv,
+                                const size_t *rb, const size_t *rd) {
+    nccl_ctx *x = c->ctx;
+    const size_t rext = extent_of(rb, rd, c->size), sext = extent_of(sb, sd, c->size);
+    if (rext == 0 && sext == 0) return SD_OK;
+    int rdev = 1, sdev = 1;
+    if (rext) TRY(is_device_ptr(c, recv, &rdev));
+    if (sext) TRY(is_device_ptr(c, send, &sdev));
+    char *drecv = recv;
+    const char *dsend = send;
+    if (!rdev || !sdev) {
+        TRY(stage_reserve(c, rext + sext));
+        if (!rdev) drecv = x->stage;
+        if (!sdev) {
+            dsend = (char *)x->stage + rext;
+            NCCL_CUDA_CHECK(cudaMemcpyAsync((char *)dsend, send, sext, cudaMemcpyHostToDevice, x->stream));
+        }
+    }
+    NCCL_CHECK(ncclGroupStart());
+    for (int j = 0; j < c->size; j++) {
+        ncclResult_t r = ncclSuccess;
+        if (sb[j]) r = ncclSend(dsend + sd[j], sb[j], ncclUint8, j, x->nccl, x->stream);
+        if (r == ncclSuccess && rb[j]) r = ncclRecv(drecv + rd[j], rb[j], ncclUint8, j, x->nccl, x->stream);
+        if (r != ncclSuccess) {
+            (void)ncclGroupEnd();
+            NCCL_CHECK(r);
+        }
+    }
+    NCCL_CHECK(ncclGroupEnd());
+    if (!rdev)
+        for (int j = 0; j < c->size; j++)
+            if (rb[j])
+                NCCL_CUDA_CHECK(cudaMemcpyAsync((char *)recv + rd[j], drecv + rd[j], rb[j], cudaMemcpyDeviceToHost,
+                                                x->stream));
+    TRY(finish(c, "alltoallv"));
+    return SD_OK;
+}
+
+static sd_status nccl_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                                void *recv, const size_t *recv_bytes, const size_t *recv_displs) {
+    TRY(check_usable(c, "alltoallv"));
+    TRY(sticky(c, alltoallv_impl(c, send, send_bytes, send_displs, recv, recv_bytes, recv_displs)));
+    return SD_OK;
+}
+
 static sd_status allgather_u64_impl(sd_comm *c, uint64_t v, uint64_t *out) {
     nccl_ctx *x = c->ctx;
     const size_t bytes = (size_t)c->size * sizeof(uint64_t);
@@ -347,6 +402,7 @@ static const sd_comm_ops nccl_ops = {
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
     .vote = nccl_vote,
+    .alltoallv = nccl_alltoallv,
     .destroy = nccl_destroy,
 };
 

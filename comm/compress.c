@@ -15,30 +15,7 @@
 #include "comm/cost.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
-
-#define CZ_MAX_LEVELS 64        /* gain ladder length at most */
-
-struct sd_compressor {
-    sd_compress_config cfg;
-    size_t count;
-    int nlayers;
-    size_t *loff, *lcnt;        /* layers sorted by offset (per_layer), or the one whole block */
-    sd_backend be;              /* where the state lives and the per-element work runs */
-    bool own_be;                /* created here (a CPU backend of its own), destroyed with the compressor */
-    float *residual;            /* backend memory, as everything below but the layout arrays */
-    float *velocity;            /* momentum correction: u (NULL when cfg.momentum is 0) */
-    bool residual_zero;         /* the residual is known to be all zeros */
-    bool ineligible;            /* paper: the caller said compression cannot save time this step */
-    uint32_t *idx;              /* this step's pairs: global indices, ascending */
-    float *val;                 /* values as sent (after f16 rounding) */
-    size_t cap_pairs;
-    unsigned char *buf;         /* the gather buffer: every rank's message */
-    size_t buf_bytes;
-    size_t *sizes, *displs, *np; /* per rank: message bytes, offsets, pairs */
-    int nranks;
-    int nlevels;                /* gain: ladder length */
-    sd_compress_state st;
-};
+#include "comm/compress_internal.h"
 
 /* ---- config ---------------------------------------------------------------------------------- */
 void sd_compress_config_default(sd_compress_config *c) {
@@ -50,6 +27,9 @@ void sd_compress_config_default(sd_compress_config *c) {
     c->min_ratio = 0.001;
     c->max_ratio = 0.1;
     c->epsilon = 0.9;
+    c->exchange = SD_EXCHANGE_ALLGATHER;
+    c->link_bandwidth_bps = 100e6;
+    c->link_latency_s = 1e-3;
 }
 
 static int gain_window(const sd_compress_config *c) { return c->gain_window > 0 ? c->gain_window : SD_COMPRESS_GAIN_WINDOW; }
@@ -65,6 +45,13 @@ static sd_status check_config(const sd_compress_config *c) {
     if (!(c->momentum >= 0 && c->momentum < 1))
         return SD_FAIL(SD_ERR_INVALID, "compression momentum correction %g: must be in [0, 1) (optimizer.momentum)",
                        c->momentum);
+    if (c->exchange < SD_EXCHANGE_ALLGATHER || c->exchange > SD_EXCHANGE_AUTO)
+        return SD_FAIL(SD_ERR_INVALID, "compression: unknown exchange %d (allgather, allreduce, auto)", (int)c->exchange);
+    if (c->exchange == SD_EXCHANGE_AUTO &&
+        (!(c->link_bandwidth_bps > 0) || !isfinite(c->link_bandwidth_bps) || !(c->link_latency_s >= 0) ||
+         !isfinite(c->link_latency_s)))
+        return SD_FAIL(SD_ERR_INVALID, "compression exchange auto: the modelled link (%g bit/s, %g s) needs a positive "
+                       "finite bandwidth and a finite latency >= 0", c->link_bandwidth_bps, c->link_latency_s);
     if (c->policy == SD_COMPRESS_GAIN) {
         if (!(c->min_ratio > 0 && c->min_ratio <= c->max_ratio && c->max_ratio <= 1))
             return SD_FAIL(SD_ERR_INVALID, "compression.min_ratio %g, max_ratio %g: need 0 < min <= max <= 1",
@@ -80,7 +67,7 @@ static sd_status check_config(const sd_compress_config *c) {
 
 /* ---- sizes ----------------------------------------------------------------------------------- */
 /* ceil(ratio * n) clamped to [1, n]; a product within 1e-9 relative of an integer counts as it. */
-static size_t k_of(double ratio, size_t n) {
+size_t sd_cz_k_of(double ratio, size_t n) {
     if (n == 0) return 0;
     const double t = ratio * (double)n;
     size_t k = (size_t)t;
@@ -104,9 +91,9 @@ static double current_ratio(const sd_compressor *z) {
 }
 
 size_t sd_compressor_pairs(const sd_compressor *z, double ratio) {
-    if (!z->cfg.per_layer) return k_of(ratio, z->count);
+    if (!z->cfg.per_layer) return sd_cz_k_of(ratio, z->count);
     size_t s = 0;
-    for (int l = 0; l < z->nlayers; l++) s += k_of(ratio, z->lcnt[l]);
+    for (int l = 0; l < z->nlayers; l++) s += sd_cz_k_of(ratio, z->lcnt[l]);
     return s;
 }
 
@@ -131,7 +118,7 @@ static int cmp_layer(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-static void be_free(sd_compressor *z, void *p) {
+void sd_cz_be_free(sd_compressor *z, void *p) {
     if (p && z->be.ops) z->be.ops->free(z->be.ctx, p);
 }
 
@@ -139,11 +126,12 @@ void sd_compressor_destroy(sd_compressor *z) {
     if (!z) return;
     free(z->loff);
     free(z->lcnt);
-    be_free(z, z->residual);
-    be_free(z, z->velocity);
-    be_free(z, z->idx);
-    be_free(z, z->val);
-    be_free(z, z->buf);
+    sd_cz_be_free(z, z->residual);
+    sd_cz_be_free(z, z->velocity);
+    sd_cz_be_free(z, z->idx);
+    sd_cz_be_free(z, z->val);
+    sd_cz_be_free(z, z->buf);
+    sd_cz_reduce_scratch_free(z); /* before the backend that holds its buffers */
     if (z->own_be && z->be.ops) sd_backend_destroy(&z->be);
     free(z->sizes);
     free(z->displs);
@@ -325,9 +313,9 @@ static sd_status ensure_buf(unsigned char **buf, size_t *have, size_t bytes) {
 }
 
 /* The compressor's gather buffer, in its backend's memory. */
-static sd_status ensure_gather(sd_compressor *z, size_t bytes) {
+sd_status sd_cz_ensure_gather(sd_compressor *z, size_t bytes) {
     if (bytes <= z->buf_bytes) return SD_OK;
-    be_free(z, z->buf);
+    sd_cz_be_free(z, z->buf);
     z->buf = NULL;
     z->buf_bytes = 0;
     TRY(z->be.ops->alloc(z->be.ctx, bytes, (void **)&z->buf));
@@ -338,7 +326,7 @@ static sd_status ensure_gather(sd_compressor *z, size_t bytes) {
 /* ---- the wire format --------------------------------------------------------------------------
  * One message per rank: u32 npairs, f32 gain, npairs x u32 index, npairs x value (f32, or the
  * binary16 bits when f16), host byte order (little-endian on every supported machine), packed. */
-static size_t msg_bytes(size_t np, bool f16) { return SD_COMPRESS_HEADER_BYTES + np * (4 + (f16 ? 2 : 4)); }
+size_t sd_cz_msg_bytes(size_t np, bool f16) { return SD_COMPRESS_HEADER_BYTES + np * (4 + (f16 ? 2 : 4)); }
 
 static void pack(unsigned char *m, const uint32_t *idx, const float *val, size_t np, float gain, bool f16) {
     const uint32_t n32 = (uint32_t)np;
@@ -376,7 +364,7 @@ sd_status sd_sparse_allgather_sum(sd_comm *comm, int threads, const uint32_t *id
     if ((s = sd_comm_allgather_u64(comm, (uint64_t)npairs, all)) != SD_OK) goto done;
     for (int j = 0; j < n; j++) {
         np[j] = (size_t)all[j];
-        sizes[j] = msg_bytes(np[j], f16);
+        sizes[j] = sd_cz_msg_bytes(np[j], f16);
         displs[j] = total;
         total += sizes[j];
     }
@@ -413,7 +401,7 @@ static sd_status select_pairs(sd_compressor *z, const float *a, double ratio, si
     const sd_backend_ops *o = z->be.ops;
     size_t pos = 0;
     for (int l = 0; l < z->nlayers; l++) {
-        const size_t off = z->loff[l], cnt = z->lcnt[l], kk = k_of(ratio, cnt);
+        const size_t off = z->loff[l], cnt = z->lcnt[l], kk = sd_cz_k_of(ratio, cnt);
         TRY(o->topk_select(z->be.ctx, a + off, cnt, kk, (uint32_t)off, z->idx + pos, z->val + pos));
         pos += kk;
     }
@@ -448,13 +436,13 @@ static sd_status sparse_step(sd_compressor *z, sd_comm *data, float *g, size_t n
     const int n = data->size, me = data->rank;
     TRY(ensure_ranks(z, n));
     const bool f16 = z->cfg.f16_values;
-    const size_t mb = msg_bytes(np, f16);
+    const size_t mb = sd_cz_msg_bytes(np, f16);
     for (int j = 0; j < n; j++) {
         z->sizes[j] = mb;
         z->displs[j] = (size_t)j * mb;
         z->np[j] = np;
     }
-    TRY(ensure_gather(z, (size_t)n * mb));
+    TRY(sd_cz_ensure_gather(z, (size_t)n * mb));
     unsigned char *mine = z->buf + z->displs[me];
     unsigned char hdr[SD_COMPRESS_HEADER_BYTES]; /* u32 pairs, f32 gain */
     const uint32_t n32 = (uint32_t)np;
@@ -482,7 +470,23 @@ static sd_status sparse_step(sd_compressor *z, sd_comm *data, float *g, size_t n
     s->pairs_total = (uint64_t)np * (uint64_t)n;
     s->payload_bytes = mb;
     s->gathered_bytes = (uint64_t)mb * (uint64_t)n;
+    s->exchange = SD_EXCHANGE_ALLGATHER;
     return SD_OK;
+}
+
+/* Which sparse exchange this step: the config's, or for auto the lower modelled time on the
+ * config's link (the same inputs on every rank, so the same choice). */
+static bool use_allreduce(sd_compressor *z, int n, size_t np, double ratio) {
+    switch (z->cfg.exchange) {
+    case SD_EXCHANGE_ALLREDUCE: return true;
+    case SD_EXCHANGE_AUTO: {
+        if (n <= 2) return false; /* nothing to save: the all-gather already sends one message */
+        const double bw = z->cfg.link_bandwidth_bps, lat = z->cfg.link_latency_s;
+        const double ag = sd_ring_allgather_time(n, (double)n * (double)sd_cz_msg_bytes(np, z->cfg.f16_values), bw, lat);
+        return sd_cz_allreduce_model_time(z, n, np, ratio, bw, lat) < ag;
+    }
+    default: return false;
+    }
 }
 
 /* gain: the window mean of the mean gain decides: >= epsilon compresses more (next level down the
@@ -566,7 +570,8 @@ sd_status sd_compress_exchange_on(sd_compressor *z, sd_comm *comm, sd_comm *data
         TRY(dense_step(z, data, g));
         s.payload_bytes = s.gathered_bytes = s.dense_bytes;
     } else {
-        TRY(sparse_step(z, data, g, np, &s));
+        if (use_allreduce(z, n, np, ratio)) TRY(sd_cz_allreduce_step(z, comm, data, g, np, ratio, &s));
+        else TRY(sparse_step(z, data, g, np, &s));
         s.compressed = true;
     }
     z->st.steps = steps;
@@ -581,7 +586,11 @@ sd_status sd_compress_exchange_on(sd_compressor *z, sd_comm *comm, sd_comm *data
 double sd_compress_step_time(const sd_compress_step *s, int n, double bandwidth_bps, double latency_s) {
     double t = 0;
     if (s->voted) t += sd_ring_allreduce_time(n, (double)sizeof(int), bandwidth_bps, latency_s);
-    if (s->compressed) t += sd_ring_allgather_time(n, (double)s->gathered_bytes, bandwidth_bps, latency_s);
+    if (s->compressed && s->exchange == SD_EXCHANGE_ALLREDUCE)
+        t += sd_ring_allgather_time(n, (double)s->header_bytes, bandwidth_bps, latency_s) +
+             sd_alltoallv_time(n, (double)s->a2a_max_bytes, bandwidth_bps, latency_s) +
+             sd_ring_allgather_time(n, (double)s->gathered_bytes, bandwidth_bps, latency_s);
+    else if (s->compressed) t += sd_ring_allgather_time(n, (double)s->gathered_bytes, bandwidth_bps, latency_s);
     else t += sd_ring_allreduce_time(n, (double)s->dense_bytes, bandwidth_bps, latency_s);
     return t;
 }

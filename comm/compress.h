@@ -56,6 +56,13 @@ typedef enum sd_compress_policy {
     SD_COMPRESS_GAIN     /* "gain": GraVAC-style ratio stepping between min_ratio and max_ratio */
 } sd_compress_policy;
 
+/* How a sparse step exchanges (the experiment's compression.exchange, docs/compression.md). */
+typedef enum sd_compress_exchange {
+    SD_EXCHANGE_ALLGATHER = 0, /* "allgather": one ring all-gather of every rank's pairs (bytes grow with n) */
+    SD_EXCHANGE_ALLREDUCE,     /* "allreduce": the sparse allreduce (compress_allreduce.c): about 2k pairs per rank */
+    SD_EXCHANGE_AUTO           /* "auto": per step, the one with the lower modelled time on the config's link */
+} sd_sparse_exchange;
+
 typedef struct sd_compress_config {
     sd_compress_policy policy;     /* off | always | paper | gain */
     double ratio;                  /* always, paper: Top-k fraction kept, (0, 1] */
@@ -70,9 +77,13 @@ typedef struct sd_compress_config {
                                       velocity u = momentum x u + g and compresses u + residual instead
                                       of g + residual; sent entries of u are cleared (masking). The
                                       caller then applies the sum with plain SGD (no momentum). */
+    sd_sparse_exchange exchange;   /* sparse steps: allgather (the library default), allreduce or auto */
+    double link_bandwidth_bps;     /* auto: the link the choice models (bits/s, > 0; default 100 Mbit/s) */
+    double link_latency_s;         /* auto: its latency per message (>= 0; default 1 ms) */
 } sd_compress_config;
 
-/* The experiment defaults (policy off, ratio 0.1, delta 0.3, per layer, 0.001..0.1, epsilon 0.9). */
+/* The experiment defaults (policy off, ratio 0.1, delta 0.3, per layer, 0.001..0.1, epsilon 0.9),
+ * exchange allgather on a 100 Mbit/s, 1 ms link (experiments default to exchange auto). */
 void sd_compress_config_default(sd_compress_config *c);
 
 /* What one exchange did, identical on every rank except where marked "this rank". */
@@ -83,9 +94,10 @@ typedef struct sd_compress_step {
     int votes;               /* paper: ranks that voted to compress; always/gain: all ranks; off: 0 */
     double ratio;            /* the Top-k ratio used this step (0 for policy off) */
     uint64_t pairs;          /* this rank: pairs sent (0 on dense steps) */
-    uint64_t pairs_total;    /* pairs over all ranks (0 on dense steps) */
+    uint64_t pairs_total;    /* pairs over all ranks (0 on dense steps); allreduce: the pairs the owners kept */
     uint64_t payload_bytes;  /* this rank: its message: dense 4*count, sparse 8 + pairs*(4 + 4 or 2) */
-    uint64_t gathered_bytes; /* sparse: all ranks' messages together (the allgather size); dense: 4*count */
+    uint64_t gathered_bytes; /* sparse: all ranks' messages together (the allgather size; allreduce: the
+                                owners' selections, its last all-gather); dense: 4*count */
     uint64_t dense_bytes;    /* 4 * count, for comparison */
     uint64_t bytes_sent;     /* this rank: wire bytes of every collective of the call (vote included),
                                 by the ring accounting of comm.h: what metrics.jsonl reports */
@@ -97,6 +109,9 @@ typedef struct sd_compress_step {
     double gain_mean;        /* sparse steps: mean of gain over ranks, in rank order */
     double gain_smoothed;    /* gain: the window mean of gain_mean that made the last decision (0 before) */
     double next_ratio;       /* the ratio the next step will use */
+    int exchange;            /* sparse steps: the exchange used (SD_EXCHANGE_ALLGATHER or _ALLREDUCE) */
+    uint64_t header_bytes;   /* allreduce: every rank's row of region counts together (its first all-gather) */
+    uint64_t a2a_max_bytes;  /* allreduce: the most bytes any rank sent in the alltoallv (the slowest link's) */
 } sd_compress_step;
 
 /* Policy state besides the residual, for checkpoints (all ranks hold the same except loss_sum). */
@@ -147,8 +162,10 @@ sd_status sd_compress_exchange(sd_compressor *z, sd_comm *comm, float *g, sd_com
 sd_status sd_compress_exchange_on(sd_compressor *z, sd_comm *comm, sd_comm *data, float *g, sd_compress_step *stats);
 
 /* Modelled time of the step's communication under the virtual clock (comm/cost.h): the vote
- * (if any) as a ring allreduce of 4 bytes, then the ring allgather of gathered_bytes (sparse) or
- * the ring allreduce of dense_bytes (dense), over n ranks on the given link. */
+ * (if any) as a ring allreduce of 4 bytes, then the ring allgather of gathered_bytes (sparse
+ * allgather) or the ring allreduce of dense_bytes (dense), over n ranks on the given link. The
+ * sparse allreduce: the ring all-gather of header_bytes, the pairwise alltoallv of a2a_max_bytes
+ * and the ring all-gather of gathered_bytes. */
 double sd_compress_step_time(const sd_compress_step *s, int n, double bandwidth_bps, double latency_s);
 
 /* Policy paper: whether compressing can pay this step (e.g. the step is held up by its

@@ -12,3 +12,8 @@ double sd_ring_allgather_time(int n, double total_bytes, double bandwidth_bps, d
     if (n <= 1) return 0.0;
     return (double)(n - 1) / n * total_bytes * 8.0 / bandwidth_bps + (double)(n - 1) * latency_s;
 }
+
+double sd_alltoallv_time(int n, double max_send_bytes, double bandwidth_bps, double latency_s) {
+    if (n <= 1) return 0.0;
+    return max_send_bytes * 8.0 / bandwidth_bps + (double)(n - 1) * latency_s;
+}

@@ -37,7 +37,8 @@ static double hops(sd_coll k, int p) {
     case SD_COLL_ALLGATHERV:
     case SD_COLL_ALLGATHER_U64:
     case SD_COLL_BROADCAST:
-    case SD_COLL_BARRIER: return (double)(p - 1);
+    case SD_COLL_BARRIER:
+    case SD_COLL_ALLTOALLV: return (double)(p - 1); /* pairwise: p - 1 rounds */
     case SD_COLL_COUNT: break;
     }
     return 0;
@@ -102,6 +103,11 @@ static sd_status sh_barrier(sd_comm *c) { RUN_AND_PAY(c, sd_comm_barrier(SHAPED(
 
 static sd_status sh_vote(sd_comm *c, int mine, int *sum) { RUN_AND_PAY(c, sd_comm_vote(SHAPED(c)->inner, mine, sum)); }
 
+static sd_status sh_alltoallv(sd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_displs,
+                              void *recv, const size_t *recv_bytes, const size_t *recv_displs) {
+    RUN_AND_PAY(c, sd_comm_alltoallv(SHAPED(c)->inner, send, send_bytes, send_displs, recv, recv_bytes, recv_displs));
+}
+
 static void sh_destroy(sd_comm *c) { free(SHAPED(c)); }
 
 static const sd_comm_ops shaped_ops = {
@@ -112,6 +118,7 @@ static const sd_comm_ops shaped_ops = {
     .broadcast = sh_broadcast,
     .barrier = sh_barrier,
     .vote = sh_vote,
+    .alltoallv = sh_alltoallv,
     .destroy = sh_destroy,
 };
 

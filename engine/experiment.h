@@ -159,6 +159,7 @@ typedef struct sd_experiment {
         bool f16_values;               /* send values as float16, default false */
         bool momentum_correction;      /* momentum accumulated per device before Top-k (DGC), default true */
         bool time_aware;               /* paper: vote dense when compute + dense communication fit in the window, default false */
+        sd_sparse_exchange exchange;   /* sparse steps: allgather, allreduce or auto (lower modelled time), default auto */
     } compression;
 
     sd_exp_bn bn;                      /* batch-norm running statistics, default average */

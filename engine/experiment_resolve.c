@@ -55,6 +55,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->compression.epsilon = 0.9;
     e->compression.f16_values = false;
     e->compression.momentum_correction = true;
+    e->compression.exchange = SD_EXCHANGE_AUTO;
     e->bn = SD_EXP_BN_AVERAGE;
     e->n_seeds = 1;
     e->seeds[0] = 1;

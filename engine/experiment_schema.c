@@ -47,6 +47,7 @@ static const char *const clock_names[] = {"virtual", "real", NULL};
 static const char *const policy_names[] = {"persistence", "truncation", "drop-oldest", NULL};
 static const char *const full_names[] = {"drop-newest", "backpressure", NULL};
 static const char *const compress_names[] = {"off", "always", "paper", "gain", NULL};
+static const char *const exchange_names[] = {"allgather", "allreduce", "auto", NULL}; /* sd_sparse_exchange order */
 static const char *const bn_names[] = {"local", "average", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const link_emulation_names[] = {"off", "token_bucket", NULL};
@@ -271,6 +272,7 @@ static const sd_exp_field compression_fields[] = {
     FBOOL("f16_values", compression_t, f16_values),
     FBOOL("momentum_correction", compression_t, momentum_correction),
     FBOOL("time_aware", compression_t, time_aware),
+    FENUM("exchange", compression_t, exchange, exchange_names),
     FEND,
 };
 

@@ -82,7 +82,14 @@ typedef struct sd_backend_ops {
      *   host arrays) in the compressor's wire format (u32 pairs, f32 gain, u32 indices, values f32
      *   or binary16; any alignment); checks each (declared pairs, indices < count and
      *   non-decreasing: SD_ERR_FORMAT naming the message) and sets out[0..count) to the sum of
-     *   every message's values, added in message order. Waits for the check. */
+     *   every message's values, added in message order. Waits for the check.
+     * The sparse allreduce's steps (comm/compress.h, exchange "allreduce"):
+     * cz_split: pos_host[b] = the first j with idx[j] >= bounds_host[b] (np when none), b < nb;
+     *   idx: np ascending indices. Waits.
+     * cz_unsent: res[idx[j]] += val[j] where out[idx[j]] == 0 and val[j] is not NaN (a contribution
+     *   the reduction did not keep returns to the residual). idx: np distinct indices.
+     * cz_round_excess: w = sd_f16_wire(val[j]); res[idx[j]] += val[j] - w where w != 0 and
+     *   the difference is finite; val[j] = w. idx: np distinct indices. */
     SD_KERNEL_OPS(SD_OP_FIELD)
 } sd_backend_ops;
 

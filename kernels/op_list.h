@@ -68,7 +68,11 @@
                     float *res, float *velocity))                                                                 \
     X(cz_to_f16, (sd_kctx * k, size_t count, const float *x, unsigned char *out))                                 \
     X(cz_scatter_sum, (sd_kctx * k, const unsigned char *buf, int n, const size_t *displs, const size_t *np,      \
-                       bool f16, float *out, size_t count))
+                       bool f16, float *out, size_t count))                                                      \
+    X(cz_split, (sd_kctx * k, size_t np, const uint32_t *idx, int nb, const uint32_t *bounds_host,              \
+                 size_t *pos_host))                                                                              \
+    X(cz_unsent, (sd_kctx * k, size_t np, const uint32_t *idx, const float *val, const float *out, float *res))  \
+    X(cz_round_excess, (sd_kctx * k, size_t np, const uint32_t *idx, float *val, float *res))
 
 /* What the list makes: a table field, a CPU or CUDA declaration. */
 #define SD_OP_FIELD(name, params) sd_status(*name) params;

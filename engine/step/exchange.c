@@ -5,6 +5,7 @@
  * over NCCL: nothing of the gradient crosses to the host). The modelled time of what went on the wire is left for the clock,
  * which charges it (virtual) or the measured time (real). Also the compressor's construction from
  * the experiment. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "base/clock.h"
@@ -22,6 +23,15 @@ static void compress_config(const sd_experiment *e, sd_compress_config *c) {
     c->max_ratio = e->compression.max_ratio;
     c->epsilon = e->compression.epsilon;
     c->f16_values = e->compression.f16_values;
+    c->exchange = e->compression.exchange;
+    /* auto models the slowest link of the run, as the virtual clock charges it */
+    c->link_bandwidth_bps = INFINITY;
+    c->link_latency_s = 0;
+    for (int j = 0; j < e->devices.count; j++) {
+        if (e->devices.dev[j].profile.bandwidth_bps < c->link_bandwidth_bps)
+            c->link_bandwidth_bps = e->devices.dev[j].profile.bandwidth_bps;
+        if (e->devices.dev[j].profile.latency_s > c->link_latency_s) c->link_latency_s = e->devices.dev[j].profile.latency_s;
+    }
     c->momentum = e->compression.momentum_correction && e->compression.policy != SD_COMPRESS_OFF
                       ? e->optimizer.momentum : 0.0;
 }

@@ -128,12 +128,16 @@ static sd_status metrics_line(sd_pipe *p, const sd_step *s, double wait, uint64_
                       "{\"step\": %lld, \"time\": %.6f, \"wait\": %.6f, \"compute\": %.6f, \"comm\": %.6f, "
                       "\"global_batch\": %lld, \"loss\": %s, \"lr\": %.6g, \"dropped\": %llu, "
                       "\"bytes\": %llu, \"step_bytes\": %llu, \"compression\": %s, \"ratio\": %.6g, "
-                      "\"votes\": %d, \"rel_loss\": %.6g, \"mean_loss\": %.6g, \"gain\": %.6g, \"batches\": [",
+                      "\"votes\": %d, \"rel_loss\": %.6g, \"mean_loss\": %.6g, \"gain\": %.6g, ",
                       (long long)p->ls.step, p->ls.T, wait, s->compute, s->comm_s, (long long)s->B, lossbuf,
                       (double)p->d.opt.last_lr, (unsigned long long)dropped,
                       (unsigned long long)(sd_dev_wire_bytes(p->comm, &p->d) - p->wire0),
                       (unsigned long long)s->step_bytes, cs->compressed ? "true" : "false", cs->ratio, cs->votes,
                       cs->rel_loss, cs->mean_loss, cs->gain);
+    if (p->e->compression.policy != SD_COMPRESS_OFF) /* compressed runs: which exchange the step used */
+        sd_outputs_printf(o, OUT_METRICS, "\"exchange\": \"%s\", ",
+                          !cs->compressed ? "dense" : cs->exchange == SD_EXCHANGE_ALLREDUCE ? "allreduce" : "allgather");
+    sd_outputs_printf(o, OUT_METRICS, "\"batches\": [");
     for (int j = 0; j < p->n; j++) sd_outputs_printf(o, OUT_METRICS, "%s%d", j ? ", " : "", p->all[j].batch);
     sd_outputs_printf(o, OUT_METRICS, "], \"buffer\": [");
     for (int j = 0; j < p->n; j++) sd_outputs_printf(o, OUT_METRICS, "%s%d", j ? ", " : "", p->all[j].buffered);

@@ -145,3 +145,40 @@ sd_status sd_cpu_cz_scatter_sum(sd_kctx *k, const unsigned char *buf, int n, con
     }
     return SD_OK;
 }
+
+/* ---- the sparse allreduce's steps ------------------------------------------------------------ */
+sd_status sd_cpu_cz_split(sd_kctx *k, size_t np, const uint32_t *idx, int nb, const uint32_t *bounds_host,
+                          size_t *pos_host) {
+    (void)k;
+    if (nb < 0 || (nb && (!bounds_host || !pos_host)) || (np && !idx))
+        return SD_FAIL(SD_ERR_INVALID, "compressor split: NULL argument");
+    for (int b = 0; b < nb; b++) {
+        size_t lo = 0, hi = np; /* lower bound of bounds_host[b] */
+        while (lo < hi) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if (idx[mid] < bounds_host[b]) lo = mid + 1;
+            else hi = mid;
+        }
+        pos_host[b] = lo;
+    }
+    return SD_OK;
+}
+
+sd_status sd_cpu_cz_unsent(sd_kctx *k, size_t np, const uint32_t *idx, const float *val, const float *out, float *res) {
+    (void)k;
+    if (np && (!idx || !val || !out || !res)) return SD_FAIL(SD_ERR_INVALID, "compressor unsent: NULL buffer");
+    for (size_t j = 0; j < np; j++)
+        if (out[idx[j]] == 0.0f && !isnan(val[j])) res[idx[j]] += val[j];
+    return SD_OK;
+}
+
+sd_status sd_cpu_cz_round_excess(sd_kctx *k, size_t np, const uint32_t *idx, float *val, float *res) {
+    (void)k;
+    if (np && (!idx || !val || !res)) return SD_FAIL(SD_ERR_INVALID, "compressor rounding excess: NULL buffer");
+    for (size_t j = 0; j < np; j++) {
+        const float w = sd_f16_wire(val[j]), d = val[j] - w;
+        if (w != 0.0f && isfinite(d)) res[idx[j]] += d;
+        val[j] = w;
+    }
+    return SD_OK;
+}

@@ -197,3 +197,70 @@ extern "C" sd_status sd_cuda_cz_scatter_sum(sd_kctx *k, const unsigned char *buf
                        ">= %zu", hbad, count);
     return SD_OK;
 }
+
+/* ---- the sparse allreduce's steps -------------------------------------------------------------- */
+
+static __global__ void split_kernel(const uint32_t *idx, size_t np, const uint32_t *bounds, int nb, size_t *pos) {
+    const int b = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (b >= nb) return;
+    size_t lo = 0, hi = np;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (idx[mid] < bounds[b]) lo = mid + 1;
+        else hi = mid;
+    }
+    pos[b] = lo;
+}
+
+static __global__ void unsent_kernel(size_t np, const uint32_t *idx, const float *val, const float *out, float *res) {
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < np; j += (size_t)gridDim.x * blockDim.x) {
+        const uint32_t i = idx[j];
+        if (out[i] == 0.0f && !isnan(val[j])) res[i] = __fadd_rn(res[i], val[j]);
+    }
+}
+
+static __global__ void round_excess_kernel(size_t np, const uint32_t *idx, float *val, float *res) {
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < np; j += (size_t)gridDim.x * blockDim.x) {
+        const float v = val[j], w = sd_f16_wire(v), d = __fsub_rn(v, w);
+        if (w != 0.0f && isfinite(d)) res[idx[j]] = __fadd_rn(res[idx[j]], d);
+        val[j] = w;
+    }
+}
+
+extern "C" sd_status sd_cuda_cz_split(sd_kctx *k, size_t np, const uint32_t *idx, int nb, const uint32_t *bounds_host,
+                                      size_t *pos_host) {
+    if (!k || nb < 0 || (nb && (!bounds_host || !pos_host)) || (np && !idx))
+        return SD_FAIL(SD_ERR_INVALID, "compressor split: NULL argument");
+    if (nb == 0) return SD_OK;
+    const size_t nbz = (size_t)nb;
+    size_t *dpos = NULL; /* workspace: [nb positions | nb bounds] */
+    TRY(sd_cuda_workspace(k, nbz * (sizeof(size_t) + sizeof(uint32_t)), (void **)&dpos));
+    uint32_t *dbounds = (uint32_t *)(dpos + nbz);
+    sd_cuda_count_h2d(k, nbz * sizeof(uint32_t));
+    CUDA_CHECK(cudaMemcpyAsync(dbounds, bounds_host, nbz * sizeof(uint32_t), cudaMemcpyHostToDevice, k->stream));
+    split_kernel<<<(unsigned)((nbz + SD_CUDA_THREADS - 1) / SD_CUDA_THREADS), SD_CUDA_THREADS, 0, k->stream>>>(
+        idx, np, dbounds, nb, dpos);
+    CUDA_CHECK(cudaGetLastError());
+    sd_cuda_count_d2h(k, nbz * sizeof(size_t));
+    CUDA_CHECK(cudaMemcpyAsync(pos_host, dpos, nbz * sizeof(size_t), cudaMemcpyDeviceToHost, k->stream));
+    CUDA_CHECK(cudaStreamSynchronize(k->stream));
+    return SD_OK;
+}
+
+extern "C" sd_status sd_cuda_cz_unsent(sd_kctx *k, size_t np, const uint32_t *idx, const float *val, const float *out,
+                                       float *res) {
+    if (!k || (np && (!idx || !val || !out || !res))) return SD_FAIL(SD_ERR_INVALID, "compressor unsent: NULL argument");
+    if (np == 0) return SD_OK;
+    unsent_kernel<<<sd_cuda_grid(k, np, SD_CUDA_THREADS), SD_CUDA_THREADS, 0, k->stream>>>(np, idx, val, out, res);
+    CUDA_CHECK(cudaGetLastError());
+    return SD_OK;
+}
+
+extern "C" sd_status sd_cuda_cz_round_excess(sd_kctx *k, size_t np, const uint32_t *idx, float *val, float *res) {
+    if (!k || (np && (!idx || !val || !res)))
+        return SD_FAIL(SD_ERR_INVALID, "compressor rounding excess: NULL argument");
+    if (np == 0) return SD_OK;
+    round_excess_kernel<<<sd_cuda_grid(k, np, SD_CUDA_THREADS), SD_CUDA_THREADS, 0, k->stream>>>(np, idx, val, res);
+    CUDA_CHECK(cudaGetLastError());
+    return SD_OK;
+}
