@@ -5,7 +5,8 @@
  * and, on rank 0, the local backend's result for the same inputs computed in-process with as
  * many threads as there are MPI ranks; allgatherv with different sizes (zero included; packed,
  * gapped, in place), allgather_u64, broadcast from every root, barrier, vote, the ring byte
- * counters summed across ranks, the INT_MAX refusal, and the timeout path (one rank stays away,
+ * counters summed across ranks, alltoallv (sizes by sender and receiver, gaps, its counter), the
+ * compressor's sparse allreduce bitwise equal to the local backend's, the INT_MAX refusal, and the timeout path (one rank stays away,
  * the others fail within the timeout). Each rank counts its failures; rank 0 prints the sums.
  *
  * Other modes: `--probe` (init and finalize only: can mpiexec start us here?), `--dead-peer`
@@ -21,6 +22,7 @@
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/comm_mpi.h"
+#include "comm/compress.h"
 #include "tests/harness.h"
 
 static int g_rank, g_size;
@@ -199,6 +201,103 @@ static void check_small(sd_comm *c, const char *mode) {
     EXPECT(sum == g_size, "%s rank %d: vote %d", mode, g_rank, sum);
 }
 
+/* alltoallv: block sizes by sender and receiver (zeros included), gapped receive layout, counters. */
+static size_t a2a_size(int from, int to) { return (size_t)((from * 5 + to * 3) % 4) * 7; }
+static unsigned char a2a_byte(int from, int to, size_t k) { return (unsigned char)(from * 50 + to * 9 + (int)k); }
+
+static void check_alltoallv(sd_comm *c, const char *mode) {
+    const int n = g_size;
+    size_t sb[64], sd[64], rb[64], rd[64], so = 0, ro = 0;
+    for (int j = 0; j < n; j++) {
+        sb[j] = a2a_size(g_rank, j);
+        sd[j] = so;
+        so += sb[j];
+        rb[j] = a2a_size(j, g_rank);
+        rd[j] = ro + 3; /* gaps */
+        ro += rb[j] + 3;
+    }
+    unsigned char *send = malloc(so + 1), *recv = malloc(ro + 1);
+    for (int j = 0; j < n; j++)
+        for (size_t k = 0; k < sb[j]; k++) send[sd[j] + k] = a2a_byte(g_rank, j, k);
+    memset(recv, 0xEE, ro + 1);
+    const uint64_t w0 = c->counters.wire_bytes[SD_COLL_ALLTOALLV];
+    CHECK_OK(sd_comm_alltoallv(c, send, sb, sd, recv, rb, rd));
+    long wrong = 0;
+    uint64_t want = 0;
+    for (int j = 0; j < n; j++) {
+        for (size_t k = 0; k < rb[j]; k++) wrong += recv[rd[j] + k] != a2a_byte(j, g_rank, k);
+        wrong += recv[rd[j] - 1] != 0xEE;
+        if (j != g_rank) want += sb[j];
+    }
+    EXPECT(wrong == 0, "%s rank %d: alltoallv: %ld wrong bytes", mode, g_rank, wrong);
+    EXPECT(c->counters.wire_bytes[SD_COLL_ALLTOALLV] - w0 == want, "%s rank %d: alltoallv counted %llu bytes, want %llu",
+           mode, g_rank, (unsigned long long)(c->counters.wire_bytes[SD_COLL_ALLTOALLV] - w0), (unsigned long long)want);
+    free(send);
+    free(recv);
+}
+
+/* The compressor's sparse allreduce over MPI: bitwise the local backend's result (computed here
+ * with g_size threads), three steps so the residual carries over. */
+enum { SA_COUNT = 5003, SA_STEPS = 3 };
+static const size_t sa_layers[] = {1000, 3, 2000, 17, 1983};
+static void sa_config(sd_compress_config *cc) {
+    sd_compress_config_default(cc);
+    cc->policy = SD_COMPRESS_ALWAYS;
+    cc->ratio = 0.05;
+    cc->f16_values = true;
+    cc->exchange = SD_EXCHANGE_ALLREDUCE;
+}
+static void sa_grad(float *g, int rank, int step) {
+    sd_test_rng r = {0xabcdull + (uint64_t)rank * 7919u + (uint64_t)step * 104729u};
+    sd_test_fill(&r, g, SA_COUNT, -1.0f, 1.0f);
+}
+/* out: SA_STEPS x SA_COUNT floats of this rank's results */
+static sd_status sa_run(sd_comm *c, float *out) {
+    sd_compress_config cc;
+    sa_config(&cc);
+    size_t off[5], at = 0;
+    for (int l = 0; l < 5; l++) {
+        off[l] = at;
+        at += sa_layers[l];
+    }
+    sd_compressor *z = NULL;
+    TRY(sd_compressor_create(&cc, SA_COUNT, 5, off, sa_layers, 1, &z));
+    sd_status s = SD_OK;
+    for (int t = 0; t < SA_STEPS && s == SD_OK; t++) {
+        float *g = out + (size_t)t * SA_COUNT;
+        sa_grad(g, c->rank, t);
+        s = sd_compress_exchange(z, c, g, NULL);
+    }
+    sd_compressor_destroy(z);
+    return s;
+}
+typedef struct sa_job { sd_comm_local_group *g; int rank; float *out; sd_status st; } sa_job;
+static void *sa_thread(void *p) {
+    sa_job *j = p;
+    j->st = sa_run(sd_comm_local_get(j->g, j->rank), j->out);
+    return NULL;
+}
+static void check_sparse_allreduce(sd_comm *c, const char *mode) {
+    float *mine = malloc(sizeof(float) * SA_COUNT * SA_STEPS), *ref = malloc(sizeof(float) * SA_COUNT * SA_STEPS * 64);
+    CHECK_OK(sa_run(c, mine));
+    sd_comm_local_group *g = NULL;
+    CHECK_OK(sd_comm_local_group_create(g_size, &g));
+    if (g) {
+        pthread_t th[64];
+        sa_job jobs[64];
+        for (int r = 0; r < g_size; r++) {
+            jobs[r] = (sa_job){g, r, ref + (size_t)r * SA_COUNT * SA_STEPS, SD_OK};
+            pthread_create(&th[r], NULL, sa_thread, &jobs[r]);
+        }
+        for (int r = 0; r < g_size; r++) pthread_join(th[r], NULL);
+        sd_comm_local_group_destroy(g);
+        EXPECT(memcmp(mine, ref + (size_t)g_rank * SA_COUNT * SA_STEPS, sizeof(float) * SA_COUNT * SA_STEPS) == 0,
+               "%s rank %d: the sparse allreduce over MPI differs from the local backend's", mode, g_rank);
+    }
+    free(mine);
+    free(ref);
+}
+
 /* Ring accounting summed over ranks, against the closed forms. */
 static void check_counters(sd_comm *c, const char *mode) {
     sd_comm_counters_reset(c);
@@ -231,6 +330,8 @@ static void check_mode(const sd_comm_mpi_options *opt, const char *mode) {
     check_allreduce(c, opt->reduce == SD_COMM_MPI_REDUCE_ORDERED, mode);
     check_allgatherv(c, mode);
     check_small(c, mode);
+    check_alltoallv(c, mode);
+    check_sparse_allreduce(c, mode);
     check_counters(c, mode);
     sd_comm_destroy(c);
 }
