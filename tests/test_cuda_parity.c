@@ -558,6 +558,27 @@ static void test_compress_ops(void) {
             free(cm);
             gpu.ops->free(gpu.ctx, msg);
         }
+        /* the sparse allreduce's steps: split by bounds, rounding excess, unsent pairs back */
+        const uint32_t bounds[5] = {0, (uint32_t)(n / 7), (uint32_t)(n / 2), (uint32_t)(n - 5), (uint32_t)n};
+        size_t pc[5], pg[5];
+        EXPECT_OK(cpu.ops->cz_split(cpu.ctx, kk, (uint32_t *)idx.c, 5, bounds, pc));
+        EXPECT_OK(gpu.ops->cz_split(gpu.ctx, kk, (uint32_t *)idx.g, 5, bounds, pg));
+        EXPECT(!memcmp(pc, pg, sizeof pc) && pc[0] == 0 && pc[4] == kk, "%s: split positions differ", tag);
+        float *hv = malloc(kk * sizeof *hv);
+        for (size_t j = 0; j < kk; j++) hv[j] = CF(x)[j] * (j % 4 == 0 ? 1e-9f : 1.0f); /* some round to 0 */
+        dual_set(&val, hv);
+        free(hv);
+        EXPECT_OK(cpu.ops->cz_round_excess(cpu.ctx, kk, (uint32_t *)idx.c, CF(val), CF(res)));
+        EXPECT_OK(gpu.ops->cz_round_excess(gpu.ctx, kk, (uint32_t *)idx.g, GF(val), GF(res)));
+        check_same(tag, "round excess val", &val);
+        check_same(tag, "round excess res", &res);
+        float *ho = malloc(n * sizeof *ho); /* the reduced result: 0 at every third index (not kept) */
+        for (size_t i = 0; i < n; i++) ho[i] = i % 3 == 0 ? 0.0f : CF(x)[i];
+        dual_set(&out, ho);
+        free(ho);
+        EXPECT_OK(cpu.ops->cz_unsent(cpu.ctx, kk, (uint32_t *)idx.c, CF(val), CF(out), CF(res)));
+        EXPECT_OK(gpu.ops->cz_unsent(gpu.ctx, kk, (uint32_t *)idx.g, GF(val), GF(out), GF(res)));
+        check_same(tag, "unsent", &res);
     }
     dual_free(&x), dual_free(&u), dual_free(&g), dual_free(&idx), dual_free(&val), dual_free(&res), dual_free(&vel),
         dual_free(&out);
