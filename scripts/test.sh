@@ -20,11 +20,11 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$jobs")
 
-echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives, trace writer, stop signal + resume"
+echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives, the sparse allreduce, trace writer, stop signal + resume"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_TSAN=ON -DSCADLES_ENABLE_CUDA=OFF
-cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_trace test_resume
+cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_sparse_allreduce test_trace test_resume
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_trace|test_resume)$')
+    ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_sparse_allreduce|test_trace|test_resume)$')
 
 echo "== Fuzzing (libFuzzer, clang, ASan + UBSan): 20 s per target"
 scripts/fuzz.sh 20
