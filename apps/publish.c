@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/rng.h"
@@ -43,6 +44,7 @@ typedef struct opts {
     const char *topic;   /* layout partition: the shared topic */
     bool create_topics;
     uint64_t seed;
+    uint32_t epoch;      /* the publisher's epoch (version-2 messages) */
     sd_msg_dtype dtype;
     const char *conf[MAX_CONF];
     int nconf;
@@ -75,6 +77,9 @@ static void usage(FILE *f) {
             "  --dtype u8|f32              payload type (f32: pixel/255, as the reference's float samples; default u8)\n"
             "  --count M | --seconds S     messages per device, or seconds to run (default: until Ctrl-C)\n"
             "  --seed S                    shuffles, partition and Poisson arrivals (default 1)\n"
+            "  --epoch E                   this publisher's epoch, 1..4294967295: the high half of every sequence\n"
+            "                              number, so that the trainer tells a restart from a resend; it must grow\n"
+            "                              with each start (default: seconds since 2020-01-01, which does)\n"
             "  --topic-prefix P            topics are P<device> (default trainer-)\n"
             "Kafka:\n"
             "  --layout topic|partition    a topic per device (default) or partition <device> of --topic\n"
@@ -185,6 +190,9 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--seed")) {
             if (!num(v, &d) || d < 0 || d > 9007199254740992.0 || d != floor(d)) return bad(a, v, "must be a whole number >= 0");
             o->seed = (uint64_t)d;
+        } else if (!strcmp(a, "--epoch")) {
+            if (!num(v, &d) || d < 1 || d > 4294967295.0 || d != floor(d)) return bad(a, v, "must be a whole number in 1..4294967295");
+            o->epoch = (uint32_t)d;
         } else if (!strcmp(a, "--qos")) {
             if (!v || strlen(v) != 1 || v[0] < '0' || v[0] > '2') return bad(a, v, "must be 0, 1 or 2");
             o->qos = v[0] - '0';
@@ -247,6 +255,10 @@ static int parse(int argc, char **argv, opts *o) {
         if (takes) i++;
     }
     if (o->kafka < 0) return bad("--broker", NULL, "must be kafka|mqtt");
+    if (!o->epoch) { /* seconds since 2020-01-01: grows with every start a second or more apart */
+        time_t now = time(NULL);
+        o->epoch = now > 1577836800 ? (uint32_t)(now - 1577836800) : 1;
+    }
     if (o->device >= o->devices) {
         fprintf(stderr, "scadles-publish: --device %d: there are only %d devices (0..%d)\n", o->device, o->devices,
                 o->devices - 1);
@@ -348,7 +360,7 @@ int main(int argc, char **argv) {
         double r = npreset ? preset[i % npreset] : fixed;
         sd_replay_config rc_ = {.data = &data, .indices = part.index[i], .n_indices = part.count[i],
                                 .rate = sd_rate_fixed(r, o.arrival), .seed = o.seed, .device = (uint32_t)i,
-                                .dtype = o.dtype, .max_messages = o.count};
+                                .dtype = o.dtype, .max_messages = o.count, .epoch = o.epoch};
         s = sd_replay_create(&rc_, &d->r);
         if (s != SD_OK) {
             fprintf(stderr, "scadles-publish: device %d: %s\n", i, sd_last_error_brief());
@@ -396,7 +408,7 @@ int main(int argc, char **argv) {
                o.devices == 1 ? "" : "s", o.slices ? "label slices" : "iid",
                o.arrival == SD_ARRIVAL_POISSON ? "poisson" : "constant", o.kafka ? "kafka" : "mqtt");
         if (o.kafka && o.layout_partition) printf(" topic %s, partition = device", o.topic);
-        printf("\n");
+        printf(", epoch %u\n", o.epoch);
         fflush(stdout);
     }
 

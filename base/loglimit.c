@@ -12,7 +12,19 @@ void sd_loglimit_init(sd_loglimit *l) {
     l->t0 = -1e9;
 }
 
-void sd_loglimit_destroy(sd_loglimit *l) { pthread_mutex_destroy(&l->mu); }
+static void report_suppressed(sd_loglimit *l, double now) {
+    if (l->suppressed)
+        fprintf(stderr, "scadles: %s: %llu similar lines suppressed in the last %.0f s\n", l->who,
+                (unsigned long long)l->suppressed, now - l->t0 < 10.0 ? now - l->t0 : 10.0);
+    l->suppressed = 0;
+}
+
+void sd_loglimit_destroy(sd_loglimit *l) {
+    pthread_mutex_lock(&l->mu);
+    report_suppressed(l, sd_clock_now());
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_destroy(&l->mu);
+}
 
 void sd_loglimit_note(sd_loglimit *l, bool quiet, bool remember, const char *who, const char *line) {
     pthread_mutex_lock(&l->mu);
@@ -20,13 +32,11 @@ void sd_loglimit_note(sd_loglimit *l, bool quiet, bool remember, const char *who
     if (!quiet && !l->hold) {
         double now = sd_clock_now();
         if (now - l->t0 >= 10.0) {
-            if (l->suppressed)
-                fprintf(stderr, "scadles: %s: %llu similar lines suppressed in the last 10 s\n", who,
-                        (unsigned long long)l->suppressed);
+            report_suppressed(l, now);
             l->t0 = now;
             l->n = 0;
-            l->suppressed = 0;
         }
+        snprintf(l->who, sizeof l->who, "%s", who);
         if (l->n < 10) {
             l->n++;
             fprintf(stderr, "scadles: %s: %s\n", who, line);

@@ -1,5 +1,6 @@
 /* loglimit.h: the rate-limited log of the broker sources (stream/kafka_*.c, stream/mqtt_*.c): at
- * most 10 lines per 10 s per handle, then one line counting what was suppressed. It can also
+ * most 10 lines per 10 s per handle, then one line counting what was suppressed (printed with the
+ * next line after the 10 s, or by sd_loglimit_destroy, so no suppression goes unsaid). It can also
  * remember the last problem (for the message of a later failure) and hold printing while a
  * connection is first attempted (the failure then says it). */
 #ifndef SD_STREAM_LOGLIMIT_H
@@ -17,9 +18,11 @@ typedef struct sd_loglimit {
     uint64_t suppressed;
     bool hold;      /* remember problems, print nothing */
     char last[512]; /* the last remembered problem */
+    char who[128];  /* who wrote the suppressed lines */
 } sd_loglimit;
 
 void sd_loglimit_init(sd_loglimit *l);
+/* Prints the count of lines suppressed since the last report, if any, then frees. */
 void sd_loglimit_destroy(sd_loglimit *l);
 /* Remembers `line` as the last problem when `remember`; prints "scadles: who: line" unless
  * quiet, held or over the limit. */

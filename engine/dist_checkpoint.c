@@ -307,6 +307,28 @@ sd_status sd_dist_ckpt_put_net(sd_dist_ckpt_writer *cw, sd_net *net, const sd_op
     return SD_OK;
 }
 
+sd_status sd_dist_ckpt_check_finite(const sd_st_file *f) {
+    static const struct {
+        const char *name, *what;
+    } parts[] = {{"net.params", "the model's parameters"},
+                 {"net.buffers", "the batch-norm running statistics"},
+                 {"optim.momentum", "the optimizer's momentum"}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        const sd_st_tensor *t = sd_st_find(f, parts[i].name);
+        if (!t || t->dtype != SD_ST_F32) continue; /* (sd_dist_ckpt_get_net names a missing one) */
+        const unsigned char *b = t->data;
+        for (size_t k = 0; k < t->numel; k++) {
+            float v;
+            memcpy(&v, b + 4 * k, sizeof v); /* the file's data need not be aligned */
+            if (!isfinite(v))
+                return SD_FAIL(SD_ERR_FORMAT, "%s: %s hold NaN or Inf (element %zu of %s): the run that wrote it had "
+                               "diverged, or the file was altered; resume from an earlier checkpoint, or start again with "
+                               "a lower optimizer.lr", sd_st_path(f), parts[i].what, k, parts[i].name);
+        }
+    }
+    return SD_OK;
+}
+
 sd_status sd_dist_ckpt_get_net(const sd_st_file *f, sd_net *net, sd_optimizer *opt) {
     const sd_st_tensor *p = NULL, *b = NULL, *m = NULL, *lr = NULL;
     size_t np = sd_net_param_count(net), nb = sd_net_buffer_count(net);
@@ -328,9 +350,15 @@ sd_status sd_dist_ckpt_get_net(const sd_st_file *f, sd_net *net, sd_optimizer *o
 }
 
 /* ---- ring buffer and sink ---------------------------------------------------------------------- */
-/* Counters in a fixed order (ring.stats): received, accepted, rejected, dropped[SD_DROP_COUNT],
- * consumed, truncated, bytes_accepted, bytes_consumed, samples, bytes, hw_samples, hw_bytes. */
-#define RING_STATS_N (3 + SD_DROP_COUNT + 8)
+/* Counters in a fixed order (ring.stats): received, accepted, rejected, dropped[0, SD_DROP_SEQ_JUMP),
+ * consumed, truncated, bytes_accepted, bytes_consumed, samples, bytes, hw_samples, hw_bytes, then the
+ * reasons added since (dropped[SD_DROP_SEQ_JUMP, SD_DROP_COUNT)). Checkpoints written before those
+ * reasons existed hold RING_STATS_N_OLD counters; they read as zero. */
+#define RING_STATS_N_OLD (3 + SD_DROP_SEQ_JUMP + 8)
+#define RING_STATS_N (RING_STATS_N_OLD + SD_DROP_COUNT - SD_DROP_SEQ_JUMP)
+/* The sink's sequence state (sink.seq): any, last, gaps, then restarts, resyncs (absent before). */
+#define SINK_SEQ_N_OLD 3
+#define SINK_SEQ_N 5
 /* Per sample (ring.meta): dtype, ndim, dims[0..3], label, device. */
 #define RING_META_N (2 + SD_MSG_MAX_NDIM + 2)
 
@@ -339,7 +367,7 @@ static void ring_stats_pack(const sd_ring_stats *s, uint64_t *v) {
     v[k++] = s->received;
     v[k++] = s->accepted;
     v[k++] = s->rejected;
-    for (int i = 0; i < SD_DROP_COUNT; i++) v[k++] = s->dropped[i];
+    for (int i = 0; i < SD_DROP_SEQ_JUMP; i++) v[k++] = s->dropped[i];
     v[k++] = s->consumed;
     v[k++] = s->truncated;
     v[k++] = s->bytes_accepted;
@@ -348,15 +376,16 @@ static void ring_stats_pack(const sd_ring_stats *s, uint64_t *v) {
     v[k++] = s->bytes;
     v[k++] = s->hw_samples;
     v[k++] = s->hw_bytes;
+    for (int i = SD_DROP_SEQ_JUMP; i < SD_DROP_COUNT; i++) v[k++] = s->dropped[i];
 }
 
-static void ring_stats_unpack(const uint64_t *v, sd_ring_stats *s) {
+static void ring_stats_unpack(const uint64_t *v, size_t n, sd_ring_stats *s) {
     int k = 0;
     memset(s, 0, sizeof *s);
     s->received = v[k++];
     s->accepted = v[k++];
     s->rejected = v[k++];
-    for (int i = 0; i < SD_DROP_COUNT; i++) s->dropped[i] = v[k++];
+    for (int i = 0; i < SD_DROP_SEQ_JUMP; i++) s->dropped[i] = v[k++];
     s->consumed = v[k++];
     s->truncated = v[k++];
     s->bytes_accepted = v[k++];
@@ -365,6 +394,7 @@ static void ring_stats_unpack(const uint64_t *v, sd_ring_stats *s) {
     s->bytes = (size_t)v[k++];
     s->hw_samples = (size_t)v[k++];
     s->hw_bytes = (size_t)v[k++];
+    for (int i = SD_DROP_SEQ_JUMP; i < SD_DROP_COUNT && (size_t)k < n; i++) s->dropped[i] = v[k++];
 }
 
 sd_status sd_dist_ckpt_put_ring(sd_dist_ckpt_writer *cw, sd_ring *ring, const sd_sink *sink) {
@@ -409,8 +439,9 @@ sd_status sd_dist_ckpt_put_ring(sd_dist_ckpt_writer *cw, sd_ring *ring, const sd
         if (s == SD_OK) s = sd_dist_ckpt_put_f64(cw, "ring.blocked_s", st.blocked_s);
     }
     if (s == SD_OK) {
-        uint64_t q[3] = {sink->seq.any ? 1u : 0u, sink->seq.last, sink->seq.gaps};
-        s = sd_dist_ckpt_put(cw, "sink.seq", SD_ST_U64, 1, (int64_t[]){3}, q);
+        uint64_t q[SINK_SEQ_N] = {sink->seq.any ? 1u : 0u, sink->seq.last, sink->seq.gaps, sink->seq.restarts,
+                                  sink->seq.resyncs};
+        s = sd_dist_ckpt_put(cw, "sink.seq", SD_ST_U64, 1, (int64_t[]){SINK_SEQ_N}, q);
     }
     free(views);
     free(payload);
@@ -428,8 +459,10 @@ sd_status sd_dist_ckpt_get_ring(const sd_st_file *f, sd_ring *ring, sd_sink *sin
     TRY(sd_dist_ckpt_get(f, "ring.nbytes", SD_ST_U64, n, &nb));
     TRY(sd_dist_ckpt_get(f, "ring.seq", SD_ST_U64, n, &sq));
     TRY(sd_dist_ckpt_get(f, "ring.meta", SD_ST_I32, n * RING_META_N, &mt));
-    TRY(sd_dist_ckpt_get(f, "ring.stats", SD_ST_U64, RING_STATS_N, &stt));
-    TRY(sd_dist_ckpt_get(f, "sink.seq", SD_ST_U64, 3, &sk));
+    const sd_st_tensor *st0 = sd_st_find(f, "ring.stats"), *sk0 = sd_st_find(f, "sink.seq");
+    TRY(sd_dist_ckpt_get(f, "ring.stats", SD_ST_U64, st0 && st0->numel == RING_STATS_N_OLD ? RING_STATS_N_OLD : RING_STATS_N,
+                         &stt));
+    TRY(sd_dist_ckpt_get(f, "sink.seq", SD_ST_U64, sk0 && sk0->numel == SINK_SEQ_N_OLD ? SINK_SEQ_N_OLD : SINK_SEQ_N, &sk));
     const sd_st_tensor *pt = sd_st_find(f, "ring.payload");
     TRY(sd_dist_ckpt_get(f, "ring.payload", SD_ST_U8, pt ? pt->numel : 0, &pay));
     double blocked;
@@ -469,18 +502,16 @@ sd_status sd_dist_ckpt_get_ring(const sd_st_file *f, sd_ring *ring, sd_sink *sin
     }
     if (s == SD_OK) {
         uint64_t v[RING_STATS_N];
-        memcpy(v, stt->data, sizeof v);
+        memcpy(v, stt->data, stt->numel * sizeof *v);
         sd_ring_stats st;
-        ring_stats_unpack(v, &st);
+        ring_stats_unpack(v, stt->numel, &st);
         st.blocked_s = blocked;
         s = sd_ring_restore(ring, views, n, &st);
     }
     if (s == SD_OK) {
-        uint64_t q[3];
-        memcpy(q, sk->data, sizeof q);
-        sink->seq.any = q[0] != 0;
-        sink->seq.last = q[1];
-        sink->seq.gaps = q[2];
+        uint64_t q[SINK_SEQ_N] = {0};
+        memcpy(q, sk->data, sk->numel * sizeof *q);
+        sink->seq = (sd_msg_seq){.any = q[0] != 0, .last = q[1], .gaps = q[2], .restarts = q[3], .resyncs = q[4]};
     }
     free(nbytes);
     free(seq);

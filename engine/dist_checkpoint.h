@@ -107,6 +107,9 @@ sd_status sd_dist_ckpt_get_i64(const sd_st_file *f, const char *name, int64_t *v
 sd_status sd_dist_ckpt_get_u64(const sd_st_file *f, const char *name, uint64_t *v);
 
 sd_status sd_dist_ckpt_get_net(const sd_st_file *f, sd_net *net, sd_optimizer *opt);
+/* SD_ERR_FORMAT naming the file and the tensor when the parameters, BN statistics or momentum hold
+ * NaN or Inf (a valid checksum does not rule that out: a diverged run writes such weights). */
+sd_status sd_dist_ckpt_check_finite(const sd_st_file *f);
 sd_status sd_dist_ckpt_get_ring(const sd_st_file *f, sd_ring *ring, sd_sink *sink);
 sd_status sd_dist_ckpt_get_source(const sd_st_file *f, const sd_source *src);
 sd_status sd_dist_ckpt_get_pool(const sd_st_file *f, sd_inject_pool *p, int devices);

@@ -39,6 +39,8 @@ typedef struct sd_run_summary {
     uint64_t samples_injected; /* pool samples mixed into batches */
     uint64_t samples_dropped;  /* buffer policy drops + truncations + decode drops, all devices */
     uint64_t peak_buffer;      /* largest buffer occupancy of any device (samples) */
+    int stalled_devices;       /* devices whose stream was stalled at the end: SD_MSG_SEQ_STALL or more messages
+                                  in a row refused by the sequence check (docs/stream-format.md) */
     uint64_t bytes_sent;       /* wire bytes of the gradient collectives, all devices */
     uint64_t shared[64];       /* per device: samples contributed to the injection pool */
     int devices;

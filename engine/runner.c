@@ -106,10 +106,10 @@ static void write_summary(const sd_experiment *e, const sd_run_summary *runs, in
         if (r->time_to_target_s >= 0) fprintf(f, "%.3f", r->time_to_target_s);
         else fprintf(f, "null");
         fprintf(f, ", \"final_accuracy\": %.6f, \"best_accuracy\": %.6f, \"samples_trained\": %llu, "
-                   "\"samples_injected\": %llu, \"samples_dropped\": %llu, \"peak_buffer\": %llu, \"bytes_sent\": %llu, "
+                   "\"samples_injected\": %llu, \"samples_dropped\": %llu, \"stalled_devices\": %d, \"peak_buffer\": %llu, \"bytes_sent\": %llu, "
                    "\"steps\": %lld, \"skipped_steps\": %lld, \"bn_identical\": %s, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
                 r->final_accuracy, r->best_accuracy, (unsigned long long)r->samples_trained,
-                (unsigned long long)r->samples_injected, (unsigned long long)r->samples_dropped,
+                (unsigned long long)r->samples_injected, (unsigned long long)r->samples_dropped, r->stalled_devices,
                 (unsigned long long)r->peak_buffer, (unsigned long long)r->bytes_sent, (long long)r->steps,
                 (long long)r->skipped_steps, r->bn_identical ? "true" : "false", r->clock_s,
                 r->wall_s);
@@ -216,6 +216,7 @@ static sd_status read_resume(const char *dir, const char *exp_json, int devices,
         sd_st_file *f = NULL;
         sd_dist_ckpt_id fid;
         s = sd_dist_ckpt_open(path, &want, r, &f, &fid);
+        if (s == SD_OK) s = sd_dist_ckpt_check_finite(f);
         if (s == SD_OK && (fid.run_index != got->run_index || fid.step != got->step))
             s = SD_FAIL(SD_ERR_INVALID, "%s holds step %lld of run %d but %s/%s says step %lld of run %d: the "
                         "checkpoint was interrupted while it was being written; resume from a complete copy or start "

@@ -36,7 +36,7 @@ typedef struct fill_ctx {
 static sd_drop_reason finish_checks(const fill_ctx *f, uint32_t crc) {
     if (crc != f->chk->want) return SD_DROP_BAD_CHECKSUM;
     if (f->chk->deferred != SD_DROP_NONE) return f->chk->deferred;
-    return sd_msg_seq_check(f->seq, f->v->meta.seq);
+    return sd_msg_seq_check(f->seq, f->v->meta.version, f->v->meta.seq);
 }
 
 /* Copies the payload into the ring and checks its CRC in the same pass. */
@@ -73,7 +73,7 @@ struct sd_ingest {
     atomic_bool stop;
     atomic_bool running, ended, failed;
     bool halted;        /* the thread was joined (sd_ingest_halt) */
-    atomic_uint_least64_t messages, stored, idle_polls, seq_gaps;
+    atomic_uint_least64_t messages, stored, idle_polls, seq_gaps, seq_refused, seq_restarts, seq_resyncs;
     sd_status err;      /* the thread's failure, read after join */
     char errmsg[1024];
 };
@@ -116,6 +116,9 @@ static void *ingest_main(void *arg) {
         if (sd_sink_deliver(&g->sink, msg, len) == SD_DROP_NONE)
             atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
         atomic_store_explicit(&g->seq_gaps, g->sink.seq.gaps, memory_order_relaxed);
+        atomic_store_explicit(&g->seq_refused, g->sink.seq.refused, memory_order_relaxed);
+        atomic_store_explicit(&g->seq_restarts, g->sink.seq.restarts, memory_order_relaxed);
+        atomic_store_explicit(&g->seq_resyncs, g->sink.seq.resyncs, memory_order_relaxed);
     }
     atomic_store(&g->running, false);
     return NULL;
@@ -140,6 +143,12 @@ sd_status sd_ingest_start(const sd_ingest_config *c, sd_ingest **out) {
         return s;
     }
     if (c->resume) sd_sink_resume(&g->sink, c->resume_after_seq);
+    if (c->counters) {
+        g->sink.seq.gaps = c->counters->gaps;
+        g->sink.seq.restarts = c->counters->restarts;
+        g->sink.seq.resyncs = c->counters->resyncs;
+    }
+    g->cfg.counters = NULL; /* (the caller's) */
     sd_ring_reopen(c->ring);
     s = ops->start(c->source.ctx);
     if (s != SD_OK) {
@@ -198,6 +207,9 @@ void sd_ingest_get_stats(sd_ingest *g, sd_ingest_stats *out) {
     out->stored = atomic_load(&g->stored);
     out->idle_polls = atomic_load(&g->idle_polls);
     out->seq_gaps = atomic_load(&g->seq_gaps);
+    out->seq_refused = atomic_load(&g->seq_refused);
+    out->seq_restarts = atomic_load(&g->seq_restarts);
+    out->seq_resyncs = atomic_load(&g->seq_resyncs);
     out->ended = atomic_load(&g->ended);
     out->failed = atomic_load(&g->failed);
     out->running = atomic_load(&g->running);

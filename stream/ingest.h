@@ -43,6 +43,7 @@ typedef struct sd_ingest_config {
                                   waits); false: deliver as messages come (a broker applies its own) */
     bool resume;               /* true: the trainer already has every sample numbered <= resume_after_seq */
     uint64_t resume_after_seq; /* (sd_sink_resume): a redelivery of those is dropped as a duplicate */
+    const sd_msg_seq *counters;/* optional: its gaps, restarts and resyncs go on counting (a restored sink) */
 } sd_ingest_config;
 
 typedef struct sd_ingest_stats {
@@ -50,6 +51,8 @@ typedef struct sd_ingest_stats {
     uint64_t stored;     /* of them, stored in the ring */
     uint64_t idle_polls; /* polls that timed out empty */
     uint64_t seq_gaps;   /* sequence numbers skipped */
+    uint64_t seq_refused;  /* messages refused in a row by the sequence check (sd_msg_seq.refused) */
+    uint64_t seq_restarts, seq_resyncs; /* publisher epochs begun, jumps taken (sd_msg_seq) */
     bool ended;          /* the source reported the end of its stream */
     bool failed;         /* the source failed (sd_ingest_error says why); the ring was closed */
     bool running;        /* the thread has not finished */

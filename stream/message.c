@@ -76,6 +76,7 @@ static const char *const reason_names[SD_DROP_COUNT] = {
     [SD_DROP_TIMEOUT] = "backpressure_timeout",
     [SD_DROP_EVICTED] = "evicted_oldest",
     [SD_DROP_CLOSED] = "ring_closed",
+    [SD_DROP_SEQ_JUMP] = "seq_jump",
 };
 
 const char *sd_drop_reason_name(sd_drop_reason r) {
@@ -119,6 +120,9 @@ static sd_status check_meta(const sd_msg_meta *m, size_t payload_len) {
             return SD_FAIL(SD_ERR_INVALID, "message dims[%d] = %u must be 0 beyond ndim %d", i, m->dims[i], m->ndim);
     }
     if (m->label < 0) return SD_FAIL(SD_ERR_INVALID, "message label %d is negative", (int)m->label);
+    if (m->version > SD_MSG_VERSION)
+        return SD_FAIL(SD_ERR_INVALID, "message version %u is unknown; use 0 or 1 (no epoch) or 2 (epoch << 32 | number)",
+                       (unsigned)m->version);
     if (payload_len > SD_MSG_MAX_PAYLOAD)
         return SD_FAIL(SD_ERR_INVALID, "message payload of %zu bytes exceeds the limit of %u bytes", payload_len,
                        SD_MSG_MAX_PAYLOAD);
@@ -137,7 +141,7 @@ static uint32_t write_header_crc(const sd_msg_meta *m, size_t payload_len, uint8
     uint32_t d[SD_MSG_MAX_NDIM];
     for (int i = 0; i < SD_MSG_MAX_NDIM; i++) d[i] = i < m->ndim ? m->dims[i] : 0;
     uint64_t w[5] = {
-        (uint64_t)SD_MSG_MAGIC | (uint64_t)SD_MSG_VERSION << 32 | (uint64_t)(uint8_t)m->dtype << 48 |
+        (uint64_t)SD_MSG_MAGIC | (uint64_t)(m->version ? m->version : 1) << 32 | (uint64_t)(uint8_t)m->dtype << 48 |
             (uint64_t)(uint8_t)m->ndim << 56,
         (uint64_t)d[0] | (uint64_t)d[1] << 32,
         (uint64_t)d[2] | (uint64_t)d[3] << 32,
@@ -154,7 +158,7 @@ static uint32_t write_header_crc(const sd_msg_meta *m, size_t payload_len, uint8
 #else
 static uint32_t write_header_crc(const sd_msg_meta *m, size_t payload_len, uint8_t *b) {
     wr32(b + OFF_MAGIC, SD_MSG_MAGIC);
-    wr16(b + OFF_VERSION, SD_MSG_VERSION);
+    wr16(b + OFF_VERSION, m->version ? m->version : 1);
     b[OFF_DTYPE] = (uint8_t)m->dtype;
     b[OFF_NDIM] = (uint8_t)m->ndim;
     for (int i = 0; i < SD_MSG_MAX_NDIM; i++) wr32(b + OFF_DIMS + 4 * i, i < m->ndim ? m->dims[i] : 0);
@@ -211,7 +215,8 @@ sd_drop_reason sd_msg_decode_header(const void *buf, size_t len, const sd_msg_ex
     const uint8_t *b = buf;
     if (!b || len < SD_MSG_HEADER_BYTES) return SD_DROP_TRUNCATED;
     if (rd32(b + OFF_MAGIC) != SD_MSG_MAGIC) return SD_DROP_BAD_MAGIC;
-    if (rd16(b + OFF_VERSION) != SD_MSG_VERSION) return SD_DROP_BAD_VERSION;
+    uint16_t version = rd16(b + OFF_VERSION);
+    if (version < SD_MSG_VERSION_MIN || version > SD_MSG_VERSION) return SD_DROP_BAD_VERSION;
 
     sd_msg_meta m;
     m.dtype = (sd_msg_dtype)b[OFF_DTYPE];
@@ -239,6 +244,7 @@ sd_drop_reason sd_msg_decode_header(const void *buf, size_t len, const sd_msg_ex
     m.label = (int32_t)rd32(b + OFF_LABEL);
     m.device = rd32(b + OFF_DEVICE);
     m.seq = rd64(b + OFF_SEQ);
+    m.version = version;
     sd_drop_reason deferred = SD_DROP_NONE;
     if (e->dtype && m.dtype != e->dtype) deferred = SD_DROP_BAD_DTYPE;
     if (!deferred && e->ndim) {
@@ -269,10 +275,31 @@ sd_drop_reason sd_msg_decode(const void *buf, size_t len, const sd_msg_expect *e
     return SD_DROP_NONE;
 }
 
-sd_drop_reason sd_msg_seq_check(sd_msg_seq *t, uint64_t seq) {
-    if (t->any && seq <= t->last) return SD_DROP_DUPLICATE;
-    if (t->any) t->gaps += seq - t->last - 1;
+static sd_drop_reason seq_refuse(sd_msg_seq *t, sd_drop_reason why) {
+    t->refused++;
+    return why;
+}
+
+sd_drop_reason sd_msg_seq_check(sd_msg_seq *t, uint16_t version, uint64_t seq) {
+    if (t->any) {
+        if (seq <= t->last) return seq_refuse(t, SD_DROP_DUPLICATE);
+        uint64_t skipped = seq - t->last - 1;
+        bool new_epoch = version >= 2 && sd_msg_seq_epoch(seq) != sd_msg_seq_epoch(t->last);
+        if (new_epoch && (uint32_t)seq < SD_MSG_SEQ_MAX_JUMP) {
+            t->restarts++; /* what the old epoch did not send is unknowable: no gap */
+        } else if (skipped >= SD_MSG_SEQ_MAX_JUMP) {
+            t->jump_run = t->jump_run && seq == t->jump_next ? t->jump_run + 1 : 1;
+            t->jump_next = seq + 1;
+            if (t->jump_run < SD_MSG_SEQ_RESYNC) return seq_refuse(t, SD_DROP_SEQ_JUMP);
+            t->resyncs++; /* the run's earlier messages were seen (and refused): not gaps */
+            t->gaps += skipped - (t->jump_run - 1);
+        } else {
+            t->gaps += skipped;
+        }
+    }
     t->any = true;
     t->last = seq;
+    t->refused = 0;
+    t->jump_run = 0;
     return SD_DROP_NONE;
 }

@@ -1,6 +1,8 @@
 /* message.h: the stream message format (specified in docs/stream-format.md) and its codec. One
  * message carries one sample: a 48-byte little-endian header (magic, version, dtype, shape, label,
- * device id, sequence number, payload length, CRC-32C) and the payload. Decoding validates every
+ * device id, sequence number, payload length, CRC-32C) and the payload. Version 2 has the same
+ * layout; its sequence number carries the publisher's epoch in the high 32 bits, so a restarted
+ * publisher is told apart from a resend (sd_msg_seq_check). Decoding validates every
  * field against hard limits and against what the experiment expects; each failure has its own
  * drop reason (sd_drop_reason), so the ingest path can count drops by reason. The ring buffer's
  * policy drops share the same enum. */
@@ -14,7 +16,8 @@
 #include "base/status.h"
 
 #define SD_MSG_MAGIC 0x314D4453u /* the bytes "SDM1" read as a little-endian u32 */
-#define SD_MSG_VERSION 1
+#define SD_MSG_VERSION 2                 /* the newest version this build reads and writes */
+#define SD_MSG_VERSION_MIN 1             /* the oldest it reads */
 #define SD_MSG_HEADER_BYTES 48
 #define SD_MSG_MAX_NDIM 4
 #define SD_MSG_MAX_DIM 65535u              /* hard limit of one dimension */
@@ -43,6 +46,8 @@ typedef enum sd_drop_reason {
     SD_DROP_TIMEOUT,      /* ring full, policy backpressure, and the wait timed out */
     SD_DROP_EVICTED,      /* an accepted sample evicted by a newer one (policy drop-oldest) */
     SD_DROP_CLOSED,       /* the ring was closed (ingest stopping) */
+    /* appended after the ring's group so that the counters of older checkpoints keep their places */
+    SD_DROP_SEQ_JUMP,     /* sequence number too far ahead of the last accepted one (sd_msg_seq_check) */
     SD_DROP_COUNT
 } sd_drop_reason;
 
@@ -56,8 +61,15 @@ typedef struct sd_msg_meta {
     uint32_t dims[SD_MSG_MAX_NDIM];  /* each 1..SD_MSG_MAX_DIM; images are C,H,W */
     int32_t label;                   /* >= 0 */
     uint32_t device;                 /* the device (stream) the sample belongs to */
-    uint64_t seq;                    /* the stream's sequence number */
+    uint64_t seq;                    /* the stream's sequence number; version 2: epoch << 32 | number */
+    uint16_t version;                /* decoded: the message's version; encoding: 0 writes version 1 */
 } sd_msg_meta;
+
+/* Version 2 sequence numbers: the publisher's epoch (a number that grows each time the publisher
+ * starts) in the high 32 bits, the message's number within the epoch in the low 32. A number that
+ * outgrows 32 bits carries into the epoch, which reads as a restart. */
+static inline uint64_t sd_msg_seq_make(uint32_t epoch, uint64_t number) { return ((uint64_t)epoch << 32) + number; }
+static inline uint32_t sd_msg_seq_epoch(uint64_t seq) { return (uint32_t)(seq >> 32); }
 
 /* A decoded message: its meta and a pointer to the payload inside the decoded buffer. */
 typedef struct sd_msg_view {
@@ -122,15 +134,32 @@ typedef struct sd_msg_check {
 sd_drop_reason sd_msg_decode_header(const void *buf, size_t len, const sd_msg_expect *expect, sd_msg_view *out,
                                     sd_msg_check *chk);
 
-/* Duplicate detection for one stream: a sequence number must exceed the last accepted one. */
+/* The sequence check of one stream (docs/stream-format.md, "Sequence numbers"). */
+#define SD_MSG_SEQ_MAX_JUMP (1ull << 20) /* a number may skip at most this many ahead of the last accepted */
+#define SD_MSG_SEQ_RESYNC 16             /* ... unless this many consecutive numbers follow it: then it is taken */
+#define SD_MSG_SEQ_STALL 256             /* refusals in a row after which the stream counts as stalled */
+
 typedef struct sd_msg_seq {
     bool any;          /* a number has been accepted */
     uint64_t last;     /* the last accepted number */
     uint64_t gaps;     /* numbers skipped so far (messages lost upstream, or dropped there) */
+    uint64_t restarts; /* version 2: new publisher epochs seen (restarts of the publisher) */
+    uint64_t resyncs;  /* jumps past SD_MSG_SEQ_MAX_JUMP taken after SD_MSG_SEQ_RESYNC consecutive numbers */
+    uint64_t refused;  /* messages refused in a row since the last accepted one (duplicates, jumps) */
+    uint64_t jump_next;/* the run of refused jumps: the number that would continue it, and its length */
+    uint32_t jump_run;
 } sd_msg_seq;
 
-/* SD_DROP_DUPLICATE when seq <= t->last (and t has seen one); otherwise records seq, adds the gap
- * (seq - last - 1) to t->gaps and returns SD_DROP_NONE. A zeroed sd_msg_seq starts fresh. */
-sd_drop_reason sd_msg_seq_check(sd_msg_seq *t, uint64_t seq);
+/* Checks the sequence number of a message of version `version` (sd_msg_meta.version):
+ * - seq <= t->last: SD_DROP_DUPLICATE (a resend, a reordering, or a message of an earlier epoch);
+ * - version 2, a new epoch whose number lies within SD_MSG_SEQ_MAX_JUMP: a restart of the
+ *   publisher; taken, counted in t->restarts, no gap counted;
+ * - more than SD_MSG_SEQ_MAX_JUMP numbers skipped: SD_DROP_SEQ_JUMP, unless it is the
+ *   SD_MSG_SEQ_RESYNC-th consecutive number of such a run (the publisher really moved on): then it
+ *   is taken, counted in t->resyncs and the numbers never seen in t->gaps;
+ * - else taken, the skipped numbers (seq - last - 1) counted in t->gaps.
+ * Every refusal adds one to t->refused, every accepted message resets it. A zeroed sd_msg_seq
+ * starts fresh and takes any first number. */
+sd_drop_reason sd_msg_seq_check(sd_msg_seq *t, uint16_t version, uint64_t seq);
 
 #endif

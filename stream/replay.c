@@ -97,7 +97,7 @@ sd_status sd_replay_create(const sd_replay_config *c, sd_replay **out) {
     r->cfg.indices = NULL;
     r->n = n;
     r->meta = (sd_msg_meta){.dtype = dtype, .ndim = 3, .dims = {(uint32_t)d->c, (uint32_t)d->h, (uint32_t)d->w, 0},
-                            .device = c->device};
+                            .device = c->device, .version = c->epoch ? 2 : 1};
     r->elems = (size_t)d->c * d->h * d->w;
     r->payload_len = r->elems * sd_msg_dtype_size(dtype);
     r->cap = sd_msg_size(r->payload_len);
@@ -173,7 +173,7 @@ sd_status sd_replay_next_message(sd_replay *r, const void **msg, size_t *len, do
         payload = r->fbuf;
     }
     r->meta.label = d->labels[idx];
-    r->meta.seq = r->cfg.first_seq + r->sent;
+    r->meta.seq = r->cfg.epoch ? sd_msg_seq_make(r->cfg.epoch, r->cfg.first_seq + r->sent) : r->cfg.first_seq + r->sent;
     TRY(sd_msg_encode(&r->meta, payload, r->payload_len, r->buf, r->cap, len));
     *msg = r->buf;
     if (arrival) *arrival = r->next_t;

@@ -30,6 +30,8 @@ typedef struct sd_replay_config {
     bool no_shuffle;          /* true: every pass in partition order */
     uint64_t max_messages;    /* 0: endless; else the stream ends after this many */
     uint64_t first_seq;       /* sequence number of the first message (resuming from a checkpoint) */
+    uint32_t epoch;           /* 0: version-1 messages numbered first_seq + n; else version 2, numbered
+                                 sd_msg_seq_make(epoch, first_seq + n) (a publisher's restarts) */
 } sd_replay_config;
 
 typedef struct sd_replay sd_replay;

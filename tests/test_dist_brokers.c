@@ -50,15 +50,35 @@ static void setup(sd_experiment *e, const char *out, const char *const *extra, i
     EXPECT_OK(sd_experiment_resolve(e));
 }
 
-/* Encodes Fashion-MNIST-shaped sample `seq` of device dev (label seq % 10). */
-static size_t make_sample(uint8_t *buf, size_t cap, uint32_t dev, uint64_t seq) {
+/* Encodes Fashion-MNIST-shaped sample `seq` of device dev (label seq % 10), message version 1 or 2. */
+static size_t make_sample_v(uint8_t *buf, size_t cap, uint32_t dev, uint64_t seq, uint16_t version) {
     uint8_t px[IMG];
     for (int i = 0; i < IMG; i++) px[i] = (uint8_t)((seq * 7 + (uint64_t)i * 3 + dev) & 0xff);
     sd_msg_meta m = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, 28, 28}, .label = (int32_t)(seq % 10), .device = dev,
-                     .seq = seq};
+                     .seq = seq, .version = version};
     size_t len = 0;
     EXPECT_OK(sd_msg_encode(&m, px, sizeof px, buf, cap, &len));
     return len;
+}
+static size_t make_sample(uint8_t *buf, size_t cap, uint32_t dev, uint64_t seq) { return make_sample_v(buf, cap, dev, seq, 1); }
+
+/* The whole of a small text file into buf ("" when it cannot be read). */
+static const char *slurp(const char *path, char *buf, size_t cap) {
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return buf;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* The number after "key": in the text from `from` on (-1: absent). */
+static long long json_num_after(const char *from, const char *key) {
+    char k[80];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = from ? strstr(from, k) : NULL;
+    return p ? atoll(p + strlen(k)) : -1;
 }
 
 /* Sums over metrics.jsonl: the global batches (streamed samples trained), and the last line's
@@ -156,6 +176,70 @@ static void publish_kafka(sd_kafka_pub *pub, const char *prefix, uint64_t from, 
     EXPECT_OK(sd_kafka_pub_flush(pub, 10));
 }
 
+/* #20 item 5, end to end: device 0 is a version-2 publisher that sends one message numbered far
+ * ahead and later restarts with a new epoch; device 1 is a version-1 publisher that restarts its
+ * numbers from 1. Device 0 must lose nothing but the one message (a jump) and take the restart at
+ * once; device 1 must show as stalled in drops.json and summary.json. */
+static void test_kafka_sequences(rd_kafka_mock_cluster_t *mc, const char *bootstrap, sd_kafka_pub *pub) {
+    const char *prefix = "dbs-";
+    for (int dev = 0; dev < DEVICES; dev++) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "%s%d", prefix, dev);
+        rd_kafka_mock_topic_create(mc, topic, 1, 1);
+    }
+    uint8_t buf[1024];
+    const uint64_t n = 150, v1n = SD_MSG_SEQ_STALL + 44;
+    for (uint64_t s = 0; s < n; s++) {
+        size_t len = make_sample_v(buf, sizeof buf, 0, sd_msg_seq_make(100, s), 2);
+        EXPECT_OK(sd_kafka_pub_send(pub, "dbs-0", 0, 0, buf, len));
+    }
+    size_t len = make_sample_v(buf, sizeof buf, 0, sd_msg_seq_make(100, 1u << 31), 2); /* far ahead */
+    EXPECT_OK(sd_kafka_pub_send(pub, "dbs-0", 0, 0, buf, len));
+    for (uint64_t s = 0; s < n; s++) { /* the restart: a new epoch from 0 */
+        len = make_sample_v(buf, sizeof buf, 0, sd_msg_seq_make(107, s), 2);
+        EXPECT_OK(sd_kafka_pub_send(pub, "dbs-0", 0, 0, buf, len));
+    }
+    for (int pass = 0; pass < 2; pass++) /* version 1, restarting from 1: the second pass is all duplicates */
+        for (uint64_t s = 1; s <= v1n; s++) {
+            len = make_sample_v(buf, sizeof buf, 1, s, 1);
+            EXPECT_OK(sd_kafka_pub_send(pub, "dbs-1", 0, 0, buf, len));
+        }
+    EXPECT_OK(sd_kafka_pub_flush(pub, 10));
+
+    const char *out = "/tmp/sd_test_dist_brokers_seq";
+    rm_rf(out);
+    char bs[300], od[100];
+    snprintf(bs, sizeof bs, "stream.kafka.bootstrap=%s", bootstrap);
+    snprintf(od, sizeof od, "stream.topic_prefix=%s", prefix);
+    const char *extra[] = {"stream.source=kafka", bs, od, "time_budget_s=4", "stream.kafka.group_id=dbs",
+                           "buffer.capacity=4096"};
+    sd_experiment e;
+    setup(&e, out, extra, 6);
+    EXPECT_OK(sd_experiment_run(&e, NULL, NULL));
+    char drops[8192], summary[8192], path[700];
+    snprintf(path, sizeof path, "%s/scadles-seed1/drops.json", out);
+    slurp(path, drops, sizeof drops);
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    slurp(path, summary, sizeof summary);
+    const char *d0 = strstr(drops, "\"device\": 0"), *d1 = strstr(drops, "\"device\": 1");
+    printf("kafka sequences: %s", drops);
+    EXPECT(d0 && d1, "drops.json has both devices");
+    EXPECT(json_num_after(d0, "seq_jump") == 1 && json_num_after(d0, "duplicate") == 0 && json_num_after(d0, "total") == 1,
+           "device 0: only the message far ahead was dropped (jump %lld, duplicate %lld, total %lld)",
+           json_num_after(d0, "seq_jump"), json_num_after(d0, "duplicate"), json_num_after(d0, "total"));
+    EXPECT(json_num_after(d0, "seq_restarts") == 1 && json_num_after(d0, "seq_gaps") == 0 && d0 && strstr(d0, "\"stalled\": false"),
+           "device 0: one publisher restart, no gap, not stalled");
+    EXPECT(json_num_after(d1, "duplicate") == (long long)v1n && json_num_after(d1, "seq_refused_in_a_row") == (long long)v1n &&
+               d1 && strstr(d1, "\"stalled\": true"),
+           "device 1: the version-1 restart is %llu duplicates in a row, a stall (duplicate %lld, in a row %lld)",
+           (unsigned long long)v1n, json_num_after(d1, "duplicate"), json_num_after(d1, "seq_refused_in_a_row"));
+    EXPECT(json_num_after(summary, "stalled_devices") == 1, "summary.json: stalled_devices 1 (%lld)",
+           json_num_after(summary, "stalled_devices"));
+    EXPECT(json_num_after(summary, "samples_dropped") == 1 + (long long)v1n, "summary.json counts every drop (%lld)",
+           json_num_after(summary, "samples_dropped"));
+    rm_rf(out);
+}
+
 /* The offset group `group` committed for partition 0 of topic (-1: none), read by a separate consumer. */
 static int64_t committed_offset(const char *bootstrap, const char *group, const char *topic) {
     char err[256];
@@ -202,6 +286,9 @@ static void test_kafka(void) {
         rd_kafka_destroy(mock_rk);
         return;
     }
+    double ts = sd_clock_now();
+    test_kafka_sequences(mc, bootstrap, pub);
+    printf("-- kafka sequences: %.2f s\n", sd_clock_now() - ts);
     const uint64_t first = 300, more = 100;
     publish_kafka(pub, prefix, 1, 1 + first);
 

@@ -732,8 +732,11 @@ static void test_publish_app(void) {
         EXPECT_OK(sd_ring_take_upto(r[d], 512, &bt, &got));
         bool ok = got == 150;
         /* label slices, 5 classes per device: device d holds classes 5d..5d+4 */
-        for (size_t i = 0; ok && i < got; i++) ok = seqs[i] == i && labels[i] / 5 == (int32_t)d;
-        EXPECT(ok, "%s: seqs 0..149, labels in device %u's slice (%zu)", topic[d], d, got);
+        /* version 2: the publisher's epoch (printed, nonzero) above the numbers 0..149 */
+        const uint32_t epoch = got ? sd_msg_seq_epoch(seqs[0]) : 0;
+        ok &= epoch != 0 && strstr(out, "epoch ") && (uint32_t)strtoul(strstr(out, "epoch ") + 6, NULL, 10) == epoch;
+        for (size_t i = 0; ok && i < got; i++) ok = seqs[i] == sd_msg_seq_make(epoch, i) && labels[i] / 5 == (int32_t)d;
+        EXPECT(ok, "%s: seqs (epoch %u) 0..149, labels in device %u's slice (%zu)", topic[d], epoch, d, got);
     }
     for (uint32_t d = 0; d < 2; d++) {
         EXPECT_OK(sd_ingest_stop(ing[d]));

@@ -591,8 +591,10 @@ static void test_publish_app(void) {
     sd_ring_batch b = {.labels = labels, .seqs = seqs};
     EXPECT_OK(sd_ring_take_upto(ring, 1024, &b, &got));
     bool exact = got == 300;
-    for (size_t i = 0; exact && i < got; i++) exact = seqs[i] == i && labels[i] >= 0 && labels[i] < 10;
-    EXPECT(exact, "seqs 0..299 of device 1, in order (%zu)", got);
+    const uint32_t epoch = got ? sd_msg_seq_epoch(seqs[0]) : 0; /* version 2: the publisher's epoch above 0..299 */
+    exact &= epoch != 0 && strstr(out, "epoch ") && (uint32_t)strtoul(strstr(out, "epoch ") + 6, NULL, 10) == epoch;
+    for (size_t i = 0; exact && i < got; i++) exact = seqs[i] == sd_msg_seq_make(epoch, i) && labels[i] >= 0 && labels[i] < 10;
+    EXPECT(exact, "seqs (epoch %u) 0..299 of device 1, in order (%zu)", epoch, got);
     EXPECT_OK(sd_ingest_stop(ing));
     sd_mqtt_destroy(m);
     sd_ring_destroy(ring);

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "base/loglimit.h"
 #include "base/status.h"
 #include "stream/crc32c.h"
 #include "stream/ingest.h"
@@ -215,7 +217,8 @@ static void test_each_field(void) {
         {"magic", 0, 4, 0x324D4453u, 0, 1, SD_DROP_BAD_MAGIC},
         {"magic byte order", 0, 4, 0x53444D31u, 0, 1, SD_DROP_BAD_MAGIC},
         {"version 0", 4, 2, 0, 0, 1, SD_DROP_BAD_VERSION},
-        {"version 2", 4, 2, 2, 0, 1, SD_DROP_BAD_VERSION},
+        {"version 2 (same layout, epoch in the seq)", 4, 2, 2, 0, 1, SD_DROP_NONE},
+        {"version 3", 4, 2, 3, 0, 1, SD_DROP_BAD_VERSION},
         {"dtype 0", 6, 1, 0, 0, 1, SD_DROP_BAD_DTYPE},
         {"dtype 3", 6, 1, 3, 0, 1, SD_DROP_BAD_DTYPE},
         {"ndim 0", 7, 1, 0, 0, 1, SD_DROP_BAD_SHAPE},
@@ -300,14 +303,104 @@ static void test_reasons_and_seq(void) {
     EXPECT(strcmp(sd_msg_dtype_name(SD_MSG_F32), "f32") == 0 && sd_msg_dtype_size(SD_MSG_F32) == 4, "f32 name/size");
 
     sd_msg_seq t = {0};
-    EXPECT(sd_msg_seq_check(&t, 5) == SD_DROP_NONE, "first number is accepted");
-    EXPECT(sd_msg_seq_check(&t, 5) == SD_DROP_DUPLICATE, "repeat is a duplicate");
-    EXPECT(sd_msg_seq_check(&t, 4) == SD_DROP_DUPLICATE, "older is a duplicate");
-    EXPECT(sd_msg_seq_check(&t, 6) == SD_DROP_NONE && t.gaps == 0, "next");
-    EXPECT(sd_msg_seq_check(&t, 9) == SD_DROP_NONE && t.gaps == 2, "gap of 2 counted (%llu)",
+    EXPECT(sd_msg_seq_check(&t, 1, 5) == SD_DROP_NONE, "first number is accepted");
+    EXPECT(sd_msg_seq_check(&t, 1, 5) == SD_DROP_DUPLICATE, "repeat is a duplicate");
+    EXPECT(sd_msg_seq_check(&t, 1, 4) == SD_DROP_DUPLICATE && t.refused == 2, "older is a duplicate");
+    EXPECT(sd_msg_seq_check(&t, 1, 6) == SD_DROP_NONE && t.gaps == 0 && t.refused == 0, "next");
+    EXPECT(sd_msg_seq_check(&t, 1, 9) == SD_DROP_NONE && t.gaps == 2, "gap of 2 counted (%llu)",
            (unsigned long long)t.gaps);
     sd_msg_seq z = {0};
-    EXPECT(sd_msg_seq_check(&z, 0) == SD_DROP_NONE && sd_msg_seq_check(&z, 0) == SD_DROP_DUPLICATE, "seq 0");
+    EXPECT(sd_msg_seq_check(&z, 1, 0) == SD_DROP_NONE && sd_msg_seq_check(&z, 1, 0) == SD_DROP_DUPLICATE, "seq 0");
+}
+
+/* #20 item 5: one message must not stall a stream. A huge number is refused as a jump (the stream
+ * goes on), a run of SD_MSG_SEQ_RESYNC consecutive numbers past the bound is taken (the publisher
+ * really moved on), a version-2 epoch change is a restart, a version-1 restart stalls visibly. */
+static void test_seq_jumps_and_epochs(void) {
+    sd_msg_seq t = {0};
+    for (uint64_t s = 0; s < 10; s++) EXPECT(sd_msg_seq_check(&t, 1, s) == SD_DROP_NONE, "seq %llu", (unsigned long long)s);
+    /* the case of the issue: one well-formed message numbered far ahead */
+    EXPECT(sd_msg_seq_check(&t, 1, UINT64_MAX - 5) == SD_DROP_SEQ_JUMP, "a huge number is a jump");
+    EXPECT(t.last == 9 && t.refused == 1, "the jump changed nothing (last %llu)", (unsigned long long)t.last);
+    EXPECT(sd_msg_seq_check(&t, 1, 10) == SD_DROP_NONE && t.gaps == 0 && t.refused == 0, "the stream goes on");
+    /* the bound itself: SD_MSG_SEQ_MAX_JUMP - 1 skipped is a gap, SD_MSG_SEQ_MAX_JUMP is a jump */
+    EXPECT(sd_msg_seq_check(&t, 1, 10 + SD_MSG_SEQ_MAX_JUMP) == SD_DROP_NONE && t.gaps == SD_MSG_SEQ_MAX_JUMP - 1,
+           "a skip just under the bound is a gap (%llu)", (unsigned long long)t.gaps);
+    uint64_t base = t.last, g0 = t.gaps;
+    EXPECT(sd_msg_seq_check(&t, 1, base + 1 + SD_MSG_SEQ_MAX_JUMP) == SD_DROP_SEQ_JUMP, "a skip of the bound is a jump");
+    /* a resync: SD_MSG_SEQ_RESYNC consecutive numbers past the bound; an interruption restarts the run */
+    uint64_t far = base + 10 * SD_MSG_SEQ_MAX_JUMP;
+    for (int i = 0; i < SD_MSG_SEQ_RESYNC - 2; i++)
+        EXPECT(sd_msg_seq_check(&t, 1, far + (uint64_t)i) == SD_DROP_SEQ_JUMP, "run message %d refused", i);
+    EXPECT(sd_msg_seq_check(&t, 1, far + 100) == SD_DROP_SEQ_JUMP && t.jump_run == 1, "a break restarts the run");
+    for (int i = 1; i < SD_MSG_SEQ_RESYNC - 1; i++)
+        EXPECT(sd_msg_seq_check(&t, 1, far + 100 + (uint64_t)i) == SD_DROP_SEQ_JUMP, "rerun message %d refused", i);
+    uint64_t take = far + 100 + SD_MSG_SEQ_RESYNC - 1;
+    EXPECT(sd_msg_seq_check(&t, 1, take) == SD_DROP_NONE && t.resyncs == 1 && t.last == take, "the 16th is taken");
+    EXPECT(t.gaps == g0 + (take - base - 1) - (SD_MSG_SEQ_RESYNC - 1), "the refused run is not counted as gaps");
+    EXPECT(sd_msg_seq_check(&t, 1, take + 1) == SD_DROP_NONE && t.refused == 0, "and the stream goes on from there");
+
+    /* version 2: a publisher restart (new epoch, number from 0) is taken at once, without a gap */
+    sd_msg_seq e = {0};
+    for (uint64_t n = 0; n < 100; n++) EXPECT(sd_msg_seq_check(&e, 2, sd_msg_seq_make(1000, n)) == SD_DROP_NONE, "epoch 1000");
+    EXPECT(sd_msg_seq_check(&e, 2, sd_msg_seq_make(1007, 0)) == SD_DROP_NONE && e.restarts == 1 && e.gaps == 0,
+           "restart: epoch 1007 from 0 (restarts %llu gaps %llu)", (unsigned long long)e.restarts, (unsigned long long)e.gaps);
+    EXPECT(sd_msg_seq_check(&e, 2, sd_msg_seq_make(1000, 100)) == SD_DROP_DUPLICATE, "the old epoch's late message");
+    EXPECT(sd_msg_seq_check(&e, 2, sd_msg_seq_make(1007, 1)) == SD_DROP_NONE && e.gaps == 0, "the new epoch goes on");
+    /* a new epoch numbered past the bound is a jump like any other */
+    EXPECT(sd_msg_seq_check(&e, 2, sd_msg_seq_make(1008, SD_MSG_SEQ_MAX_JUMP)) == SD_DROP_SEQ_JUMP, "far into a new epoch");
+    /* the number carrying into the epoch: a restart, nothing lost */
+    sd_msg_seq c = {0};
+    EXPECT(sd_msg_seq_check(&c, 2, sd_msg_seq_make(5, 0xFFFFFFFFull)) == SD_DROP_NONE, "last number of epoch 5");
+    EXPECT(sd_msg_seq_check(&c, 2, sd_msg_seq_make(5, 0x100000000ull)) == SD_DROP_NONE && c.restarts == 1 && c.gaps == 0,
+           "the carry into epoch 6");
+    /* the same numbers as version 1: no epochs, so epoch 1007 of a v1 stream is a jump */
+    sd_msg_seq v1 = {0};
+    EXPECT(sd_msg_seq_check(&v1, 1, sd_msg_seq_make(1000, 5)) == SD_DROP_NONE, "v1 first");
+    EXPECT(sd_msg_seq_check(&v1, 1, sd_msg_seq_make(1007, 0)) == SD_DROP_SEQ_JUMP, "v1 knows no epochs");
+    /* a version-1 publisher restarting from 0: every message a duplicate, the stall is counted */
+    for (int i = 0; i < SD_MSG_SEQ_STALL; i++) (void)sd_msg_seq_check(&v1, 1, (uint64_t)i);
+    EXPECT(v1.refused == SD_MSG_SEQ_STALL + 1, "the stall is visible: %llu refusals in a row", (unsigned long long)v1.refused);
+
+    /* the codec: version 2 round-trips with its epoch; version 1 stays the default; 3 is refused */
+    uint8_t buf[64], px[4] = {1, 2, 3, 4};
+    size_t len = 0;
+    sd_msg_meta m = {.dtype = SD_MSG_U8, .ndim = 1, .dims = {4}, .label = 1, .seq = sd_msg_seq_make(77, 3), .version = 2};
+    EXPECT_OK(sd_msg_encode(&m, px, 4, buf, sizeof buf, &len));
+    sd_msg_view v;
+    EXPECT(sd_msg_decode(buf, len, NULL, &v) == SD_DROP_NONE && v.meta.version == 2 && sd_msg_seq_epoch(v.meta.seq) == 77 &&
+               (uint32_t)v.meta.seq == 3 && buf[4] == 2,
+           "version 2 round trip");
+    m.version = 0;
+    EXPECT_OK(sd_msg_encode(&m, px, 4, buf, sizeof buf, &len));
+    EXPECT(buf[4] == 1 && sd_msg_decode(buf, len, NULL, &v) == SD_DROP_NONE && v.meta.version == 1, "version 0 writes 1");
+    m.version = 3;
+    EXPECT(sd_msg_encode(&m, px, 4, buf, sizeof buf, &len) == SD_ERR_INVALID, "version 3 cannot be written");
+}
+
+/* #20 item 4: the drop log's rate limit says what it suppressed, also when the drops stop before
+ * the next line would have said it (the count comes with sd_loglimit_destroy). */
+static void test_loglimit_says_suppressed(void) {
+    fflush(stderr);
+    FILE *cap = tmpfile();
+    int saved = dup(2);
+    EXPECT(cap && saved >= 0 && dup2(fileno(cap), 2) >= 0, "capture stderr");
+    sd_loglimit l;
+    sd_loglimit_init(&l);
+    for (int i = 0; i < 25; i++) sd_loglimit_note(&l, false, false, "kafka(t-0)", "dropped a record: duplicate");
+    sd_loglimit_destroy(&l);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[4096] = "";
+    rewind(cap);
+    size_t n = fread(text, 1, sizeof text - 1, cap);
+    text[n] = 0;
+    fclose(cap);
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "dropped a record")); p++) lines++;
+    EXPECT(lines == 10, "10 lines printed (%d)", lines);
+    EXPECT(strstr(text, "scadles: kafka(t-0): 15 similar lines suppressed") != NULL, "the suppressed count is said: %s", text);
 }
 
 /* ---- fuzz --------------------------------------------------------------------------------------- */
@@ -432,6 +525,8 @@ int main(void) {
     test_encode_errors();
     test_each_field();
     test_reasons_and_seq();
+    test_seq_jumps_and_epochs();
+    test_loglimit_says_suppressed();
     test_fuzz();
     return sd_test_finish("test_stream_message");
 }

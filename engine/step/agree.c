@@ -38,7 +38,14 @@ sd_status stage_agree(sd_pipe *p, sd_step *s) {
     if (mine->stop < 0) mine->stop = 0; /* (signal numbers are positive) */
     mine->buffered = (int32_t)rs.samples;
     mine->dropped = sd_ring_drops(&rs);
-    mine->high_water = rs.hw_samples;
+    mine->high_water = (uint32_t)rs.hw_samples;
+    uint64_t refused = d->sink.seq.refused;
+    if (d->ingest) {
+        sd_ingest_stats is;
+        sd_ingest_get_stats(d->ingest, &is);
+        refused = is.seq_refused;
+    }
+    mine->seq_refused = refused > UINT32_MAX ? UINT32_MAX : (uint32_t)refused;
     /* the batch goes to the device while the ranks exchange their step records (CUDA: on the copy
      * stream; hx/hy stay untouched until the upload_wait of the train stage) */
     s->async_up = d->be.ops->upload_async && d->be.ops->upload_wait && mine->batch > 0;

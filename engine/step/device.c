@@ -165,7 +165,8 @@ sd_status sd_dev_stream_start(sd_pipe *p) {
     const bool hold = p->e->stream.source == SD_SOURCE_KIND_REPLAY && p->e->buffer.full == SD_EXP_FULL_BACKPRESSURE &&
                       p->e->buffer.policy != SD_EXP_BUF_DROP_OLDEST;
     sd_ingest_config ic = {.source = d->src, .ring = d->ring, .expect = d->expect, .hold_when_full = hold,
-                           .resume = redelivers && d->sink.seq.any, .resume_after_seq = redelivers ? d->sink.seq.last : 0};
+                           .resume = redelivers && d->sink.seq.any, .resume_after_seq = redelivers ? d->sink.seq.last : 0,
+                           .counters = &d->sink.seq};
     sd_status s = sd_ingest_start(&ic, &d->ingest);
     if (s != SD_OK && redelivers)
         return SD_FAIL(s, "device %d could not start its stream %s (stream.source %s): %s", p->rank, d->src_name,

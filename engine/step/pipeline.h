@@ -58,8 +58,11 @@ typedef struct step_info {
     int32_t stop;         /* a stop request seen on this device (the signal's number), 0: none;
                              STOP_STREAM_DEAD: this device's live stream ended or failed */
     uint64_t dropped;     /* all drops so far (policy, truncation, decode) */
-    uint64_t high_water;
+    uint32_t high_water;  /* the buffer's high-water mark (samples; buffer.capacity is at most 2^26) */
+    uint32_t seq_refused; /* messages refused in a row by the sequence check, saturating (a stall from
+                             SD_MSG_SEQ_STALL on); with high_water in one word, the record stays 48 bytes */
 } step_info;
+_Static_assert(sizeof(step_info) == 48, "the step record travels every step: its size is on the wire");
 
 #define STOP_STREAM_DEAD (-1)
 
@@ -142,6 +145,8 @@ typedef struct sd_pipe {
     bool stop_requested;      /* a stop request travelled in a step record: checkpoint and stop */
     int stop_signal;
     double last_print;
+    bool stalled[SD_MAX_DEVICES]; /* rank 0: the devices reported as stalled (record stage) */
+    int n_stalled;
     sd_outputs out;
     sd_run_summary *sum;
 } sd_pipe;

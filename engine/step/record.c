@@ -176,6 +176,29 @@ static void step_transfers(sd_pipe *p, sd_step *s) {
     s->xfer_known = true; /* the evaluate stage takes the next snapshot: evaluations do not count */
 }
 
+/* A device whose stream keeps arriving but whose every message the sequence check refuses trains on
+ * nothing: rank 0 says so once when it starts (and once when it ends), and the progress line and
+ * summary.json count the stalled devices. */
+static void report_stalls(sd_pipe *p) {
+    if (p->rank != 0) return;
+    for (int j = 0; j < p->n; j++) {
+        const bool now = p->all[j].seq_refused >= SD_MSG_SEQ_STALL;
+        if (now == p->stalled[j]) continue;
+        p->stalled[j] = now;
+        p->n_stalled += now ? 1 : -1;
+        if (now)
+            fprintf(stderr, "%swarning: device %d's stream is stalled at step %lld: its last %llu messages were all refused "
+                            "by the sequence check (duplicates, or numbers too far ahead): its publisher restarted its "
+                            "sequence, or redelivers old messages. Restart the publisher with a new epoch (scadles-publish "
+                            "--epoch; version-2 messages), see docs/stream-format.md, \"Sequence numbers\"; drops.json "
+                            "counts the refusals\n", p->in->quiet ? "" : "\n", j, (long long)p->ls.step,
+                    (unsigned long long)p->all[j].seq_refused);
+        else
+            fprintf(stderr, "%snote: device %d's stream accepts messages again at step %lld\n", p->in->quiet ? "" : "\n", j,
+                    (long long)p->ls.step);
+    }
+}
+
 sd_status stage_record(sd_pipe *p, sd_step *s) {
     step_transfers(p, s);
     const double wait = s->T_cut - p->ls.T;
@@ -195,6 +218,7 @@ sd_status stage_record(sd_pipe *p, sd_step *s) {
     out->samples_dropped = dropped;
     out->peak_buffer = peak;
     if (p->out.f[OUT_METRICS]) TRY(metrics_line(p, s, wait, dropped));
+    report_stalls(p);
     return SD_OK;
 }
 
@@ -212,13 +236,14 @@ void stage_progress(sd_pipe *p, const sd_step *s) {
         double eta_steps = (double)(e->max_steps - p->ls.step) * wall / (double)steps;
         if (eta_steps < eta) eta = eta_steps;
     }
-    char acc[24];
+    char acc[24], stalled[40] = "";
+    if (p->n_stalled) snprintf(stalled, sizeof stalled, " | stalled %d", p->n_stalled);
     if (p->ls.last_top1 >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100 * p->ls.last_top1);
     else snprintf(acc, sizeof acc, "-");
     fprintf(stderr, "\r  %s seed %llu | %5.1fs wall, clock %7.1fs | step %lld | batch %lld | loss %.4f | top-1 %s | "
-                    "%.0f samples/s | buffered %llu | dropped %llu | ETA %.0fs   ",
+                    "%.0f samples/s | buffered %llu | dropped %llu%s | ETA %.0fs   ",
             p->ddp ? "ddp" : "scadles", (unsigned long long)p->in->seed, wall, T, (long long)p->ls.step, (long long)s->B,
             (double)s->global_loss, acc, (double)p->sum->samples_trained / (wall > 0 ? wall : 1),
-            (unsigned long long)buffered, (unsigned long long)p->sum->samples_dropped, eta > 0 ? eta : 0);
+            (unsigned long long)buffered, (unsigned long long)p->sum->samples_dropped, stalled, eta > 0 ? eta : 0);
     p->last_print = wall;
 }

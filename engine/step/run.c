@@ -91,15 +91,19 @@ static sd_status bn_agreement(sd_pipe *p) {
 
 /* Every drop of the run, whatever step it fell in (a live stream keeps delivering, and dropping,
  * after the last step): the ingest stops first, then the totals of every device become the run's
- * samples_dropped, and rank 0 writes <run_dir>/drops.json with each device's counts by reason. */
+ * samples_dropped, and rank 0 writes <run_dir>/drops.json with each device's counts by reason and
+ * its sequence state (gaps, publisher restarts, resyncs, refusals in a row: a stall). */
 static sd_status final_drops(sd_pipe *p) {
     sd_dev *d = &p->d;
     if (d->ingest) {
+        (void)sd_ingest_halt(d->ingest); /* (its failure is reported by the stop) */
+        sd_ingest_sink_seq(d->ingest, &d->sink.seq);
         sd_status si = sd_ingest_stop(d->ingest); /* the run is over: a failing stream is a note now */
         d->ingest = NULL;
         if (si != SD_OK && p->rank == 0) fprintf(stderr, "note: after the last step: %s\n", sd_last_error_brief());
     }
-    enum { NR = SD_DROP_COUNT + 1 }; /* [0]: truncated by the policy, [r]: dropped[r] */
+    /* [0]: truncated by the policy, [r]: dropped[r], [COUNT]: the total, then the sequence state */
+    enum { SEQ0 = SD_DROP_COUNT + 1, NR = SEQ0 + 4 };
     sd_ring_stats rs;
     sd_ring_get_stats(d->ring, &rs);
     uint64_t mine[NR], *all = malloc(sizeof(uint64_t) * NR * (size_t)p->n);
@@ -107,6 +111,8 @@ static sd_status final_drops(sd_pipe *p) {
     mine[0] = rs.truncated;
     for (int r = 1; r < SD_DROP_COUNT; r++) mine[r] = rs.dropped[r];
     mine[SD_DROP_COUNT] = sd_ring_drops(&rs);
+    const sd_msg_seq *q = &d->sink.seq;
+    mine[SEQ0] = q->gaps, mine[SEQ0 + 1] = q->restarts, mine[SEQ0 + 2] = q->resyncs, mine[SEQ0 + 3] = q->refused;
     size_t sizes[SD_MAX_DEVICES], displs[SD_MAX_DEVICES];
     for (int j = 0; j < p->n; j++) {
         sizes[j] = sizeof mine;
@@ -115,7 +121,11 @@ static sd_status final_drops(sd_pipe *p) {
     sd_status s = sd_comm_allgatherv(p->comm, mine, sizeof mine, all, sizes, displs);
     if (s == SD_OK) {
         uint64_t total = 0;
-        for (int j = 0; j < p->n; j++) total += all[(size_t)j * NR + SD_DROP_COUNT];
+        p->sum->stalled_devices = 0;
+        for (int j = 0; j < p->n; j++) {
+            total += all[(size_t)j * NR + SD_DROP_COUNT];
+            p->sum->stalled_devices += all[(size_t)j * NR + SEQ0 + 3] >= SD_MSG_SEQ_STALL;
+        }
         p->sum->samples_dropped = total;
     }
     if (s == SD_OK && p->rank == 0) {
@@ -131,7 +141,11 @@ static sd_status final_drops(sd_pipe *p) {
                         (unsigned long long)a[SD_DROP_COUNT], (unsigned long long)a[0]);
                 for (int r = 1; r < SD_DROP_COUNT; r++)
                     fprintf(f, ", \"%s\": %llu", sd_drop_reason_name((sd_drop_reason)r), (unsigned long long)a[r]);
-                fprintf(f, "}%s\n", j + 1 < p->n ? "," : "");
+                fprintf(f, ", \"seq_gaps\": %llu, \"seq_restarts\": %llu, \"seq_resyncs\": %llu, \"seq_refused_in_a_row\": %llu, "
+                           "\"stalled\": %s}%s\n",
+                        (unsigned long long)a[SEQ0], (unsigned long long)a[SEQ0 + 1], (unsigned long long)a[SEQ0 + 2],
+                        (unsigned long long)a[SEQ0 + 3], a[SEQ0 + 3] >= SD_MSG_SEQ_STALL ? "true" : "false",
+                        j + 1 < p->n ? "," : "");
             }
             fprintf(f, "]}\n");
             ok = !ferror(f);

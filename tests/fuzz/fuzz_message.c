@@ -152,8 +152,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* duplicate detection on the message's sequence number */
     if (r == SD_DROP_NONE) {
         sd_msg_seq t = {0};
-        FZ_CHECK(sd_msg_seq_check(&t, v.meta.seq) == SD_DROP_NONE, "first sequence number refused");
-        FZ_CHECK(sd_msg_seq_check(&t, v.meta.seq) == SD_DROP_DUPLICATE, "a resend was not a duplicate");
+        FZ_CHECK(sd_msg_seq_check(&t, v.meta.version, v.meta.seq) == SD_DROP_NONE, "first sequence number refused");
+        FZ_CHECK(sd_msg_seq_check(&t, v.meta.version, v.meta.seq) == SD_DROP_DUPLICATE, "a resend was not a duplicate");
     }
     free(msg);
     return 0;
