@@ -365,6 +365,39 @@ static long find_nul_escape(const char *text) {
     return -1;
 }
 
+/* The first integer literal (no fraction, no exponent) outside strings whose value exceeds 2^53,
+ * where a JSON number (a double, as cJSON reads it) stops being exact: a seed of
+ * 9007199254740993 would silently become ...992. Returns its offset and sets *n to its length, or
+ * -1. (Literals with a fraction or an exponent are meant as reals and are left alone.) */
+static long find_inexact_integer(const char *text, size_t *n) {
+    bool in_str = false;
+    for (const char *s = text; *s; s++) {
+        if (in_str) {
+            if (*s == '"') in_str = false;
+            else if (*s == '\\' && s[1]) s++;
+            continue;
+        }
+        if (*s == '"') {
+            in_str = true;
+            continue;
+        }
+        if (!(*s >= '0' && *s <= '9')) continue;
+        const char *a = s, *d = s;
+        while (*d >= '0' && *d <= '9') d++;
+        s = d - 1;
+        if (*d == '.' || *d == 'e' || *d == 'E') continue;
+        const char *z = a;
+        while (z < d - 1 && *z == '0') z++; /* (leading zeros are malformed JSON; cJSON says so) */
+        size_t digits = (size_t)(d - z);
+        if (digits > 16 || (digits == 16 && memcmp(z, "9007199254740992", 16) > 0)) {
+            const char *b = a > text && a[-1] == '-' ? a - 1 : a;
+            *n = (size_t)(d - b);
+            return (long)(b - text);
+        }
+    }
+    return -1;
+}
+
 /* Parses text (NUL-terminated, len bytes) and applies it onto *e; *e is changed only on success.
  * (cJSON also records the error position in a process-wide variable; we use only the position it
  * returns, but loading from several threads at once is not supported by cJSON.) */
@@ -377,6 +410,15 @@ static sd_status load_text(const char *text, size_t len, const char *origin, sd_
     if (nul >= 0) {
         line_col(text, (size_t)nul, &line, &col);
         return SD_FAIL(SD_ERR_FORMAT, "%s:%d:%d: a string holds \\u0000 (NUL); allowed: strings without NUL", origin, line, col);
+    }
+    size_t big_len = 0;
+    long big = find_inexact_integer(text, &big_len);
+    if (big >= 0) {
+        line_col(text, (size_t)big, &line, &col);
+        return SD_FAIL(SD_ERR_INVALID, "%s:%d:%d: the integer %.*s is above 2^53 (9007199254740992), where a JSON number "
+                       "is no longer exact (it would be read as a different number); seeds and counts must lie in "
+                       "[0, 2^53]; write a real with an exponent (e.g. 1e17) if that is what you mean", origin, line, col,
+                       (int)(big_len < 40 ? big_len : 40), text + big);
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);

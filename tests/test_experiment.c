@@ -258,6 +258,14 @@ static void test_set(void) {
         sd_experiment_defaults(&big);
         EXPECT_OK(sd_experiment_set(&big, "seeds=9007199254740992"));
         EXPECT(big.seeds[0] == 9007199254740992ull, "2^53 itself is a seed");
+        /* #20 item 10: in a file too (cJSON reads numbers as doubles, which round above 2^53) */
+        EXPECT_OK(load("{\"seeds\": [9007199254740992]}", &big));
+        EXPECT(big.seeds[0] == 9007199254740992ull, "2^53 in a file");
+        EXPECT_MSG(load("{\"seeds\": [1,\n 9007199254740993]}", &big), SD_ERR_INVALID, "test.json:2:2", "9007199254740993",
+                   "2^53");
+        EXPECT_MSG(load("{\"devices\": {\"rate_seed\": 123456789012345678901}}", &big), SD_ERR_INVALID,
+                   "123456789012345678901", "2^53");
+        EXPECT_OK(load("{\"name\": \"run99999999999999999999\", \"link_burst_bytes\": 1.0e11}", &big)); /* strings, reals */
     }
     EXPECT_MSG(sd_experiment_set(&e, "optimiser.lr=0.1"), SD_ERR_INVALID, "optimiser", "did you mean 'optimizer'?");
     EXPECT_MSG(sd_experiment_set(&e, "optimizer.lr"), SD_ERR_INVALID, "key=value");

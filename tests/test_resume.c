@@ -6,6 +6,7 @@
  * partition; ddp with Top-k always and a drop-oldest buffer; a two-mode experiment stopped in its
  * second run. A checkpoint of another configuration or device count, or a damaged one, is refused
  * with a message naming what differs. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 
 #include "engine/distributed.h"
 #include "engine/experiment.h"
+#include "engine/safetensors.h"
 #include "engine/signals.h"
 #include "tests/harness.h"
 
@@ -108,6 +110,50 @@ static void flip_last_byte(const char *path) {
     fseek(f, -1, SEEK_END);
     fputc(c ^ 0x5a, f);
     fclose(f);
+}
+
+/* FNV-1a of one tensor as the checkpoint's checksum counts it (engine/dist_checkpoint.c): name, 0xff,
+ * dtype, bytes. The file's checksum is the sum over its tensors. */
+static uint64_t tensor_fnv(const char *name, unsigned dtype, const unsigned char *b, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;
+    h = (h ^ dtype) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Writes `value` into the first float of tensor `name` of a checkpoint file and mends its checksum,
+ * as a run that diverged would have written it: the file is valid, its weights are not. */
+static void poison_tensor(const char *path, const char *name, float value) {
+    size_t len = 0;
+    char *f = sd_test_slurp(path, &len);
+    EXPECT(f && len > 8, "read %s", path);
+    if (!f || len <= 8) return;
+    uint64_t hl = 0;
+    memcpy(&hl, f, 8);
+    char key[128];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    char *t = strstr(f + 8, key), *off = t ? strstr(t, "\"data_offsets\":[") : NULL, *sum = strstr(f + 8, "\"checksum\":\"");
+    EXPECT(t && off && sum && (size_t)(off - f) < 8 + hl, "%s has %s and a checksum", path, name);
+    if (!t || !off || !sum) {
+        free(f);
+        return;
+    }
+    unsigned long long b0 = 0, b1 = 0;
+    EXPECT(sscanf(off, "\"data_offsets\":[%llu,%llu]", &b0, &b1) == 2 && b1 > b0 + 4 && 8 + hl + b1 <= len, "offsets");
+    unsigned char *data = (unsigned char *)f + 8 + hl + b0;
+    uint64_t want = strtoull(sum + 12, NULL, 16);
+    want -= tensor_fnv(name, SD_ST_F32, data, b1 - b0);
+    memcpy(data, &value, sizeof value);
+    want += tensor_fnv(name, SD_ST_F32, data, b1 - b0);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)want);
+    memcpy(sum + 12, hex, 16);
+    FILE *o = fopen(path, "wb");
+    EXPECT(o && fwrite(f, 1, len, o) == len, "write %s", path);
+    if (o) fclose(o);
+    free(f);
 }
 
 static void copy_file(const char *from, const char *to) {
@@ -225,6 +271,15 @@ int main(void) {
     EXPECT(strstr(sd_last_error(), "rank2.safetensors") != NULL, "names the damaged file: %s", sd_last_error());
     EXPECT(truncate(p1, 100) == 0, "truncate");
     EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "damaged");
+    copy_file(p2, p1);
+    /* #20 item 6: weights that are not finite, in a file whose checksum is valid, are refused where
+     * they are loaded, naming the file (not a step later as "lower the learning rate") */
+    poison_tensor(p1, "net.params", NAN);
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "the model's parameters hold NaN or Inf");
+    EXPECT(strstr(sd_last_error(), "rank2.safetensors") != NULL, "names the file: %s", sd_last_error());
+    copy_file(p2, p1);
+    poison_tensor(p1, "optim.momentum", INFINITY);
+    EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &rc), SD_ERR_FORMAT, "momentum hold NaN or Inf");
     copy_file(p2, p1);
     snprintf(p1, sizeof p1, "%s/run.safetensors", ck);
     flip_last_byte(p1);
