@@ -312,14 +312,13 @@ static sd_status ensure_buf(unsigned char **buf, size_t *have, size_t bytes) {
     return SD_OK;
 }
 
-/* The compressor's gather buffer, in its backend's memory. */
-sd_status sd_cz_ensure_gather(sd_compressor *z, size_t bytes) {
-    if (bytes <= z->buf_bytes) return SD_OK;
-    sd_cz_be_free(z, z->buf);
-    z->buf = NULL;
-    z->buf_bytes = 0;
-    TRY(z->be.ops->alloc(z->be.ctx, bytes, (void **)&z->buf));
-    z->buf_bytes = bytes;
+sd_status sd_cz_ensure_be(sd_compressor *z, void **buf, size_t *have, size_t bytes) {
+    if (*buf && bytes <= *have) return SD_OK;
+    sd_cz_be_free(z, *buf);
+    *buf = NULL;
+    *have = 0;
+    TRY(z->be.ops->alloc(z->be.ctx, bytes ? bytes : 1, buf));
+    *have = bytes;
     return SD_OK;
 }
 
@@ -442,7 +441,7 @@ static sd_status sparse_step(sd_compressor *z, sd_comm *data, float *g, size_t n
         z->displs[j] = (size_t)j * mb;
         z->np[j] = np;
     }
-    TRY(sd_cz_ensure_gather(z, (size_t)n * mb));
+    TRY(sd_cz_ensure_be(z, (void **)&z->buf, &z->buf_bytes, (size_t)n * mb));
     unsigned char *mine = z->buf + z->displs[me];
     unsigned char hdr[SD_COMPRESS_HEADER_BYTES]; /* u32 pairs, f32 gain */
     const uint32_t n32 = (uint32_t)np;

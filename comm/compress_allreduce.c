@@ -65,19 +65,9 @@ static sd_status ensure_layout(sd_compressor *z, int n) {
     bool ok = a->bounds && a->pos && a->rows;
     for (size_t i = 0; i < sizeof arrs / sizeof arrs[0]; i++) ok = ok && *arrs[i];
     a->n = ok ? n : 0;
+    a->q_ratio = -1; /* the quotas are for the old layout */
     if (!ok) return SD_FAIL(SD_ERR_OOM, "sparse allreduce: layout for %d ranks", n);
     for (int j = 0; j <= n; j++) a->bounds[j] = (uint32_t)((uint64_t)z->count * (uint64_t)j / un);
-    return SD_OK;
-}
-
-/* Grows a backend buffer to `bytes` (contents not kept). */
-static sd_status ensure_be(sd_compressor *z, void **buf, size_t *have, size_t bytes) {
-    if (bytes <= *have && *buf) return SD_OK;
-    sd_cz_be_free(z, *buf);
-    *buf = NULL;
-    *have = 0;
-    TRY(z->be.ops->alloc(z->be.ctx, bytes ? bytes : 1, buf));
-    *have = bytes;
     return SD_OK;
 }
 
@@ -100,9 +90,11 @@ static sd_status each_segment(sd_compressor *z, uint32_t rlo, uint32_t rhi, doub
     return SD_OK;
 }
 
-/* Pairs every owner re-selects at `ratio` (a->kq) and the phase-2 message layout (a->gb, a->gd). */
+/* Pairs every owner re-selects at `ratio` (a->kq) and the phase-2 message layout (a->gb, a->gd),
+ * computed once per layout and ratio (auto's modelled time and the step it chose both ask). */
 static size_t quotas(sd_compressor *z, int n, double ratio) {
     sd_cz_reduce_scratch *a = &z->ar;
+    if (a->q_ratio == ratio) return a->q_total;
     size_t total = 0;
     for (int j = 0; j < n; j++) {
         (void)each_segment(z, a->bounds[j], a->bounds[j + 1], ratio, NULL, NULL, &a->kq[j]); /* no fn: cannot fail */
@@ -110,6 +102,8 @@ static size_t quotas(sd_compressor *z, int n, double ratio) {
         a->gd[j] = total;
         total += a->gb[j];
     }
+    a->q_ratio = ratio;
+    a->q_total = total;
     return total;
 }
 
@@ -161,8 +155,8 @@ static sd_status reselect(sd_compressor *z, const float *g, int me, double ratio
     sd_cz_reduce_scratch *a = &z->ar;
     size_t have = a->cap2 * sizeof(uint32_t), havev = a->cap2 * sizeof(float);
     if (kq > a->cap2) {
-        TRY(ensure_be(z, (void **)&a->idx2, &have, kq * sizeof(uint32_t)));
-        TRY(ensure_be(z, (void **)&a->val2, &havev, kq * sizeof(float)));
+        TRY(sd_cz_ensure_be(z, (void **)&a->idx2, &have, kq * sizeof(uint32_t)));
+        TRY(sd_cz_ensure_be(z, (void **)&a->val2, &havev, kq * sizeof(float)));
         a->cap2 = kq;
     }
     select_arg sa = {.g = g, .at = 0};
@@ -215,8 +209,8 @@ sd_status sd_cz_allreduce_step(sd_compressor *z, sd_comm *comm, sd_comm *data, f
         a->rd[j] = rext;
         rext += a->rb[j];
     }
-    TRY(ensure_be(z, (void **)&a->sbuf, &a->sbuf_bytes, sext));
-    TRY(ensure_be(z, (void **)&a->rbuf, &a->rbuf_bytes, rext));
+    TRY(sd_cz_ensure_be(z, (void **)&a->sbuf, &a->sbuf_bytes, sext));
+    TRY(sd_cz_ensure_be(z, (void **)&a->rbuf, &a->rbuf_bytes, rext));
     for (int j = 0; j < n; j++)
         TRY(pack_msg(z, a->sbuf + a->sd[j], z->idx + a->pos[j], z->val + a->pos[j], a->pos[j + 1] - a->pos[j]));
     /* residual = a - C(a) before g is reused for the sums; masking of the velocity */
@@ -232,7 +226,7 @@ sd_status sd_cz_allreduce_step(sd_compressor *z, sd_comm *comm, sd_comm *data, f
     if (f16) TRY(o->cz_round_excess(k, a->kq[me], a->idx2, a->val2, z->residual));
 
     /* 4. every owner's selection to every rank; g = their sum */
-    TRY(sd_cz_ensure_gather(z, gathered));
+    TRY(sd_cz_ensure_be(z, (void **)&z->buf, &z->buf_bytes, gathered));
     TRY(pack_msg(z, z->buf + a->gd[me], a->idx2, a->val2, a->kq[me]));
     TRY(sd_comm_allgatherv(data, z->buf + a->gd[me], a->gb[me], z->buf, a->gb, a->gd));
     sc = o->cz_scatter_sum(k, z->buf, n, a->gd, a->kq, f16, g, z->count);

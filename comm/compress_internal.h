@@ -19,6 +19,8 @@ typedef struct sd_cz_reduce_scratch {
     size_t *rnp;                /* [n] pairs received from each rank */
     size_t *kq;                 /* [n] pairs each region's owner re-selects (phase 2 message sizes) */
     size_t *gb, *gd;            /* [n] phase-2 message bytes and offsets */
+    double q_ratio;             /* the ratio kq/gb/gd were computed for (-1: none): auto's model and */
+    size_t q_total;             /* the step share them; q_total: the phase-2 bytes in all */
     unsigned char *sbuf, *rbuf; /* backend memory: alltoallv send and receive buffers */
     size_t sbuf_bytes, rbuf_bytes;
     uint32_t *idx2;             /* backend memory: this rank's re-selected pairs */
@@ -54,8 +56,9 @@ struct sd_compressor {
 size_t sd_cz_k_of(double ratio, size_t n);
 /* Bytes of one wire message of np pairs (header included). */
 size_t sd_cz_msg_bytes(size_t np, bool f16);
-/* The gather buffer z->buf grown to `bytes` in the compressor's backend memory. */
-sd_status sd_cz_ensure_gather(sd_compressor *z, size_t bytes);
+/* A buffer in the compressor's backend memory grown to `bytes` (contents not kept; *have is its
+ * size): the gather buffer z->buf and the sparse allreduce's buffers. */
+sd_status sd_cz_ensure_be(sd_compressor *z, void **buf, size_t *have, size_t bytes);
 /* Frees backend memory of the compressor (NULL allowed). */
 void sd_cz_be_free(sd_compressor *z, void *p);
 

@@ -31,6 +31,7 @@
 #include "engine/models.h"
 #include "kernels/backend.h"
 #include "tests/harness.h"
+#include "tests/ref/ref_topk.h"
 
 #define MAXR 4
 #define MAXL 8
@@ -293,31 +294,6 @@ static int scen_bad(const scen *sc) {
 }
 
 /* The model: the documented rules written the plain way (sort-based Top-k, naive norms). */
-typedef struct ref_ent { uint32_t key, idx; } ref_ent;
-static uint32_t mag_key(float v) {
-    float a = fabsf(v);
-    uint32_t u;
-    memcpy(&u, &a, 4);
-    return isnan(v) ? 0x7f800001u : u;
-}
-static int cmp_sel(const void *pa, const void *pb) {
-    const ref_ent *a = pa, *b = pb;
-    if (a->key != b->key) return a->key > b->key ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-static size_t ref_k(double ratio, size_t n) {
-    double t = ratio * (double)n;
-    size_t k = (size_t)ceil(t - 1e-9 * t);
-    return k < 1 ? 1 : k > n ? n : k;
-}
-/* sel[i] = 1 for the kk largest |a[i]| of [lo, lo + n) */
-static void ref_select(const float *a, size_t lo, size_t n, size_t kk, unsigned char *sel) {
-    ref_ent *e = malloc(n * sizeof *e);
-    for (size_t i = 0; i < n; i++) e[i] = (ref_ent){mag_key(a[lo + i]), (uint32_t)i};
-    qsort(e, n, sizeof *e, cmp_sel);
-    for (size_t j = 0; j < kk; j++) sel[lo + e[j].idx] = 1;
-    free(e);
-}
 static float wire_value(float v, bool f16) {
     if (!f16) return v;
     if (v > 65504.0f) v = 65504.0f;
@@ -375,13 +351,13 @@ static long scen_check(scen *sc) {
             if (cfg->policy != SD_COMPRESS_OFF) {
                 if (cfg->per_layer) {
                     for (int l = 0; l < sc->nlayers; l++) {
-                        size_t kk = ref_k(ratio, sc->cnt[l]);
-                        ref_select(a[r], sc->off[l], sc->cnt[l], kk, sel[r]);
+                        size_t kk = ref_topk_k(ratio, sc->cnt[l]);
+                        ref_topk_select(a[r], sc->off[l], sc->cnt[l], kk, sel[r]);
                         np += kk;
                     }
                 } else {
-                    np = ref_k(ratio, count);
-                    ref_select(a[r], 0, count, np, sel[r]);
+                    np = ref_topk_k(ratio, count);
+                    ref_topk_select(a[r], 0, count, np, sel[r]);
                 }
             }
             double na2 = 0, nc2 = 0;
@@ -701,7 +677,7 @@ static void vote_case(int n, unsigned conc, bool want_sparse) {
     EXPECT(scen_bad(&sc) == 0, "vote n=%d: failures", n);
     /* diffuse: every |a| equal, so ||C(a)|| / ||a|| = sqrt(K / count) exactly */
     double K = 0;
-    for (int l = 0; l < 6; l++) K += (double)ref_k(0.1, layers_a[l]);
+    for (int l = 0; l < 6; l++) K += (double)ref_topk_k(0.1, layers_a[l]);
     const double loss_diffuse = 1.0 - sqrt(K / (double)sc.count);
     for (int r = 0; r < n; r++) {
         const sd_compress_step *s = &sc.st[r][0];
@@ -845,7 +821,7 @@ static void test_resnet20(void) {
             size_t want = 0;
             for (int i = 0; i < sd_net_num_tensors(net); i++) {
                 const sd_param *p = sd_net_tensor(net, i);
-                if (p->trainable) want += ref_k(0.1, p->count);
+                if (p->trainable) want += ref_topk_k(0.1, p->count);
             }
             const uint64_t dense = 4 * (uint64_t)sd_net_param_count(net), msg = sd_compressor_message_bytes(z, 0.1);
             EXPECT(sd_compressor_pairs(z, 0.1) == want && msg == 8 + 8 * want, "resnet20 pairs %zu (want %zu), bytes %llu",

@@ -295,6 +295,25 @@ int main(void) {
     }
     free(cfg0), free(trace0), free(met0);
 
+    /* 2b. #20 item 6: finite but huge loaded weights (a valid checkpoint) make the first step after
+     * the resume non-finite: the message blames the loaded weights, not the learning rate */
+    {
+        char huge[600], hck[700], hr[800];
+        snprintf(huge, sizeof huge, "%s/huge", dir);
+        snprintf(hck, sizeof hck, "%s/checkpoint", huge);
+        setup(e, huge, SCADLES, ns, NULL);
+        sd_run_control hs = {.stop_at = 2};
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &hs));
+        for (int r = 0; r < 4; r++) {
+            snprintf(hr, sizeof hr, "%s/rank%d.safetensors", hck, r);
+            poison_tensor(hr, "net.params", 3e38f);
+        }
+        sd_run_control hc = {.resume_dir = hck};
+        EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &hc), SD_ERR_NUMERIC, "the first after resuming from");
+        EXPECT(strstr(sd_last_error(), "step 3") && strstr(sd_last_error(), "loaded weights"),
+               "names metrics.jsonl's step and the loaded weights: %s", sd_last_error());
+    }
+
     /* 3. the signal path: SIGINT raised in this process while the devices train (after step 3);
      * every device finishes its step, they agree on one, checkpoint; the resume matches 1's run */
     EXPECT_OK(sd_signals_install());

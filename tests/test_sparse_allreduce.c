@@ -23,6 +23,7 @@
 #include "engine/models.h"
 #include "kernels/backend.h"
 #include "tests/harness.h"
+#include "tests/ref/ref_topk.h"
 
 #define MAXR 16
 #define NSTEPS 5
@@ -120,35 +121,6 @@ static void test_alltoallv(void) {
 }
 
 /* ---- the serial model ------------------------------------------------------------------------ */
-typedef struct ent { uint32_t key, idx; } ent;
-
-static uint32_t mag_key(float v) {
-    float a = fabsf(v);
-    uint32_t u;
-    memcpy(&u, &a, 4);
-    return u;
-}
-static int cmp_ent(const void *pa, const void *pb) { /* |x| descending, ties to the lower index */
-    const ent *a = pa, *b = pb;
-    if (a->key != b->key) return a->key > b->key ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-static size_t ref_k(double ratio, size_t n) {
-    if (n == 0) return 0;
-    double t = ratio * (double)n;
-    size_t k = (size_t)t;
-    if ((double)k < t * (1.0 - 1e-9)) k++;
-    return k < 1 ? 1 : k > n ? n : k;
-}
-/* sel[lo + i] = 1 for the kk largest |x| of x[lo, lo + len) */
-static void ref_select(const float *x, size_t lo, size_t len, size_t kk, unsigned char *sel) {
-    ent *e = malloc(len * sizeof *e);
-    for (size_t i = 0; i < len; i++) e[i] = (ent){mag_key(x[lo + i]), (uint32_t)i};
-    qsort(e, len, sizeof *e, cmp_ent);
-    for (size_t j = 0; j < kk; j++) sel[lo + e[j].idx] = 1;
-    free(e);
-}
-
 typedef struct layout {
     size_t count;
     int nl;
@@ -163,8 +135,8 @@ static size_t ref_select_range(const layout *L, bool per_layer, size_t lo, size_
         const size_t o = per_layer ? L->off[l] : 0, e = per_layer ? L->off[l] + L->cnt[l] : L->count;
         const size_t a = o > lo ? o : lo, b = e < hi ? e : hi;
         if (a >= b) continue;
-        const size_t kk = ref_k(ratio, b - a);
-        if (sel) ref_select(x, a, b - a, kk, sel);
+        const size_t kk = ref_topk_k(ratio, b - a);
+        if (sel) ref_topk_select(x, a, b - a, kk, sel);
         q += kk;
     }
     return q;

@@ -23,30 +23,20 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
 }
 
 /* The run stops on a non-finite loss or gradient: say where it came from (#20 item 6). Every rank
- * is here (the decision is collective), so they pool what each sees: a batch with NaN or Inf inputs
- * (an f32 stream), parameters that are already not finite (an overflow in an earlier update), or
- * neither, when the step itself diverged or, on the first step after a resume, the loaded weights
- * (finite, as the restore checks, but too large) produce it. The step number is metrics.jsonl's. */
+ * is here (the decision is collective). Inputs cannot be the cause (streams carry u8 samples,
+ * normalised here). The parameters may already be non-finite (an update overflowed them: every
+ * replica is the same, so rank 0's check speaks for all); on the first step after a resume the
+ * loaded weights (finite, as the resume checks, but too large) produce it; otherwise the step
+ * itself diverged. The step number is metrics.jsonl's. */
 static sd_status nonfinite_stop(sd_pipe *p, const sd_step *s) {
     sd_dev *d = &p->d;
     const sd_experiment *e = p->e;
     const long long step = (long long)p->ls.step + 1;
-    float *v = p->red; /* n + 1 floats, free again: [1 + j] device j's inputs bad, [0] parameters bad */
-    memset(v, 0, ((size_t)p->n + 1) * sizeof *v);
-    const size_t nx = (size_t)s->mine.batch * p->img;
-    bool inputs = true, params = true;
-    for (size_t i = 0; i < nx && inputs; i++) inputs = isfinite(d->hx[i]);
+    bool params = true;
     TRY(d->be.ops->all_finite(d->be.ctx, p->np, sd_net_params(d->net), &params));
-    v[1 + p->rank] = inputs ? 0.0f : 1.0f;
-    v[0] = params ? 0.0f : 1.0f;
-    TRY(sd_comm_allreduce_sum(p->comm, v, (size_t)p->n + 1));
-    for (int j = 0; j < p->n; j++)
-        if (v[1 + j] > 0)
-            return SD_FAIL(SD_ERR_NUMERIC, "step %lld: the loss (%g) is not finite because device %d's batch holds NaN "
-                           "or Inf inputs: its stream (%s) sent non-finite f32 samples; the model and the learning rate "
-                           "are not at fault: fix the publisher's samples", step, (double)s->global_loss, j,
-                           sd_source_kind_name(e->stream.source));
-    if (v[0] > 0)
+    uint8_t bad = params ? 0 : 1;
+    TRY(sd_comm_broadcast(p->comm, &bad, 1, 0));
+    if (bad)
         return SD_FAIL(SD_ERR_NUMERIC, "step %lld: the model's parameters are already not finite: an earlier update "
                        "overflowed them (finite gradients times optimizer.lr %g); lower optimizer.lr or set nonfinite "
                        "to \"skip\"", step, e->optimizer.lr);
