@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "engine/models.h"
@@ -272,19 +273,30 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
 int main(int argc, char **argv) {
     bench_opts o = {.threads = 2, .batch = 64, .iters = 20, .warmup = 3, .models = "fmnist_cnn,resnet20",
                     .peer = true, .ops = true, .python = "/usr/bin/python3"};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &o.threads)) return 2; i++; }
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 65536, &o.batch)) return 2; i++; }
-        else if (!strcmp(a, "--iters")) { if (parse_int(a, v, 1, 100000, &o.iters)) return 2; i++; }
-        else if (!strcmp(a, "--warmup")) { if (parse_int(a, v, 0, 100000, &o.warmup)) return 2; i++; }
-        else if (!strcmp(a, "--models") && v) { o.models = v; i++; }
-        else if (!strcmp(a, "--python") && v) { o.python = v; i++; }
+    static const sd_cli_option options[] = {
+        {"--threads", true, NULL}, {"--batch", true, NULL}, {"--iters", true, NULL}, {"--warmup", true, NULL},
+        {"--models", true, "a list like fmnist_cnn,resnet20"}, {"--python", true, NULL}, {"--no-peer", false, NULL},
+        {"--no-ops", false, NULL}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench", usage, options, argc, argv);
+    for (int i = 0; i < cli.n; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
+        int bad = 0;
+        if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &o.threads);
+        else if (!strcmp(a, "--batch")) bad = parse_int(a, v, 1, 65536, &o.batch);
+        else if (!strcmp(a, "--iters")) bad = parse_int(a, v, 1, 100000, &o.iters);
+        else if (!strcmp(a, "--warmup")) bad = parse_int(a, v, 0, 100000, &o.warmup);
+        else if (!strcmp(a, "--models")) o.models = v;
+        else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = false;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
-        else { fprintf(stderr, "scadles-bench: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        if (bad) {
+            sd_cli_free(&cli);
+            return 2;
+        }
     }
+    sd_cli_free(&cli);
     { /* every model name is checked before anything is measured */
         char names[256];
         snprintf(names, sizeof names, "%s", o.models);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "stream/ingest.h"
 #include "stream/kafka.h"
@@ -507,31 +508,32 @@ static void bench_mqtt(const opts *o) {
 
 int main(int argc, char **argv) {
     opts o = {.kafka_n = 200000, .mqtt_n = 100000, .reps = 3, .kafka = true, .mqtt = true};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--kafka-messages") && v) {
-            o.kafka_n = atol(v), i++;
-        } else if (!strcmp(a, "--mqtt-messages") && v) {
-            o.mqtt_n = atol(v), i++;
-        } else if (!strcmp(a, "--reps") && v) {
-            o.reps = atoi(v), i++;
+    static const sd_cli_option options[] = {
+        {"--kafka-messages", true, NULL}, {"--mqtt-messages", true, NULL}, {"--reps", true, NULL},
+        {"--no-kafka", false, NULL}, {"--no-mqtt", false, NULL}, {"--mqtt-host", true, NULL},
+        {"--mqtt-port", true, NULL}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_brokers", usage, options, argc, argv);
+    for (int i = 0; i < cli.n; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
+        if (!strcmp(a, "--kafka-messages")) {
+            o.kafka_n = atol(v);
+        } else if (!strcmp(a, "--mqtt-messages")) {
+            o.mqtt_n = atol(v);
+        } else if (!strcmp(a, "--reps")) {
+            o.reps = atoi(v);
         } else if (!strcmp(a, "--no-kafka")) {
             o.kafka = false;
         } else if (!strcmp(a, "--no-mqtt")) {
             o.mqtt = false;
-        } else if (!strcmp(a, "--mqtt-host") && v) {
-            o.mqtt_host = v, i++;
-        } else if (!strcmp(a, "--mqtt-port") && v) {
-            o.mqtt_port = atoi(v), i++;
-        } else {
-            fprintf(stderr, "scadles-bench_brokers: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
-            return 2;
+        } else if (!strcmp(a, "--mqtt-host")) {
+            o.mqtt_host = v;
+        } else if (!strcmp(a, "--mqtt-port")) {
+            o.mqtt_port = atoi(v);
         }
     }
+    sd_cli_free(&cli);
     if (o.kafka_n < 2 || o.mqtt_n < 2 || o.reps < 1 || o.mqtt_port < 0 || o.mqtt_port > 65535) {
         fprintf(stderr, "scadles-bench_brokers: need messages >= 2, reps >= 1, a port 1..65535\n");
         return 2;

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "comm/comm.h"
 #include "comm/comm_local.h"
@@ -270,71 +271,72 @@ int main(int argc, char **argv) {
     bench_opts o = {.threads = {2, 4, 8}, .nthreads = 3, .min_bytes = 1024, .max_bytes = 64u << 20, .factor = 4,
                     .target_s = 0.25, .warmup = 2, .do_allreduce = 1, .do_allgather = 1, .mpi = launched_by_mpirun(),
                     .reduce_modes = 3, .timeout_s = 60};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--threads") && v) {
+    static const sd_cli_option options[] = {
+        {"--threads", true, "a list like 2,4,8"}, {"--min", true, NULL}, {"--max", true, NULL},
+        {"--factor", true, NULL}, {"--time", true, NULL}, {"--warmup", true, NULL},
+        {"--ops", true, "allreduce,allgatherv"}, {"--mpi", false, NULL}, {"--reduce", true, "ordered|native|both"},
+        {"--timeout", true, NULL}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_comm", usage, options, argc, argv);
+    int bad = 0;
+    for (int i = 0; i < cli.n && !bad; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
+        if (!strcmp(a, "--threads")) {
             o.nthreads = 0;
             for (const char *p = v; *p && o.nthreads < 16;) {
                 char *end = NULL;
                 long x = strtol(p, &end, 10);
                 if (end == p || x < 1 || x > 256) {
                     fprintf(stderr, "scadles-bench_comm: --threads wants a list like 2,4,8 (each 1..256), got '%s'\n", v);
-                    return 2;
+                    bad = 1;
+                    break;
                 }
                 o.threads[o.nthreads++] = (int)x;
                 p = *end == ',' ? end + 1 : end;
                 if (*end && *end != ',') {
                     fprintf(stderr, "scadles-bench_comm: --threads wants a list like 2,4,8, got '%s'\n", v);
-                    return 2;
+                    bad = 1;
+                    break;
                 }
             }
-            i++;
-        } else if ((!strcmp(a, "--min") || !strcmp(a, "--max")) && v) {
+        } else if (!strcmp(a, "--min") || !strcmp(a, "--max")) {
             size_t x = 0;
             if (parse_size(v, &x) || x < 4 || x > ((size_t)4 << 30)) {
                 fprintf(stderr, "scadles-bench_comm: %s wants a size in [4, 4G] bytes (suffix K/M/G), got '%s'\n", a, v);
-                return 2;
+                bad = 1;
+                continue;
             }
             *(!strcmp(a, "--min") ? &o.min_bytes : &o.max_bytes) = x;
-            i++;
-        } else if (!strcmp(a, "--factor") && v) {
+        } else if (!strcmp(a, "--factor")) {
             o.factor = atoi(v);
             if (o.factor < 2) {
                 fprintf(stderr, "scadles-bench_comm: --factor wants an integer >= 2\n");
-                return 2;
+                bad = 1;
+                continue;
             }
-            i++;
-        } else if (!strcmp(a, "--time") && v) {
+        } else if (!strcmp(a, "--time")) {
             o.target_s = atof(v);
-            i++;
-        } else if (!strcmp(a, "--warmup") && v) {
+        } else if (!strcmp(a, "--warmup")) {
             o.warmup = atoi(v);
-            i++;
-        } else if (!strcmp(a, "--ops") && v) {
+        } else if (!strcmp(a, "--ops")) {
             o.do_allreduce = strstr(v, "allreduce") != NULL;
             o.do_allgather = strstr(v, "allgather") != NULL;
-            i++;
         } else if (!strcmp(a, "--mpi")) {
             o.mpi = 1;
-        } else if (!strcmp(a, "--reduce") && v) {
+        } else if (!strcmp(a, "--reduce")) {
             o.reduce_modes = !strcmp(v, "ordered") ? 1 : !strcmp(v, "native") ? 2 : !strcmp(v, "both") ? 3 : 0;
             if (!o.reduce_modes) {
                 fprintf(stderr, "scadles-bench_comm: --reduce wants ordered, native or both\n");
-                return 2;
+                bad = 1;
+                continue;
             }
-            i++;
-        } else if (!strcmp(a, "--timeout") && v) {
+        } else if (!strcmp(a, "--timeout")) {
             o.timeout_s = atof(v);
-            i++;
-        } else {
-            fprintf(stderr, "scadles-bench_comm: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            return 2;
         }
     }
+    sd_cli_free(&cli);
+    if (bad) return 2;
     if (o.min_bytes > o.max_bytes) {
         fprintf(stderr, "scadles-bench_comm: --min is above --max\n");
         return 2;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apps/cli/cli.h"
 #include "engine/models.h"
 #include "engine/net.h"
 #include "kernels/backend.h"
@@ -624,19 +625,27 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "scadles-bench_gpu: unknown option or missing value: '%s'\n", argv[i]);
-            usage(stderr);
+    static const sd_cli_option options[] = {
+        {"--reps", true, NULL}, {"--only", true, "a list like ops,models,topk,h2d,nccl"}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_gpu", usage, options, argc, argv);
+    for (int i = 0; i < cli.n; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
+        if (!strcmp(a, "--only")) {
+            g_only = v;
+            continue;
+        }
+        char *end = NULL; /* --reps */
+        long x = strtol(v, &end, 10);
+        if (end == v || *end || x < 1 || x > 1000000) {
+            fprintf(stderr, "scadles-bench_gpu: --reps needs a whole number in [1, 1000000], got '%s'\n", v);
+            sd_cli_free(&cli);
             return 2;
         }
+        g_reps = (int)x;
     }
-    if (g_reps < 1) g_reps = 1;
+    sd_cli_free(&cli);
     if (sd_backend_cuda_create(&gpu, 0) != SD_OK) {
         printf("scadles-bench_gpu: skipped: no CUDA device (%s)\n", sd_last_error_brief());
         return 0;

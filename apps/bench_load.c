@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "stream/dataset.h"
@@ -59,21 +60,22 @@ static void usage(FILE *f) {
             "            (mqtt: --mqtt-host 127.0.0.1 --qos 1; start the broker yourself, e.g. mosquitto -p P)\n");
 }
 
-static int parse_args(int argc, char **argv, opts *o) {
+static const sd_cli_option OPTIONS[] = {
+    {"--seconds", true, NULL}, {"--train-rate", true, NULL}, {"--ratio", true, NULL}, {"--batch", true, NULL},
+    {"--capacity", true, NULL}, {"--rss-margin-mb", true, NULL}, {"--shape", true, "CxHxW"},
+    {"--when-full", true, "drop|block"}, {"--source", true, "replay|mqtt"}, {"--mqtt-host", true, NULL},
+    {"--mqtt-port", true, NULL}, {"--qos", true, NULL}, {"--quiet", false, NULL}, {NULL},
+};
+
+static int parse_values(const sd_cli *cli, opts *o) {
     *o = (opts){.seconds = 60, .train_rate = 2000, .ratio = 10, .margin_mb = SD_LOAD_ASAN ? 320 : 32, .batch = 64,
                 .capacity = 4096, .c = 1, .h = 28, .w = 28, .mqtt_host = "127.0.0.1", .qos = 1};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    for (int i = 0; i < cli->n; i++) {
+        const char *a = cli->args[i].flag, *v = cli->args[i].value;
         char *end = (char *)"";
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--quiet")) {
+        if (!strcmp(a, "--quiet")) {
             o->quiet = true;
             continue;
-        } else if (!v) {
-            fprintf(stderr, "scadles-bench_load: %s needs a value (or is unknown)\n", a);
-            return -1;
         } else if (!strcmp(a, "--seconds")) {
             o->seconds = strtod(v, &end);
         } else if (!strcmp(a, "--train-rate")) {
@@ -100,16 +102,11 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->mqtt_port = (int)strtol(v, &end, 10);
         } else if (!strcmp(a, "--qos")) {
             o->qos = (int)strtol(v, &end, 10);
-        } else {
-            fprintf(stderr, "scadles-bench_load: unknown option %s\n", a);
-            usage(stderr);
-            return -1;
         }
         if (*end) {
             fprintf(stderr, "scadles-bench_load: %s: bad value '%s' (see --help)\n", a, v);
             return -1;
         }
-        i++;
     }
     if (!(o->seconds > 0 && o->seconds <= 86400) || !(o->train_rate > 0 && o->train_rate <= 1e7) ||
         !(o->ratio >= 1 && o->ratio <= 1000) || o->batch < 1 || o->batch > 65536 || o->capacity < o->batch ||
@@ -121,6 +118,14 @@ static int parse_args(int argc, char **argv, opts *o) {
         return -1;
     }
     return 0;
+}
+
+static int parse_args(int argc, char **argv, opts *o) {
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_load", usage, OPTIONS, argc, argv);
+    int rc = parse_values(&cli, o);
+    sd_cli_free(&cli);
+    return rc;
 }
 
 /* Resident memory of this process in bytes (VmRSS), 0 when unknown. */

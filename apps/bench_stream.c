@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "stream/augment.h"
@@ -37,31 +38,30 @@ static void usage(FILE *f) {
 
 static int parse_args(int argc, char **argv, opts *o) {
     *o = (opts){.n = 0, .step = 256, .seconds = 0.5, .reps = 3};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    static const sd_cli_option options[] = {
+        {"--images", true, NULL}, {"--step", true, NULL}, {"--seconds", true, NULL}, {"--reps", true, NULL}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_stream", usage, options, argc, argv);
+    for (int i = 0; i < cli.n; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
         char *end = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--images") && v) {
+        if (!strcmp(a, "--images")) {
             o->n = strtoll(v, &end, 10);
-        } else if (!strcmp(a, "--step") && v) {
+        } else if (!strcmp(a, "--step")) {
             o->step = (int)strtol(v, &end, 10);
-        } else if (!strcmp(a, "--seconds") && v) {
+        } else if (!strcmp(a, "--seconds")) {
             o->seconds = strtod(v, &end);
-        } else if (!strcmp(a, "--reps") && v) {
+        } else if (!strcmp(a, "--reps")) {
             o->reps = (int)strtol(v, &end, 10);
-        } else {
-            fprintf(stderr, "scadles-bench_stream: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
-            return -1;
         }
         if (!end || *end) {
             fprintf(stderr, "scadles-bench_stream: %s needs a number, got '%s'\n", a, v);
+            sd_cli_free(&cli);
             return -1;
         }
-        i++;
     }
+    sd_cli_free(&cli);
     if (o->n < 0 || o->n > 1000000 || o->step < 1 || o->step > 65536 || !(o->seconds > 0) || o->reps < 1) {
         fprintf(stderr, "scadles-bench_stream: need 0 <= images <= 1e6, 1 <= step <= 65536, seconds > 0, reps >= 1\n");
         return -1;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "comm/comm_local.h"
 #include "comm/compress.h"
@@ -354,49 +355,48 @@ int main(int argc, char **argv) {
     bench_opts o = {.threads = ncpu > 0 ? (int)ncpu : 1, .nsizes = 3, .sizes = {1u << 20, 10u << 20, 25u << 20},
                     .nratios = 2, .ratios = {0.01, 0.1}, .reps = 11, .warmup = 2, .peer = 1,
                     .python = "/usr/bin/python3", .ndevices = 5, .devices = {2, 4, 8, 16, 25}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--threads") && v) o.threads = atoi(v), i++;
-        else if (!strcmp(a, "--reps") && v) o.reps = atoi(v), i++;
-        else if (!strcmp(a, "--warmup") && v) o.warmup = atoi(v), i++;
-        else if (!strcmp(a, "--python") && v) o.python = v, i++;
+    static const sd_cli_option options[] = {
+        {"--threads", true, NULL}, {"--sizes", true, "a list like 1M,10M"}, {"--ratios", true, "a list like 0.01,0.1"},
+        {"--reps", true, NULL}, {"--warmup", true, NULL}, {"--devices", true, "a list like 2,4,8"},
+        {"--no-peer", false, NULL}, {"--python", true, NULL}, {NULL},
+    };
+    sd_cli cli;
+    sd_cli_parse(&cli, "bench_topk", usage, options, argc, argv);
+    for (int i = 0; i < cli.n; i++) {
+        const char *a = cli.args[i].flag, *v = cli.args[i].value;
+        if (!strcmp(a, "--threads")) o.threads = atoi(v);
+        else if (!strcmp(a, "--reps")) o.reps = atoi(v);
+        else if (!strcmp(a, "--warmup")) o.warmup = atoi(v);
+        else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = 0;
-        else if (!strcmp(a, "--sizes") && v) {
+        else if (!strcmp(a, "--sizes")) {
             o.nsizes = 0;
             for (const char *p = v; *p && o.nsizes < 8;) {
                 if (parse_size(p, &o.sizes[o.nsizes++]) != 0) {
                     fprintf(stderr, "scadles-bench_topk: --sizes: '%s' is not a list of sizes >= 1 (e.g. 4K,1M)\n", v);
+                    sd_cli_free(&cli);
                     return 2;
                 }
                 const char *c = strchr(p, ',');
                 p = c ? c + 1 : p + strlen(p);
             }
-            i++;
-        } else if (!strcmp(a, "--ratios") && v) {
+        } else if (!strcmp(a, "--ratios")) {
             o.nratios = 0;
             for (const char *p = v; *p && o.nratios < 8;) {
                 o.ratios[o.nratios++] = atof(p);
                 const char *c = strchr(p, ',');
                 p = c ? c + 1 : p + strlen(p);
             }
-            i++;
-        } else if (!strcmp(a, "--devices") && v) {
+        } else if (!strcmp(a, "--devices")) {
             o.ndevices = 0;
             for (const char *p = v; *p && o.ndevices < 8;) {
                 o.devices[o.ndevices++] = atoi(p);
                 const char *c = strchr(p, ',');
                 p = c ? c + 1 : p + strlen(p);
             }
-            i++;
-        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "scadles-bench_topk: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
-            return 2;
         }
     }
+    sd_cli_free(&cli);
     if (o.threads < 1 || o.reps < 1 || o.reps > 64 || o.warmup < 0) {
         usage(stderr);
         return 2;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "base/status.h"
@@ -113,18 +114,27 @@ static bool num(const char *s, double *out) {
     return end && !*end && isfinite(*out);
 }
 
-static int parse(int argc, char **argv, opts *o) {
+static const sd_cli_option OPTIONS[] = {
+    {"--broker", true, "kafka|mqtt"}, {"--bootstrap", true, NULL}, {"--host", true, NULL}, {"--port", true, NULL},
+    {"--devices", true, NULL}, {"--device", true, NULL}, {"--rate", true, NULL}, {"--arrival", true, NULL},
+    {"--partition", true, NULL}, {"--dataset", true, NULL}, {"--data-root", true, NULL}, {"--test-set", false, NULL},
+    {"--synthetic-n", true, NULL}, {"--dtype", true, NULL}, {"--count", true, NULL}, {"--seconds", true, NULL},
+    {"--seed", true, NULL}, {"--epoch", true, NULL}, {"--qos", true, NULL}, {"--topic-prefix", true, NULL},
+    {"--layout", true, NULL}, {"--topic", true, NULL}, {"--create-topics", false, NULL},
+    {"-X", true, "KEY=VALUE, a librdkafka property"}, {"--username", true, NULL}, {"--password", true, NULL},
+    {"--cafile", true, NULL}, {"--capath", true, NULL}, {"--certfile", true, NULL}, {"--keyfile", true, NULL},
+    {"--tls-version", true, NULL}, {"--tls-insecure", false, NULL}, {"--client-id", true, NULL},
+    {"--connect-timeout", true, NULL}, {"--connect-attempts", true, NULL}, {"--quiet", false, NULL}, {NULL},
+};
+
+static int parse_args(const sd_cli *cli, opts *o) {
     *o = (opts){.kafka = -1, .devices = 1, .device = -1, .rate = "10", .dataset = "fashion-mnist",
                 .synthetic_n = 6000, .qos = 1, .prefix = "trainer-", .topic = "trainers", .seed = 1,
                 .dtype = SD_MSG_U8, .connect_timeout = 10, .connect_attempts = 5};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    for (int i = 0; i < cli->n; i++) {
+        const char *a = cli->args[i].flag, *v = cli->args[i].value;
         double d;
-        bool takes = true;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--broker")) {
+        if (!strcmp(a, "--broker")) {
             if (!v || (strcmp(v, "kafka") && strcmp(v, "mqtt"))) return bad(a, v, "must be kafka|mqtt");
             o->kafka = !strcmp(v, "kafka");
         } else if (!strcmp(a, "--bootstrap")) {
@@ -174,7 +184,6 @@ static int parse(int argc, char **argv, opts *o) {
             o->data_root = v;
         } else if (!strcmp(a, "--test-set")) {
             o->test_set = true;
-            takes = false;
         } else if (!strcmp(a, "--synthetic-n")) {
             if (!num(v, &d) || d < 1 || d > 1e7 || d != floor(d)) return bad(a, v, "must be 1..1e7");
             o->synthetic_n = (int64_t)d;
@@ -207,7 +216,6 @@ static int parse(int argc, char **argv, opts *o) {
             o->topic = v;
         } else if (!strcmp(a, "--create-topics")) {
             o->create_topics = true;
-            takes = false;
         } else if (!strcmp(a, "-X")) {
             if (!v || !strchr(v, '=') || v[0] == '=') return bad(a, v, "needs KEY=VALUE (a librdkafka property)");
             if (o->nconf == MAX_CONF) return bad(a, v, "too many -X settings (64 at most)");
@@ -235,7 +243,6 @@ static int parse(int argc, char **argv, opts *o) {
             o->tls_version = v;
         } else if (!strcmp(a, "--tls-insecure")) {
             o->tls_insecure = true;
-            takes = false;
         } else if (!strcmp(a, "--client-id")) {
             if (!v || !*v) return bad(a, v, "needs an id");
             o->client_id = v;
@@ -247,12 +254,10 @@ static int parse(int argc, char **argv, opts *o) {
             o->connect_attempts = (int)d;
         } else if (!strcmp(a, "--quiet")) {
             o->quiet = true;
-            takes = false;
         } else {
             fprintf(stderr, "scadles-publish: unknown option %s (see --help)\n", a);
             return 2;
         }
-        if (takes) i++;
     }
     if (o->kafka < 0) return bad("--broker", NULL, "must be kafka|mqtt");
     if (!o->epoch) { /* seconds since 2020-01-01: grows with every start a second or more apart */
@@ -279,6 +284,14 @@ static int parse(int argc, char **argv, opts *o) {
         return 2;
     }
     return 0;
+}
+
+static int parse(int argc, char **argv, opts *o) {
+    sd_cli cli;
+    sd_cli_parse(&cli, "publish", usage, OPTIONS, argc, argv);
+    int rc = parse_args(&cli, o);
+    sd_cli_free(&cli);
+    return rc;
 }
 
 /* ---- the dataset --------------------------------------------------------------------------------- */

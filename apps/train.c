@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "apps/cli/cli.h"
 #include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/models.h"
@@ -182,38 +183,28 @@ static int num(const char *flag, const char *v, double lo, double hi, double *ou
 }
 
 /* scadles-train [options]: one device. Exit codes as run_experiment's. */
-static int train_one_device(int argc, char **argv) {
-    sd_train_option *opts = calloc((size_t)argc, sizeof *opts);
+static int train_one_device(const char *argv0, const sd_cli *cli) {
+    sd_train_option *opts = calloc(cli->n > 0 ? (size_t)cli->n : 1, sizeof *opts);
     sd_train_request rq = {.opts = opts, .stop_flag = sd_signals_flag(), .log = stdout};
     if (!opts) return 1;
     int rc = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    for (int i = 0; i < cli->n; i++) {
+        const char *a = cli->args[i].flag, *v = cli->args[i].value;
         double x = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            rc = 0;
-            goto out;
-        }
         if (!strcmp(a, "--quiet")) { rq.quiet = true; continue; }
         if (!strcmp(a, "--stop-at")) {
             if (num(a, v, 1, 1e15, &x)) goto out;
             rq.stop_at = (int64_t)x;
-            i++;
             continue;
         }
+        if (!strcmp(a, "--resume")) { rq.resume = v; continue; }
         int f = 0;
         while (f < NFLAGS && strcmp(a, FLAGS[f].flag)) f++;
-        if (f == NFLAGS && strcmp(a, "--resume")) {
+        if (f == NFLAGS) {
             fprintf(stderr, "scadles-train: unknown option '%s' (see --help)\n", a);
             goto out;
         }
-        if ((f == NFLAGS || !FLAGS[f].fixed) && !v) {
-            fprintf(stderr, "scadles-train: %s needs a value (see --help)\n", a);
-            goto out;
-        }
-        if (f == NFLAGS) rq.resume = argv[++i];
-        else opts[rq.nopts++] = (sd_train_option){a, FLAGS[f].key, FLAGS[f].fixed ? FLAGS[f].fixed : argv[++i]};
+        opts[rq.nopts++] = (sd_train_option){FLAGS[f].flag, FLAGS[f].key, FLAGS[f].fixed ? FLAGS[f].fixed : v};
     }
     sd_experiment *e = malloc(sizeof *e);
     sd_run_control ctl;
@@ -232,7 +223,7 @@ static int train_one_device(int argc, char **argv) {
     } else if (ctl.stopped) {
         printf("\nstopped (%s) after step %lld; checkpoint: %s\nresume with:\n  %s --resume %s\n",
                ctl.stop_signal ? sd_signals_name(ctl.stop_signal) : "--stop-at", (long long)ctl.stopped_step,
-               ctl.checkpoint_dir, argv[0], e->out_dir);
+               ctl.checkpoint_dir, argv0, e->out_dir);
         rc = ctl.stop_signal ? 128 + ctl.stop_signal : 0;
     } else {
         printf("final: top-1 %.2f%%  top-5 %.2f%%  test loss %.4f  (%lld steps; outputs in %s)\n",
@@ -246,75 +237,89 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv) {
-    if (argc >= 2 && !strcmp(argv[1], "--report")) { /* scadles-train --report DIR (docs/observability.md) */
-        if (argc != 3) {
-            fprintf(stderr, "usage: scadles-train --report DIR   (DIR: an experiment's out_dir, holding summary.json)\n");
-            return 2;
-        }
-        if (sd_report_generate(argv[2]) != SD_OK) {
-            fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
-            return 1;
-        }
-        printf("report: %s/report.html\n", argv[2]);
-        return 0;
-    }
-    bool with_config = false;
-    for (int i = 1; i < argc; i++) with_config |= !strcmp(argv[i], "--config");
-    if (!with_config) {
-        for (int i = 1; i < argc; i++)
-            if (!strcmp(argv[i], "--set")) {
-                fprintf(stderr, "scadles-train: --set needs --config (one-device runs take options; see --help)\n");
-                return 2;
-            }
-        return train_one_device(argc, argv);
-    }
+/* --config: the experiment file, then only --set, --resume and --stop-at. */
+static int config_mode(const char *argv0, const sd_cli *cli) {
     const char *config = NULL, *resume = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
+    const char **sets = calloc(cli->n > 0 ? (size_t)cli->n : 1, sizeof *sets);
     int nsets = 0, rc = 2;
     double stop_at = 0;
     if (!sets) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--resume")) {
-            if (!v) {
-                fprintf(stderr, "scadles-train: %s needs a value (%s)\n", a, !strcmp(a, "--config") ? "an experiment file, "
-                        "e.g. apps/experiments/uniform_s1.json" : !strcmp(a, "--set") ? "key=value" : "a checkpoint directory");
-                goto out;
-            }
-            i++;
-            if (!strcmp(a, "--set")) sets[nsets++] = v;
-            else if (!strcmp(a, "--resume")) resume = v;
-            else if (config) {
+    for (int i = 0; i < cli->n; i++) {
+        const char *a = cli->args[i].flag, *v = cli->args[i].value;
+        if (!strcmp(a, "--set")) {
+            sets[nsets++] = v;
+        } else if (!strcmp(a, "--resume")) {
+            resume = v;
+        } else if (!strcmp(a, "--config")) {
+            if (config) {
                 fprintf(stderr, "scadles-train: --config is given twice ('%s' and '%s'); one experiment file per run "
                         "(change fields with --set key=value)\n", config, v);
                 goto out;
-            } else {
-                struct stat sb;
-                if (stat(v, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-                    fprintf(stderr, "scadles-train: --config %s is a directory; give an experiment file (e.g. "
-                            "apps/experiments/uniform_s1.json), or --resume %s/checkpoint to continue a run\n", v, v);
-                    goto out;
-                }
-                config = v;
             }
-            continue;
-        }
-        if (!strcmp(a, "--stop-at")) {
+            struct stat sb;
+            if (stat(v, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+                fprintf(stderr, "scadles-train: --config %s is a directory; give an experiment file (e.g. "
+                        "apps/experiments/uniform_s1.json), or --resume %s/checkpoint to continue a run\n", v, v);
+                goto out;
+            }
+            config = v;
+        } else if (!strcmp(a, "--stop-at")) {
             if (num(a, v, 1, 1e15, &stop_at)) goto out;
-            i++;
-            continue;
+        } else {
+            fprintf(stderr, "scadles-train: with --config only --set key=value, --resume DIR and --stop-at STEP may "
+                            "follow (got '%s'); see docs/experiments.md\n", a);
+            goto out;
         }
-        fprintf(stderr, "scadles-train: with --config only --set key=value, --resume DIR and --stop-at STEP may "
-                        "follow (got '%s'); see docs/experiments.md\n", a);
-        goto out;
     }
     if (resume && !resume[0]) {
         fprintf(stderr, "scadles-train: --resume needs the checkpoint directory a stopped run printed\n");
         goto out;
     }
-    rc = run_experiment(argv[0], config, sets, nsets, resume, (int64_t)stop_at);
+    rc = run_experiment(argv0, config, sets, nsets, resume, (int64_t)stop_at);
 out:
     free(sets);
+    return rc;
+}
+
+/* --report DIR, alone (docs/observability.md). */
+static int report_mode(const sd_cli *cli) {
+    if (cli->n != 1) {
+        fprintf(stderr, "usage: scadles-train --report DIR   (DIR: an experiment's out_dir, holding summary.json)\n");
+        return 2;
+    }
+    const char *dir = cli->args[0].value;
+    if (sd_report_generate(dir) != SD_OK) {
+        fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
+        return 1;
+    }
+    printf("report: %s/report.html\n", dir);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    /* every option of every use; which may go together is checked below (sd_cli: --help, --version, syntax) */
+    sd_cli_option options[NFLAGS + 7] = {
+        {"--config", true, "an experiment file, e.g. apps/experiments/uniform_s1.json"},
+        {"--set", true, "key=value"},
+        {"--resume", true, "the directory a stopped run printed"},
+        {"--stop-at", true, "a step"},
+        {"--report", true, "an experiment's out_dir"},
+        {"--quiet", false, NULL},
+    };
+    for (int f = 0; f < NFLAGS; f++) options[6 + f] = (sd_cli_option){FLAGS[f].flag, !FLAGS[f].fixed, NULL};
+    sd_cli cli;
+    sd_cli_parse(&cli, "train", usage, options, argc, argv);
+    int rc;
+    if (sd_cli_count(&cli, "--report")) {
+        rc = report_mode(&cli);
+    } else if (sd_cli_count(&cli, "--config")) {
+        rc = config_mode(argv[0], &cli);
+    } else if (sd_cli_count(&cli, "--set")) {
+        fprintf(stderr, "scadles-train: --set needs --config (one-device runs take options; see --help)\n");
+        rc = 2;
+    } else {
+        rc = train_one_device(argv[0], &cli);
+    }
+    sd_cli_free(&cli);
     return rc;
 }
