@@ -94,8 +94,7 @@ static void *raise_later(void *arg) {
 
 /* Deletes the numbers of "wall_s" (wall-clock seconds differ between any two runs). */
 static void strip_wall(char *s) {
-    for (; s && (s = strstr(s, "\"wall_s\": ")); s += 10) {
-        char *v = s + 10;
+    for (char *v; (v = (char *)sd_test_json_after(s, "wall_s")) != NULL; s = v) {
         size_t k = strspn(v, "0123456789.");
         memmove(v, v + k, strlen(v + k) + 1);
     }
@@ -202,10 +201,10 @@ int main(void) {
     same_outputs(full, part, "scadles-seed1", "scadles stop_at 5 + resume");
     snprintf(p1, sizeof p1, "%s/summary.json", full);
     char *sa = sd_test_slurp(p1, NULL), *sb = sd_test_slurp(p2, NULL);
-    char *ia = sa ? strstr(sa, "\"samples_injected\": ") : NULL, *ib = sb ? strstr(sb, "\"samples_injected\": ") : NULL;
-    EXPECT(ia && ib && atoi(ia + 20) > 0 && atoi(ia + 20) == atoi(ib + 20), "injection ran and the totals agree");
-    char *ca = sa ? strstr(sa, "\"bytes_sent\": ") : NULL, *cb = sb ? strstr(sb, "\"bytes_sent\": ") : NULL;
-    EXPECT(ca && cb && atol(ca + 14) == atol(cb + 14), "bytes_sent agrees after resume");
+    const char *ia = sd_test_json_after(sa, "samples_injected"), *ib = sd_test_json_after(sb, "samples_injected");
+    EXPECT(ia && ib && atoi(ia) > 0 && atoi(ia) == atoi(ib), "injection ran and the totals agree");
+    const char *ca = sd_test_json_after(sa, "bytes_sent"), *cb = sd_test_json_after(sb, "bytes_sent");
+    EXPECT(ca && cb && atol(ca) == atol(cb), "bytes_sent agrees after resume");
     free(sa);
     free(sb);
     snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", full);

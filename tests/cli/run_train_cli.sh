@@ -88,7 +88,7 @@ fi
   --set buffer.policy=persistence --set buffer.full=drop-newest --set buffer.capacity=64 --set max_steps=4 \
   --set modes=scadles --set window_s=0.2 --set eval_limit=100 --set width=0.25 --set threads=1 \
   --set out_dir="$tmp/drops" > "$tmp/dlog" 2>&1; rc=$?
-sum=$(sed -n 's/.*"samples_dropped": \([0-9]*\).*/\1/p' "$tmp/drops/summary.json" | head -n 1)
+sum=$(sed -n 's/.*"samples_dropped":[[:space:]]*\([0-9]*\).*/\1/p' "$tmp/drops/summary.json" | head -n 1)
 dev=$(sed -n 's/.*"total": \([0-9]*\).*/\1/p' "$tmp/drops/scadles-seed1/drops.json" | awk '{s += $1} END {print s + 0}')
 last=$(tail -n 1 "$tmp/drops/scadles-seed1/metrics.jsonl" | sed -n 's/.*"dropped": \([0-9]*\).*/\1/p')
 if [ $rc != 0 ] || [ -z "$sum" ] || [ "$sum" != "$dev" ] || [ "$sum" -le "${last:-0}" ] || [ "$sum" = 0 ]; then
