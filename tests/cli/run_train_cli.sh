@@ -37,7 +37,9 @@ bexpect() { # bexpect PROGRAM PATTERN ARGS...: exit 2 and PATTERN on stderr
 }
 bexpect scadles-bench "'foo' is unknown" --models fmnist_cnn,foo
 bexpect scadles-bench_topk "not a list of sizes" --sizes 0
-for b in scadles-bench_topk scadles-bench_stream scadles-bench_brokers scadles-bench_gpu; do
+bexpect scadles-bench_checkpoint "--dir CHECKPOINT_DIR is required"
+bexpect scadles-bench_checkpoint "no .safetensors file" --dir "$ROOT/apps"
+for b in scadles-bench_topk scadles-bench_stream scadles-bench_brokers scadles-bench_gpu scadles-bench_checkpoint; do
   [ -x "$D/$b" ] && bexpect $b "'--bogus'" --bogus
 done
 if [ ! -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
