@@ -6,7 +6,8 @@
  * exactly; the identity of the checkpoint (format, version, experiment, devices, run, step) is
  * metadata, checked on load with messages naming the file, what differs and the fix. Every file
  * carries a checksum of its tensors and metadata, so a damaged file is refused rather than resumed
- * from.
+ * from: the sum over tensors and metadata of an XXH3-64 hash each (checksum_algo xxh3-64-sum;
+ * files of version 1 have none and sum FNV-1a hashes, which is read too).
  *
  * engine/step/checkpoint.c composes these into the device state; engine/runner.c writes and reads
  * run.safetensors. */
@@ -27,7 +28,9 @@
 #include "stream/source.h"
 
 #define SD_DIST_CKPT_FORMAT "scadles-distributed-checkpoint"
-#define SD_DIST_CKPT_VERSION "1"
+#define SD_DIST_CKPT_VERSION "2" /* 2: the checksum is named by checksum_algo; version 1 files (FNV-1a) are read too */
+#define SD_DIST_CKPT_CHECKSUM_XXH3 "xxh3-64-sum"  /* what this build writes */
+#define SD_DIST_CKPT_CHECKSUM_FNV1A "fnv1a-64-sum" /* version 1 files (no checksum_algo): read, never written */
 #define SD_DIST_CKPT_RUN_FILE "run.safetensors"
 
 /* What a checkpoint is of. */
@@ -68,6 +71,7 @@ sd_status sd_dist_ckpt_recover(const char *dir, char *recovered, size_t cap);
 /* A safetensors writer that also sums a checksum over what is added. */
 typedef struct sd_dist_ckpt_writer {
     sd_st_writer *w;
+    struct XXH3_state_s *hash; /* libxxhash's streaming state, reused for every tensor */
     uint64_t sum;
 } sd_dist_ckpt_writer;
 
@@ -98,6 +102,11 @@ sd_status sd_dist_ckpt_put_rng(sd_dist_ckpt_writer *cw, const char *name, const 
  * the first differing line of the configuration). got: run_index, mode, seed and step as saved. */
 sd_status sd_dist_ckpt_open(const char *path, const sd_dist_ckpt_id *want, int rank, sd_st_file **f,
                             sd_dist_ckpt_id *got);
+
+/* The checksum of an open file under `algo` (SD_DIST_CKPT_CHECKSUM_XXH3 or _FNV1A): the sum over its
+ * tensors and its metadata pairs but "checksum" of one 64-bit hash each (docs/checkpoints.md).
+ * sd_dist_ckpt_open checks it; exported for the tests and scadles-bench_checkpoint. */
+sd_status sd_dist_ckpt_checksum(const sd_st_file *f, const char *algo, uint64_t *sum);
 
 /* The tensor `name` with this dtype and element count (SD_ERR_FORMAT naming the file otherwise). */
 sd_status sd_dist_ckpt_get(const sd_st_file *f, const char *name, sd_st_dtype dtype, size_t numel,

@@ -114,4 +114,10 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
  * naming the file and what differs) before anything is trained. */
 sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl);
 
+/* Writes summary.json (what sd_experiment_run leaves in out_dir) to path: the experiment's name,
+ * target and device count, and one object per run (mode, seed, time to target, accuracies, sample
+ * counts, bytes, steps, speedup, ...; docs/distributed.md). SD_ERR_IO naming path when the file
+ * cannot be created or written. */
+sd_status sd_run_summaries_write(const sd_experiment *e, const sd_run_summary *runs, int nruns, const char *path);
+
 #endif

@@ -4,12 +4,16 @@
  * occupancy; drawn by engine/plot.h, gnuplot's messages in gnuplot.log) under the experiment's
  * out_dir. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "comm/comm_local.h"
 #include "engine/dist_checkpoint.h"
@@ -94,33 +98,82 @@ done:
 }
 
 /* ---- outputs ------------------------------------------------------------------------------- */
-static void write_summary(const sd_experiment *e, const sd_run_summary *runs, int nruns, const char *path) {
+/* The numbers of summary.json keep the text they always had (integers exact, fixed decimals), so
+ * they go in as raw JSON; cJSON does the rest (keys, strings, layout). NULL item: no memory. */
+static bool add(cJSON *obj, const char *key, cJSON *item) {
+    if (item && (key ? cJSON_AddItemToObject(obj, key, item) : cJSON_AddItemToArray(obj, item))) return true;
+    cJSON_Delete(item);
+    return false;
+}
+
+static bool add_num(cJSON *obj, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool add_num(cJSON *obj, const char *key, const char *fmt, ...) {
+    char b[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    return add(obj, key, cJSON_CreateRaw(b));
+}
+
+/* A double in this format; null when it is not `present` (a target not reached) or not finite. */
+static bool add_real(cJSON *obj, const char *key, const char *fmt, double v, bool present) {
+    if (!present || !isfinite(v)) return add(obj, key, cJSON_CreateNull());
+    char b[64];
+    snprintf(b, sizeof b, fmt, v);
+    return add(obj, key, cJSON_CreateRaw(b));
+}
+
+static cJSON *summary_run(const sd_run_summary *r) {
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && add(o, "mode", cJSON_CreateString(mode_name(r->mode))) &&
+              add_num(o, "seed", "%llu", (unsigned long long)r->seed) &&
+              add_real(o, "time_to_target_s", "%.3f", r->time_to_target_s, r->time_to_target_s >= 0) &&
+              add_real(o, "final_accuracy", "%.6f", r->final_accuracy, true) &&
+              add_real(o, "best_accuracy", "%.6f", r->best_accuracy, true) &&
+              add_num(o, "samples_trained", "%llu", (unsigned long long)r->samples_trained) &&
+              add_num(o, "samples_injected", "%llu", (unsigned long long)r->samples_injected) &&
+              add_num(o, "samples_dropped", "%llu", (unsigned long long)r->samples_dropped) &&
+              add_num(o, "stalled_devices", "%d", r->stalled_devices) &&
+              add_num(o, "peak_buffer", "%llu", (unsigned long long)r->peak_buffer) &&
+              add_num(o, "bytes_sent", "%llu", (unsigned long long)r->bytes_sent) &&
+              add_num(o, "steps", "%lld", (long long)r->steps) &&
+              add_num(o, "skipped_steps", "%lld", (long long)r->skipped_steps) &&
+              add(o, "bn_identical", cJSON_CreateBool(r->bn_identical)) &&
+              add_real(o, "clock_s", "%.3f", r->clock_s, true) && add_real(o, "wall_s", "%.3f", r->wall_s, true) &&
+              add_real(o, "speedup_vs_ddp", "%.3f", r->speedup_vs_ddp, r->speedup_vs_ddp > 0);
+    cJSON *shared = ok ? cJSON_CreateArray() : NULL;
+    ok = ok && add(o, "shared_per_device", shared);
+    for (int j = 0; ok && j < r->devices && j < 64; j++) ok = add_num(shared, NULL, "%llu", (unsigned long long)r->shared[j]);
+    if (ok) return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+sd_status sd_run_summaries_write(const sd_experiment *e, const sd_run_summary *runs, int nruns, const char *path) {
+    cJSON *root = cJSON_CreateObject(), *list = NULL;
+    bool ok = root && add(root, "experiment", cJSON_CreateString(e->name)) &&
+              add_num(root, "target_accuracy", "%g", e->target_accuracy) && add_num(root, "devices", "%d", e->devices.count) &&
+              add(root, "runs", list = cJSON_CreateArray());
+    for (int i = 0; ok && i < nruns; i++) ok = add(list, NULL, summary_run(&runs[i]));
+    char *text = ok ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) return SD_FAIL(SD_ERR_OOM, "no memory to write %s", path);
     FILE *f = fopen(path, "w");
-    if (!f) return;
-    fprintf(f, "{\"experiment\": \"%s\", \"target_accuracy\": %g, \"devices\": %d, \"runs\": [\n", e->name,
-            e->target_accuracy, e->devices.count);
-    for (int i = 0; i < nruns; i++) {
-        const sd_run_summary *r = &runs[i];
-        fprintf(f, "  {\"mode\": \"%s\", \"seed\": %llu, \"time_to_target_s\": ", mode_name(r->mode),
-                (unsigned long long)r->seed);
-        if (r->time_to_target_s >= 0) fprintf(f, "%.3f", r->time_to_target_s);
-        else fprintf(f, "null");
-        fprintf(f, ", \"final_accuracy\": %.6f, \"best_accuracy\": %.6f, \"samples_trained\": %llu, "
-                   "\"samples_injected\": %llu, \"samples_dropped\": %llu, \"stalled_devices\": %d, \"peak_buffer\": %llu, \"bytes_sent\": %llu, "
-                   "\"steps\": %lld, \"skipped_steps\": %lld, \"bn_identical\": %s, \"clock_s\": %.3f, \"wall_s\": %.3f, \"speedup_vs_ddp\": ",
-                r->final_accuracy, r->best_accuracy, (unsigned long long)r->samples_trained,
-                (unsigned long long)r->samples_injected, (unsigned long long)r->samples_dropped, r->stalled_devices,
-                (unsigned long long)r->peak_buffer, (unsigned long long)r->bytes_sent, (long long)r->steps,
-                (long long)r->skipped_steps, r->bn_identical ? "true" : "false", r->clock_s,
-                r->wall_s);
-        if (r->speedup_vs_ddp > 0) fprintf(f, "%.3f", r->speedup_vs_ddp);
-        else fprintf(f, "null");
-        fprintf(f, ", \"shared_per_device\": [");
-        for (int j = 0; j < r->devices && j < 64; j++) fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)r->shared[j]);
-        fprintf(f, "]}%s\n", i + 1 < nruns ? "," : "");
+    if (!f) {
+        sd_status s = SD_FAIL(SD_ERR_IO, "cannot create %s: %s; out_dir must be a writable folder", path, strerror(errno));
+        cJSON_free(text);
+        return s;
     }
-    fprintf(f, "]}\n");
-    fclose(f);
+    size_t n = strlen(text);
+    errno = 0;
+    bool written = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
+    int err = errno;
+    if (fclose(f) != 0 && written) written = false, err = errno; /* the buffered bytes go out here */
+    cJSON_free(text);
+    if (!written)
+        return SD_FAIL(SD_ERR_IO, "cannot write %s: %s (is the disk full?)", path, err ? strerror(err) : "short write");
+    return SD_OK;
 }
 
 static void print_table(const sd_run_summary *runs, int nruns, double target, FILE *t) {
@@ -374,8 +427,9 @@ static sd_status run_one(runner *r, int k, int mi, uint64_t seed) {
     return SD_OK;
 }
 
-/* The experiment is finished: speedups, summary.json, the table, the plot and the report. */
-static void finish(runner *r) {
+/* The experiment is finished: speedups, summary.json, the table, the plot and the report. A
+ * summary.json that cannot be written fails the experiment (after the table, which has the results). */
+static sd_status finish(runner *r) {
     const sd_experiment *e = r->e;
     sd_run_summary *runs = r->runs;
     /* speedups: each seed's scadles time against the same seed's ddp time */
@@ -384,12 +438,13 @@ static void finish(runner *r) {
             if (runs[j].mode == SD_EXP_MODE_DDP && runs[j].seed == runs[i].seed && runs[j].time_to_target_s > 0 &&
                 runs[i].time_to_target_s > 0)
                 runs[i].speedup_vs_ddp = runs[j].time_to_target_s / runs[i].time_to_target_s;
-    if (r->rank != 0) return;
+    if (r->rank != 0) return SD_OK;
     FILE *table = r->table;
     char path[1024];
     snprintf(path, sizeof path, "%s/summary.json", e->out_dir);
-    write_summary(e, runs, r->nruns, path);
+    sd_status s = sd_run_summaries_write(e, runs, r->nruns, path);
     if (table) print_table(runs, r->nruns, e->target_accuracy, table);
+    TRY(s);
     write_plot(e, runs, r->nruns);
     if (sd_report_generate(e->out_dir) != SD_OK) fprintf(stderr, "note: report: %s\n", sd_last_error_brief());
     else if (table)
@@ -398,6 +453,7 @@ static void finish(runner *r) {
     if (table)
         fprintf(table, "outputs: %s/summary.json, %s/accuracy.png, per-run metrics.jsonl and eval.jsonl\n", e->out_dir,
                 e->out_dir);
+    return SD_OK;
 }
 
 static sd_status run_all(runner *r) {
@@ -414,7 +470,7 @@ static sd_status run_all(runner *r) {
     sd_status tc = sd_trace_close(r->trace);
     r->trace = NULL;
     if (tc != SD_OK) fprintf(stderr, "note: %s\n", sd_last_error_brief());
-    if (!r->stopped) finish(r); /* a stopped invocation leaves summary.json and the plot to the one that finishes */
+    if (!r->stopped) TRY(finish(r)); /* a stopped invocation leaves summary.json and the plot to the one that finishes */
     return SD_OK;
 }
 

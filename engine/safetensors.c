@@ -12,6 +12,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "engine/json_string.h"
+
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors.c assumes a little-endian host");
 
 /* JSON numbers are doubles: integers above 2^53 cannot be represented exactly. */
@@ -225,24 +227,10 @@ static void buf_put(st_buf *b, const char *s, size_t n) {
 
 static void buf_str(st_buf *b, const char *s) { buf_put(b, s, strlen(s)); }
 
-/* A JSON string literal: quotes, backslashes and control characters escaped; UTF-8 passes through. */
-static void buf_json_string(st_buf *b, const char *s) {
-    buf_put(b, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        char esc[8];
-        if (*c == '"' || *c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)*c;
-            buf_put(b, esc, 2);
-        } else if (*c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", *c);
-            buf_put(b, esc, 6);
-        } else {
-            buf_put(b, (const char *)c, 1);
-        }
-    }
-    buf_put(b, "\"", 1);
-}
+static void buf_put_fn(void *b, const char *s, size_t n) { buf_put(b, s, n); }
+
+/* A JSON string literal (engine/json_string.h). */
+static void buf_json_string(st_buf *b, const char *s) { sd_json_put_string(s, buf_put_fn, b); }
 
 /* Layout order: larger elements first, then insertion order, so each tensor is aligned to its
  * element size once the header is padded to 8 bytes. (Sort keys carry everything the comparators

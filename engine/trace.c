@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/json_string.h"
+
 #define SD_TRACE_BUF (1u << 20) /* stdio buffer: events reach the disk in 1 MiB writes */
 #define SD_TRACE_INFO_MAX 16
 
@@ -35,23 +37,10 @@ const char *sd_trace_phase_name(sd_trace_phase p) {
 }
 
 /* ---- helpers (called with the mutex held) --------------------------------------------------- */
-/* A JSON string literal: quotes, backslashes and control characters escaped; UTF-8 passes. */
-static void put_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-            else fputc(*p, f);
-        }
-    }
-    fputc('"', f);
-}
+static void put_bytes(void *f, const char *b, size_t n) { fwrite(b, 1, n, f); }
+
+/* A JSON string literal (engine/json_string.h); a failed write shows in ferror (check_io). */
+static void put_str(FILE *f, const char *s) { sd_json_put_string(s, put_bytes, f); }
 
 /* The separator before every event but the first. */
 static void begin_event(sd_trace *t) {

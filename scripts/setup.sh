@@ -5,7 +5,7 @@
 # golden values with it (the other tests use the committed values and never need it).
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libopenmpi-dev openmpi-bin
+pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxhash-dev zlib1g-dev libopenmpi-dev openmpi-bin
       librdkafka-dev libmosquitto-dev mosquitto dataset-fashion-mnist gnuplot-nox python3-torch
       clang libclang-rt-dev libomp-dev openssl)
 

@@ -48,6 +48,10 @@ void sd_test_data_path(const char *name, char *out, size_t size);
 /* The whole file as a NUL-terminated string (malloc'd; the caller frees it), its length in *len
  * when len is not NULL; NULL when it cannot be read. */
 char *sd_test_slurp(const char *path, size_t *len);
+/* The value of the first "key" in a JSON text (NULL allowed), whatever white space the writer put
+ * around the colon: a pointer to its first character, NULL when the key is absent. For reading one
+ * number or word of summary.json or drops.json: atof(sd_test_json_after(text, "steps")). */
+const char *sd_test_json_after(const char *json, const char *key);
 
 /* ---- numerics ---- */
 /* Deterministic generator for test data (splitmix64). */

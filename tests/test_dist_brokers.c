@@ -75,10 +75,8 @@ static const char *slurp(const char *path, char *buf, size_t cap) {
 
 /* The number after "key": in the text from `from` on (-1: absent). */
 static long long json_num_after(const char *from, const char *key) {
-    char k[80];
-    snprintf(k, sizeof k, "\"%s\": ", key);
-    const char *p = from ? strstr(from, k) : NULL;
-    return p ? atoll(p + strlen(k)) : -1;
+    const char *p = sd_test_json_after(from, key);
+    return p ? atoll(p) : -1;
 }
 
 /* Sums over metrics.jsonl: the global batches (streamed samples trained), and the last line's

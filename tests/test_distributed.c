@@ -40,10 +40,8 @@ static char *read_out(const char *dir, const char *file) {
 
 /* The number after the first "key": in a JSON text (NULL allowed), NAN when absent. */
 static double num_after(const char *m, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    const char *s = m ? strstr(m, pat) : NULL;
-    return s ? atof(s + strlen(pat)) : NAN;
+    const char *s = sd_test_json_after(m, key);
+    return s ? atof(s) : NAN;
 }
 
 /* The number after "key": in dir/summary.json (the first run's), NAN when absent. */
@@ -52,6 +50,15 @@ static double summary_num(const char *dir, const char *key) {
     double v = num_after(m, key);
     free(m);
     return v;
+}
+
+/* Whether some "key" of dir/summary.json has a value that starts with `value`. */
+static bool summary_has(const char *dir, const char *key, const char *value) {
+    char *m = read_out(dir, "summary.json");
+    bool has = false;
+    for (const char *p = m; !has && (p = sd_test_json_after(p, key)) != NULL;) has = !strncmp(p, value, strlen(value));
+    free(m);
+    return has;
 }
 
 /* Whether dir/file contains `text`. */
@@ -91,7 +98,7 @@ int main(void) {
     double gb = num_after(m, "global_batch");
     EXPECT(gb >= 100 && gb <= 110, "scadles first global batch %g, want the ~107 samples of one window", gb);
     free(m);
-    EXPECT(out_has(a, "summary.json", "\"mode\": \"ddp\"") && out_has(a, "summary.json", "\"mode\": \"scadles\"") &&
+    EXPECT(summary_has(a, "mode", "\"ddp\"") && summary_has(a, "mode", "\"scadles\"") &&
            !isnan(summary_num(a, "bytes_sent")), "summary.json lists both runs");
 
     /* 2. a stalled stream: device 2 at 0.01 samples/s */
@@ -176,12 +183,12 @@ int main(void) {
     snprintf(a, sizeof a, "%s/bn_avg", dir);
     small_with(e, a, "scadles", bnavg, 4);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    EXPECT(out_has(a, "summary.json", "\"bn_identical\": true"), "bn average: identical statistics on every device");
+    EXPECT(summary_has(a, "bn_identical", "true"), "bn average: identical statistics on every device");
     const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local"};
     snprintf(a, sizeof a, "%s/bn_local", dir);
     small_with(e, a, "scadles", bnloc, 5);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    EXPECT(out_has(a, "summary.json", "\"bn_identical\": false"), "bn local: each device keeps its own statistics");
+    EXPECT(summary_has(a, "bn_identical", "false"), "bn local: each device keeps its own statistics");
 
     /* 7. bad input: a device count the MPI world does not match */
     const char *mpi[] = {"backend=mpi"};

@@ -5,7 +5,8 @@
  * scadles with the paper's compression vote, injection and a persistence buffer on a non-IID
  * partition; ddp with Top-k always and a drop-oldest buffer; a two-mode experiment stopped in its
  * second run. A checkpoint of another configuration or device count, or a damaged one, is refused
- * with a message naming what differs. */
+ * with a message naming what differs; one written before checksum_algo (version 1, FNV-1a) still
+ * resumes. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,6 +23,8 @@
 #include "engine/safetensors.h"
 #include "engine/signals.h"
 #include "tests/harness.h"
+
+#include <xxhash.h>
 
 /* scadles + compression (paper vote) + injection + persistence, 4 devices streaming 2 classes each */
 static const char *const SCADLES[] = {"modes=scadles", "compression.policy=paper", "injection.alpha=0.5",
@@ -94,8 +97,7 @@ static void *raise_later(void *arg) {
 
 /* Deletes the numbers of "wall_s" (wall-clock seconds differ between any two runs). */
 static void strip_wall(char *s) {
-    for (; s && (s = strstr(s, "\"wall_s\": ")); s += 10) {
-        char *v = s + 10;
+    for (char *v; (v = (char *)sd_test_json_after(s, "wall_s")) != NULL; s = v) {
         size_t k = strspn(v, "0123456789.");
         memmove(v, v + k, strlen(v + k) + 1);
     }
@@ -112,8 +114,24 @@ static void flip_last_byte(const char *path) {
     fclose(f);
 }
 
-/* FNV-1a of one tensor as the checkpoint's checksum counts it (engine/dist_checkpoint.c): name, 0xff,
- * dtype, bytes. The file's checksum is the sum over its tensors. */
+/* XXH3-64 of one tensor as the checkpoint's checksum counts it (docs/checkpoints.md): name, 0xff,
+ * dtype, bytes, hashed here in one piece (the engine streams them). The file's checksum is the sum
+ * over its tensors and metadata pairs. */
+static uint64_t tensor_xxh3(const char *name, unsigned dtype, const unsigned char *b, size_t n) {
+    size_t ln = strlen(name);
+    unsigned char *m = malloc(ln + 2 + n);
+    EXPECT(m != NULL, "malloc");
+    if (!m) return 0;
+    memcpy(m, name, ln);
+    m[ln] = 0xff;
+    m[ln + 1] = (unsigned char)dtype;
+    memcpy(m + ln + 2, b, n);
+    uint64_t h = XXH3_64bits(m, ln + 2 + n);
+    free(m);
+    return h;
+}
+
+/* The same with FNV-1a, byte at a time: the checksum of version-1 checkpoints (no checksum_algo). */
 static uint64_t tensor_fnv(const char *name, unsigned dtype, const unsigned char *b, size_t n) {
     uint64_t h = 1469598103934665603ull;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
@@ -144,9 +162,10 @@ static void poison_tensor(const char *path, const char *name, float value) {
     EXPECT(sscanf(off, "\"data_offsets\":[%llu,%llu]", &b0, &b1) == 2 && b1 > b0 + 4 && 8 + hl + b1 <= len, "offsets");
     unsigned char *data = (unsigned char *)f + 8 + hl + b0;
     uint64_t want = strtoull(sum + 12, NULL, 16);
-    want -= tensor_fnv(name, SD_ST_F32, data, b1 - b0);
+    EXPECT(strstr(f + 8, "\"checksum_algo\":\"xxh3-64-sum\"") != NULL, "%s sums XXH3-64 hashes", path);
+    want -= tensor_xxh3(name, SD_ST_F32, data, b1 - b0);
     memcpy(data, &value, sizeof value);
-    want += tensor_fnv(name, SD_ST_F32, data, b1 - b0);
+    want += tensor_xxh3(name, SD_ST_F32, data, b1 - b0);
     char hex[17];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)want);
     memcpy(sum + 12, hex, 16);
@@ -154,6 +173,44 @@ static void poison_tensor(const char *path, const char *name, float value) {
     EXPECT(o && fwrite(f, 1, len, o) == len, "write %s", path);
     if (o) fclose(o);
     free(f);
+}
+
+/* Rewrites a checkpoint file as a build before checksum_algo wrote it: the same tensors and metadata
+ * but version "1", no checksum_algo, and the checksum summed here over FNV-1a hashes. With `algo`,
+ * the file keeps its version and checksum but says checksum_algo = algo. */
+static void rewrite_checkpoint(const char *path, const char *algo) {
+    sd_st_file *f = NULL;
+    sd_st_writer *w = NULL;
+    EXPECT_OK(sd_st_open(path, &f));
+    EXPECT_OK(sd_st_writer_create(&w));
+    if (!f || !w) {
+        sd_st_close(f);
+        sd_st_writer_destroy(w);
+        return;
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < sd_st_count(f); i++) {
+        const sd_st_tensor *t = sd_st_tensor_at(f, i);
+        EXPECT_OK(sd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data));
+        sum += tensor_fnv(t->name, t->dtype, t->data, t->nbytes);
+    }
+    for (int i = 0; i < sd_st_metadata_count(f); i++) {
+        const char *k = NULL, *v = NULL;
+        if (!sd_st_metadata_at(f, i, &k, &v) || !strcmp(k, "checksum")) continue;
+        if (!strcmp(k, "checksum_algo")) {
+            if (algo) EXPECT_OK(sd_st_writer_add_metadata(w, k, algo));
+            continue;
+        }
+        if (!strcmp(k, "version") && !algo) v = "1";
+        EXPECT_OK(sd_st_writer_add_metadata(w, k, v));
+        sum += tensor_fnv(k, SD_ST_DTYPE_COUNT, (const unsigned char *)v, strlen(v));
+    }
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sum);
+    EXPECT_OK(sd_st_writer_add_metadata(w, "checksum", algo ? sd_st_metadata(f, "checksum") : hex));
+    EXPECT_OK(sd_st_writer_write(w, path));
+    sd_st_writer_destroy(w);
+    sd_st_close(f);
 }
 
 static void copy_file(const char *from, const char *to) {
@@ -202,10 +259,10 @@ int main(void) {
     same_outputs(full, part, "scadles-seed1", "scadles stop_at 5 + resume");
     snprintf(p1, sizeof p1, "%s/summary.json", full);
     char *sa = sd_test_slurp(p1, NULL), *sb = sd_test_slurp(p2, NULL);
-    char *ia = sa ? strstr(sa, "\"samples_injected\": ") : NULL, *ib = sb ? strstr(sb, "\"samples_injected\": ") : NULL;
-    EXPECT(ia && ib && atoi(ia + 20) > 0 && atoi(ia + 20) == atoi(ib + 20), "injection ran and the totals agree");
-    char *ca = sa ? strstr(sa, "\"bytes_sent\": ") : NULL, *cb = sb ? strstr(sb, "\"bytes_sent\": ") : NULL;
-    EXPECT(ca && cb && atol(ca + 14) == atol(cb + 14), "bytes_sent agrees after resume");
+    const char *ia = sd_test_json_after(sa, "samples_injected"), *ib = sd_test_json_after(sb, "samples_injected");
+    EXPECT(ia && ib && atoi(ia) > 0 && atoi(ia) == atoi(ib), "injection ran and the totals agree");
+    const char *ca = sd_test_json_after(sa, "bytes_sent"), *cb = sd_test_json_after(sb, "bytes_sent");
+    EXPECT(ca && cb && atol(ca) == atol(cb), "bytes_sent agrees after resume");
     free(sa);
     free(sb);
     snprintf(p1, sizeof p1, "%s/scadles-seed1/metrics.jsonl", full);
@@ -248,6 +305,41 @@ int main(void) {
         EXPECT(access(p1, F_OK) == 0 && access(cko, F_OK) != 0, "the complete .old became the checkpoint again");
         same_outputs(full, every, "scadles-seed1", "resumed from a recovered checkpoint.old");
         snprintf(ck, sizeof ck, "%s/checkpoint", part); /* 2 works on 1's checkpoint */
+    }
+
+    /* 1c. a checkpoint of a build before checksum_algo (version 1, FNV-1a checksums) is still read:
+     * 1's checkpoint (step 5) rewritten that way resumes to 1's outputs. A damaged one is refused
+     * naming the checksum, and so is a checksum_algo this build does not know. The files are put
+     * back for 2. */
+    {
+        static const char *const names[5] = {"rank0", "rank1", "rank2", "rank3", "run"};
+        char files[5][800], keep[5][800];
+        for (int i = 0; i < 5; i++) {
+            snprintf(files[i], sizeof files[i], "%s/%s.safetensors", ck, names[i]);
+            snprintf(keep[i], sizeof keep[i], "%s/%s.v2", ck, names[i]);
+            copy_file(files[i], keep[i]);
+            rewrite_checkpoint(files[i], NULL);
+        }
+        char *v1 = sd_test_slurp(files[1], NULL);
+        EXPECT(v1 && strstr(v1 + 8, "\"version\":\"1\"") && !strstr(v1 + 8, "checksum_algo"), "rank1 is a version-1 file");
+        free(v1);
+        setup(e, part, SCADLES, ns, NULL);
+        sd_run_control vr = {.resume_dir = ck};
+        EXPECT_OK(sd_experiment_run_ctl(e, NULL, quiet, &vr));
+        EXPECT(!vr.stopped, "the run resumed from a version-1 checkpoint finishes");
+        same_outputs(full, part, "scadles-seed1", "resumed from a version-1 (FNV-1a) checkpoint");
+        flip_last_byte(files[1]);
+        EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &vr), SD_ERR_FORMAT, "fnv1a-64-sum");
+        EXPECT(strstr(sd_last_error(), "rank1.safetensors is damaged") != NULL, "names the file: %s", sd_last_error());
+        copy_file(keep[1], files[1]);
+        rewrite_checkpoint(files[1], "md5-sum");
+        EXPECT_FAIL(sd_experiment_run_ctl(e, NULL, quiet, &vr), SD_ERR_FORMAT, "checksum_algo 'md5-sum' is not one");
+        EXPECT(strstr(sd_last_error(), "rank1.safetensors") && strstr(sd_last_error(), "xxh3-64-sum"),
+               "names the file and what this build reads: %s", sd_last_error());
+        for (int i = 0; i < 5; i++) {
+            copy_file(keep[i], files[i]);
+            remove(keep[i]);
+        }
     }
 
     /* 2. refusals, on the checkpoint of 1 (still there after the resume); a refused resume touches

@@ -10,6 +10,7 @@ find_package(OpenMP REQUIRED COMPONENTS C)                      # gcc's libgomp:
 find_package(Threads REQUIRED)                                  # ingest threads, local collectives
 find_package(ZLIB REQUIRED)                                     # zlib1g-dev: gzipped IDX datasets
 pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)      # libcjson-dev: experiment files, reports
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)    # libxxhash-dev: checkpoint checksums (XXH3-64)
 
 # ---- optional ---------------------------------------------------------------------------------
 find_package(MPI COMPONENTS C QUIET)                            # libopenmpi-dev: one process per device

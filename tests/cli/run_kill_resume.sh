@@ -208,7 +208,7 @@ if [ $fail = 0 ]; then
     done
   done
   for x in A B; do # config.json names its out_dir
-    sed 's/"wall_s": [0-9.]*/"wall_s": -/g' "$tmp/$x/summary.json" > "$tmp/$x.summary" 2>/dev/null || : > "$tmp/$x.summary"
+    sed 's/"wall_s":[[:space:]]*[0-9.]*/"wall_s": -/g' "$tmp/$x/summary.json" > "$tmp/$x.summary" 2>/dev/null || : > "$tmp/$x.summary"
     grep -v '"out_dir":' "$tmp/$x/config.json" > "$tmp/$x.config" 2>/dev/null || : > "$tmp/$x.config"
   done
   if [ ! -s "$tmp/A.config" ] || ! cmp -s "$tmp/A.config" "$tmp/B.config"; then

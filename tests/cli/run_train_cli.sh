@@ -37,7 +37,9 @@ bexpect() { # bexpect PROGRAM PATTERN ARGS...: exit 2 and PATTERN on stderr
 }
 bexpect scadles-bench "'foo' is unknown" --models fmnist_cnn,foo
 bexpect scadles-bench_topk "not a list of sizes" --sizes 0
-for b in scadles-bench_topk scadles-bench_stream scadles-bench_brokers scadles-bench_gpu; do
+bexpect scadles-bench_checkpoint "--dir CHECKPOINT_DIR is required"
+bexpect scadles-bench_checkpoint "no .safetensors file" --dir "$ROOT/apps"
+for b in scadles-bench_topk scadles-bench_stream scadles-bench_brokers scadles-bench_gpu scadles-bench_checkpoint; do
   [ -x "$D/$b" ] && bexpect $b "'--bogus'" --bogus
 done
 if [ ! -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -88,7 +90,7 @@ fi
   --set buffer.policy=persistence --set buffer.full=drop-newest --set buffer.capacity=64 --set max_steps=4 \
   --set modes=scadles --set window_s=0.2 --set eval_limit=100 --set width=0.25 --set threads=1 \
   --set out_dir="$tmp/drops" > "$tmp/dlog" 2>&1; rc=$?
-sum=$(sed -n 's/.*"samples_dropped": \([0-9]*\).*/\1/p' "$tmp/drops/summary.json" | head -n 1)
+sum=$(sed -n 's/.*"samples_dropped":[[:space:]]*\([0-9]*\).*/\1/p' "$tmp/drops/summary.json" | head -n 1)
 dev=$(sed -n 's/.*"total": \([0-9]*\).*/\1/p' "$tmp/drops/scadles-seed1/drops.json" | awk '{s += $1} END {print s + 0}')
 last=$(tail -n 1 "$tmp/drops/scadles-seed1/metrics.jsonl" | sed -n 's/.*"dropped": \([0-9]*\).*/\1/p')
 if [ $rc != 0 ] || [ -z "$sum" ] || [ "$sum" != "$dev" ] || [ "$sum" -le "${last:-0}" ] || [ "$sum" = 0 ]; then
