@@ -108,7 +108,7 @@ def _info(st, path, rank, model, width, dataset):
         info = {"kind": "model", "path": path, "model": meta.get("model"), "dataset": meta.get("dataset"),
                 "width": None, "step": int(meta["step"]) if meta.get("step", "").isdigit() else None,
                 "mode": meta.get("mode")}
-        if cfg and cfg.get("model") == info["model"] and cfg.get("dataset", info["dataset"]) == info["dataset"]:
+        if cfg and cfg.get("model") == info["model"] and info["dataset"] in (None, cfg.get("dataset")):
             info["width"] = cfg.get("width", 1)
             info["dataset"] = cfg.get("dataset", info["dataset"])
     if model is not None:

@@ -309,6 +309,12 @@ class TorchCheckpoints(unittest.TestCase):
                 self.assertEqual(info["width"], exp.config["width"])
                 self.assertFalse(model.training)
                 self.assertMatchesEval(model, run)
+        lone = os.path.join(TMP, "lone")  # no config.json beside it: the width is read off conv1
+        os.makedirs(lone)
+        shutil.copy(B["scadles-seed1"].model_path, lone)
+        model, info = scadles.load_model(os.path.join(lone, "model.safetensors"))
+        self.assertEqual((info["model"], info["width"], info["dataset"]), ("resnet20", 0.25, "fashion-mnist"))
+        self.assertMatchesEval(model, B["scadles-seed1"])
 
     def test_checkpoint_is_the_same_weights(self):
         import torch
