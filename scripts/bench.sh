@@ -4,7 +4,7 @@
 # against PyTorch with the same thread count, per-op GFLOP/s against the sgemm bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
 build/apps/scadles-bench "$@"

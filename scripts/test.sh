@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing,
+# test.sh: the test command (README, and .ci/run runs exactly this). Installs what is missing for the
+# main job and the tests (scripts/setup.sh tests; SCADLES_SKIP_SETUP=1 skips that),
 # builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
 # present), runs the ctest suite, then builds and runs it again under ASan + UBSan, and the
 # threaded tests (ring buffer, ingest thread, local collectives, stop + resume) under ThreadSanitizer, and
 # fuzzes each input decoder for 20 s with libFuzzer (clang; docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh tests
 jobs=$(nproc)
 
 echo "== Release build and tests"

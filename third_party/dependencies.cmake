@@ -4,13 +4,13 @@
 # Detect, never guess (../shared/docs/STYLE.md, 9).
 
 # ---- required ---------------------------------------------------------------------------------
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)   # libopenblas-dev: dense math on the CPU
-find_package(OpenMP REQUIRED COMPONENTS C)                      # gcc's libgomp: the CPU kernels' threads
+find_package(PkgConfig QUIET) # each is looked for here; the end of this file names all that are missing
+pkg_check_modules(OPENBLAS QUIET IMPORTED_TARGET openblas)      # libopenblas-dev: dense math on the CPU
+find_package(OpenMP QUIET COMPONENTS C)                         # gcc's libgomp: the CPU kernels' threads
 find_package(Threads REQUIRED)                                  # ingest threads, local collectives
-find_package(ZLIB REQUIRED)                                     # zlib1g-dev: gzipped IDX datasets
-pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)      # libcjson-dev: experiment files, reports
-pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)    # libxxhash-dev: checkpoint checksums (XXH3-64)
+find_package(ZLIB QUIET)                                        # zlib1g-dev: gzipped IDX datasets
+pkg_check_modules(CJSON QUIET IMPORTED_TARGET libcjson)         # libcjson-dev: experiment files, reports
+pkg_check_modules(XXHASH QUIET IMPORTED_TARGET libxxhash)       # libxxhash-dev: checkpoint checksums (XXH3-64)
 
 # ---- optional ---------------------------------------------------------------------------------
 find_package(MPI COMPONENTS C QUIET)                            # libopenmpi-dev: one process per device
@@ -55,4 +55,32 @@ endif()
 set(SCADLES_HAVE_NCCL OFF)
 if(SCADLES_HAVE_CUDA AND NCCL_LIBRARY AND NCCL_INCLUDE_DIR AND MPI_C_FOUND)
   set(SCADLES_HAVE_NCCL ON)
+endif()
+
+# ---- required, checked: one error naming every missing package and its Debian package --------------
+set(SD_MISSING "")
+if(NOT PKG_CONFIG_FOUND)
+  list(APPEND SD_MISSING "pkg-config (Debian package pkg-config), through which OpenBLAS, cJSON and xxHash are found")
+else()
+  if(NOT OPENBLAS_FOUND)
+    list(APPEND SD_MISSING "OpenBLAS (pkg-config module 'openblas', Debian package libopenblas-dev)")
+  endif()
+  if(NOT CJSON_FOUND)
+    list(APPEND SD_MISSING "cJSON (pkg-config module 'libcjson', Debian package libcjson-dev)")
+  endif()
+  if(NOT XXHASH_FOUND)
+    list(APPEND SD_MISSING "xxHash (pkg-config module 'libxxhash', Debian package libxxhash-dev)")
+  endif()
+endif()
+if(NOT OpenMP_C_FOUND)
+  list(APPEND SD_MISSING "OpenMP for C (${CMAKE_C_COMPILER_ID} ${CMAKE_C_COMPILER}: gcc has it in libgomp1, clang needs libomp-dev)")
+endif()
+if(NOT ZLIB_FOUND)
+  list(APPEND SD_MISSING "zlib (zlib.h and libz, Debian package zlib1g-dev)")
+endif()
+if(SD_MISSING)
+  list(JOIN SD_MISSING "\n  " SD_MISSING_TEXT)
+  message(FATAL_ERROR "required packages not found:\n  ${SD_MISSING_TEXT}\n"
+          "Install them (scripts/setup.sh main installs every Debian package the main job needs, as root or "
+          "through sudo; it installs nothing when SCADLES_SKIP_SETUP=1 is set) and configure again.")
 endif()
