@@ -26,7 +26,7 @@ main_pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxha
            gnuplot-nox)
 torch_pkgs=(python3 python3-torch)
 test_pkgs=(libopenmpi-dev openmpi-bin librdkafka-dev libmosquitto-dev mosquitto openssl xz-utils "${torch_pkgs[@]}"
-           python3-pandas clang libclang-rt-dev libomp-dev)
+           python3-pandas python3-xxhash clang libclang-rt-dev libomp-dev)
 
 usage() {
     echo "usage: scripts/setup.sh [main|tests|bench]   (default tests)" >&2

@@ -105,16 +105,37 @@ class SafeTensors:
         return t.reshape(e.shape)
 
     def checksum(self):
-        """The distributed checkpoint's checksum (engine/dist_checkpoint.c): the sum, modulo 2^64, of a
-        64-bit FNV-1a hash of (name, 0xff, dtype, bytes) over every tensor and of (key, 0xff, 13, value)
-        over every metadata pair but "checksum", as 16 hex digits. Pure Python: about 4 MB/s."""
+        """The distributed checkpoint's checksum (engine/dist_checkpoint.c): the sum, modulo 2^64, of one
+        64-bit hash of (name, 0xff, dtype, bytes) per tensor and of (key, 0xff, 13, value) per metadata
+        pair but "checksum", as 16 hex digits. The hash is the file's checksum_algo: "xxh3-64-sum"
+        (version 2 files; needs the xxhash module, Debian python3-xxhash), or none for FNV-1a (version 1
+        files; pure Python, about 4 MB/s)."""
+        algo = self.metadata.get("checksum_algo")
+        if algo is None:
+            hash_fn = _fnv
+        elif algo == "xxh3-64-sum":
+            try:
+                import xxhash
+            except ImportError as err:
+                raise ScadlesError(f"{self.path}: its checksum is XXH3-64 (checksum_algo {algo}); verifying it "
+                                   "needs the xxhash module (apt-get install python3-xxhash)") from err
+
+            def hash_fn(name, dtype, data, begin, end):
+                h = xxhash.xxh3_64()
+                h.update(name)
+                h.update(bytes([0xFF, dtype]))
+                h.update(memoryview(data)[begin:end])
+                return h.intdigest()
+        else:
+            raise ScadlesError(f"{self.path}: checksum_algo '{algo}' is not one this package reads "
+                               "(xxh3-64-sum, or none for FNV-1a)")
         total = 0
         for e in self.entries.values():
-            total += _fnv(e.name.encode(), DTYPES[e.dtype][2], self._data, e.begin, e.end)
+            total += hash_fn(e.name.encode(), DTYPES[e.dtype][2], self._data, e.begin, e.end)
         for k, v in self.metadata.items():
             if k != "checksum":
                 vb = v.encode()
-                total += _fnv(k.encode(), META_DTYPE, vb, 0, len(vb))
+                total += hash_fn(k.encode(), META_DTYPE, vb, 0, len(vb))
         return f"{total & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
