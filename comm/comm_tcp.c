@@ -130,7 +130,7 @@ static void host_name(char *out) {
     char h[256] = "?";
     if (gethostname(h, sizeof h - 1) != 0) snprintf(h, sizeof h, "?");
     h[sizeof h - 1] = '\0';
-    snprintf(out, NAME_LEN, "%s", h);
+    snprintf(out, NAME_LEN, "%.*s", NAME_LEN - 1, h);
 }
 
 static void set_where(peer *q) {
@@ -661,7 +661,7 @@ static int mesh_accept(tcp_ctx *x, int fd, uint64_t nonce, double deadline) {
 static sd_status peer_rendezvous(tcp_ctx *x, double deadline) {
     const sd_comm_tcp_options *o = &x->opt;
     const int p = o->world_size, me = o->rank;
-    char where[SD_COMM_TCP_ADDR_LEN + 16], why[512] = "", resolved[128] = "?", msg[MSG_MAX + 1];
+    char where[SD_COMM_TCP_ADDR_LEN + 16], why[MSG_MAX] = "", resolved[128] = "?", msg[MSG_MAX + 1];
     host_port(where, sizeof where, o->master_addr, o->master_port);
     /* 1. rank 0 (retrying: it may start later), then a listening socket on the address that reached it */
     int fd0 = connect_retry(o->master_addr, o->master_port, deadline, why, sizeof why, resolved, sizeof resolved);
@@ -760,8 +760,8 @@ static sd_status peer_rendezvous(tcp_ctx *x, double deadline) {
             if ((r = io_full(q->fd, m, sizeof m, 1, mesh_by, &err)) != IO_OK) snprintf(cw, sizeof cw, "%s", io_what(r, err));
         }
         if (q->fd < 0 || cw[0])
-            snprintf(why, sizeof why, "rank %d could not connect to rank %d at %s: %s; every host must reach every "
-                     "other on the ports the ranks listen on (a firewall?)", me, j, q->where, cw);
+            snprintf(why, sizeof why, "rank %d could not connect to rank %d at %.200s: %.200s; every host must reach "
+                     "every other on the ports the ranks listen on (a firewall?)", me, j, q->where, cw);
     }
     int need = 0;
     for (int j = me + 1; j < p; j++) need++;
@@ -884,6 +884,17 @@ static sd_status fail_coll(sd_comm *c, sd_status s, const char *fmt, ...) {
     return SD_FAIL(s, "%s", x->reason);
 }
 
+/* Peer j's ABORT frame (its header read): the reason it sent, as this rank's failure. */
+static sd_status peer_gave_up(sd_comm *c, int j, uint64_t len) {
+    peer *q = &((tcp_ctx *)c->ctx)->peers[j];
+    char why[MSG_MAX + 1] = "";
+    size_t n = len < MSG_MAX ? (size_t)len : MSG_MAX;
+    int err = 0;
+    if (io_full(q->fd, why, n, 0, sd_clock_now() + 2.0, &err) != IO_OK) snprintf(why, sizeof why, "(reason lost)");
+    else why[n] = '\0';
+    return fail_coll(c, SD_ERR_RUNTIME, "rank %d (%s) gave up: %s", j, q->where, why);
+}
+
 /* A header from peer j: the frame this rank expects in this phase, or a failure saying how not. */
 static sd_status check_header(sd_comm *c, int j) {
     tcp_ctx *x = c->ctx;
@@ -895,14 +906,7 @@ static sd_status check_header(sd_comm *c, int j) {
     if (get32(h) != FRAME_MAGIC || (h[4] != FR_DATA && h[4] != FR_ABORT))
         return fail_coll(c, SD_ERR_FORMAT, "rank %d (%s) sent bytes that are not a frame: the connection is out of step",
                          j, q->where);
-    if (h[4] == FR_ABORT) {
-        char why[MSG_MAX + 1] = "";
-        size_t n = len < MSG_MAX ? (size_t)len : MSG_MAX;
-        int err = 0;
-        if (io_full(q->fd, why, n, 0, sd_clock_now() + 2.0, &err) != IO_OK) snprintf(why, sizeof why, "(reason lost)");
-        else why[n] = '\0';
-        return fail_coll(c, SD_ERR_RUNTIME, "rank %d (%s) gave up: %s", j, q->where, why);
-    }
+    if (h[4] == FR_ABORT) return peer_gave_up(c, j, len);
     const char *me = sd_coll_name(x->op), *its = op < SD_COLL_COUNT ? sd_coll_name(op) : "an unknown collective";
     if (op != x->op || seq != x->seq)
         return fail_coll(c, SD_ERR_INVALID, "collective mismatch: this rank called %s #%llu but rank %d sent %s #%llu: "
@@ -937,6 +941,13 @@ static sd_status check_header(sd_comm *c, int j) {
 
 static sd_status lost(sd_comm *c, int j, int err) {
     tcp_ctx *x = c->ctx;
+    peer *q = &x->peers[j];
+    if (!q->rx_on || q->rdone == 0) { /* at a frame boundary: the peer may have said why before it closed */
+        unsigned char h[FRAME_HDR];
+        if (recv(q->fd, h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT) == FRAME_HDR && get32(h) == FRAME_MAGIC &&
+            h[4] == FR_ABORT && recv(q->fd, h, FRAME_HDR, MSG_DONTWAIT) == FRAME_HDR)
+            return peer_gave_up(c, j, get64(h + 24));
+    }
     return fail_coll(c, SD_ERR_RUNTIME, "lost the connection to rank %d (%s): %s: that process exited, was killed or "
                      "failed (see its output); the group is unusable", j, x->peers[j].where,
                      err ? strerror(err) : "closed by the peer");
@@ -1021,6 +1032,9 @@ static sd_status run_phase(sd_comm *c) {
     tcp_ctx *x = c->ctx;
     const double timeout = x->opt.timeout_s;
     double last = sd_clock_now();
+    int moved = 0;
+    for (int j = 0; j < c->size; j++) /* eagerly: sockets are mostly writable, small frames go at once */
+        if (j != c->rank && x->peers[j].tx_on) TRY(do_send(c, j, &moved));
     for (;;) {
         nfds_t n = 0;
         for (int j = 0; j < c->size; j++) {
@@ -1034,7 +1048,7 @@ static sd_status run_phase(sd_comm *c) {
         int k = ms == 0 ? 0 : poll(x->pfd, n, ms);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) return fail_coll(c, SD_ERR_IO, "poll: %s", strerror(errno));
-        int moved = 0;
+        moved = 0;
         for (nfds_t i = 0; i < n; i++) {
             const short ev = x->pfd[i].revents;
             const int j = x->pidx[i];
