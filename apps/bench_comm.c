@@ -1,6 +1,7 @@
 /* bench_comm.c: scadles-bench_comm, time and bus bandwidth of the collectives (allreduce and
- * allgatherv) over message sizes, on the local backend with 2, 4 and 8 device threads, or on
- * the MPI backend when started under mpirun. Definitions as nccl-tests: size is the buffer of
+ * allgatherv) over message sizes, on the local backend with 2, 4 and 8 device threads, on
+ * the MPI backend when started under mpirun, or on the TCP backend when started torchrun-style
+ * (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT: comm/comm_tcp.h). Definitions as nccl-tests: size is the buffer of
  * one rank (allreduce) or the gathered output of one rank (allgather, each rank sending
  * size/n); algbw = size / time; busbw = algbw * 2(n-1)/n (allreduce), algbw * (n-1)/n
  * (allgather); time is the slowest rank's mean per call. Every size is validated with exactly
@@ -17,6 +18,7 @@
 #include "comm/comm.h"
 #include "comm/comm_local.h"
 #include "comm/comm_mpi.h"
+#include "comm/comm_tcp.h"
 
 typedef struct bench_opts {
     int threads[16], nthreads;
@@ -41,7 +43,10 @@ static void usage(FILE *f) {
             "  --reduce picks the allreduce (default both), --timeout the collective timeout (default 60,\n"
             "  0: blocking MPI calls). Sizes take K, M, G suffixes (powers of 1024).\n"
             "  e.g.  scadles-bench_comm --threads 2,4,8\n"
-            "        mpirun -np 4 scadles-bench_comm --max 16M\n");
+            "        mpirun -np 4 scadles-bench_comm --max 16M\n"
+            "  Started torchrun-style (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT set in each process, not under\n"
+            "  mpirun), the TCP backend over those ranks, --timeout as for MPI:\n"
+            "        torchrun --nproc-per-node=4 --no-python scadles-bench_comm --max 16M\n");
 }
 
 static int parse_size(const char *v, size_t *out) {
@@ -222,6 +227,23 @@ static int run_local(const bench_opts *o) {
     return rc;
 }
 
+/* ---- TCP backend ------------------------------------------------------------------------------ */
+static int run_tcp(const bench_opts *o, sd_comm_tcp_options *t) {
+    t->timeout_s = o->timeout_s;
+    sd_comm *c = NULL;
+    sd_status s = sd_comm_tcp_create(t, &c);
+    if (s == SD_OK && c->rank == 0)
+        printf("# scadles-bench_comm: TCP backend, %d ranks, rendezvous at %s:%d; timeout %g s\n", c->size, t->master_addr,
+               t->master_port, o->timeout_s);
+    if (s == SD_OK) s = bench_rank(c, o, "backend tcp, rank-ordered allreduce (reduce-scatter + allgather, direct)");
+    if (s != SD_OK) {
+        fprintf(stderr, "scadles-bench_comm: rank %d: %s\n", t->rank, sd_last_error_brief());
+        sd_comm_tcp_abort(c, "its benchmark failed");
+    }
+    sd_comm_destroy(c);
+    return s == SD_OK ? 0 : 1;
+}
+
 /* ---- MPI backend ------------------------------------------------------------------------------ */
 static int run_mpi(const bench_opts *o, int *argc, char ***argv) {
 #ifdef SCADLES_HAVE_MPI
@@ -341,5 +363,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "scadles-bench_comm: --min is above --max\n");
         return 2;
     }
-    return o.mpi ? run_mpi(&o, &argc, &argv) : run_local(&o);
+    sd_comm_tcp_options tcp;
+    bool torchrun = false;
+    if (!o.mpi && sd_comm_tcp_env(&tcp, &torchrun) != SD_OK) {
+        fprintf(stderr, "scadles-bench_comm: %s\n", sd_last_error_brief());
+        return 2;
+    }
+    return o.mpi ? run_mpi(&o, &argc, &argv) : torchrun ? run_tcp(&o, &tcp) : run_local(&o);
 }

@@ -1,9 +1,11 @@
 /* train.c: scadles-train, the main job. Two uses:
  *   scadles-train --config EXPERIMENT.json [--set key=value ...] [--resume DIR] [--stop-at STEP]
  *       a distributed ScaDLES experiment (every listed mode and seed, comparison table,
- *       summary.json, plot); under mpirun with "backend": "mpi", one rank per device. SIGINT,
- *       SIGTERM or SIGUSR1 (what mpirun forwards) stop it after the current step with a
- *       checkpoint, and it says how to resume (docs/checkpoints.md).
+ *       summary.json, plot); under mpirun with "backend": "mpi", one rank per device; started
+ *       torchrun-style (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT set, not under mpirun), one
+ *       rank per device over the TCP backend (docs/comm.md). SIGINT, SIGTERM or SIGUSR1 (what
+ *       mpirun forwards) stop it after the current step with a checkpoint, and it says how to
+ *       resume (docs/checkpoints.md).
  *   scadles-train [--model ... --dataset ...]
  *       one device training a model on a dataset with SGD and a schedule: a one-device
  *       experiment (engine/train.h, docs/training.md), with the same outputs and checkpoints. */
@@ -13,6 +15,8 @@
 #include <sys/stat.h>
 
 #include "apps/cli/cli.h"
+#include "comm/comm_tcp.h"
+#include "engine/dist_checkpoint.h"
 #include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/models.h"
@@ -68,15 +72,75 @@ static void print_stopped(const sd_experiment *e, const sd_run_control *ctl, con
     else snprintf(why, sizeof why, "--stop-at %lld", (long long)ctl->stop_at);
     printf("\nstopped (%s): %s seed %llu after step %lld; every device stopped after the same step.\n"
            "checkpoint: %s (one file per rank + %s)\n"
-           "resume with:\n  %s\n",
+           "resume with:\n  %s\n%s",
            why, sd_exp_mode_name(ctl->stopped_mode), (unsigned long long)ctl->stopped_seed,
-           (long long)ctl->stopped_step, ctl->checkpoint_dir, "run.safetensors", cmd);
+           (long long)ctl->stopped_step, ctl->checkpoint_dir, "run.safetensors", cmd,
+           e->backend == SD_EXP_BACKEND_TCP ? "in every rank, started as before (the same WORLD_SIZE, RANK, MASTER_ADDR "
+                                              "and MASTER_PORT, e.g. by torchrun)\n" : "");
     fflush(stdout);
 }
 
+/* Started by mpirun (or another MPI launcher), from the variables it sets. */
+static bool under_mpi_launcher(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("MPI_LOCALNRANKS");
+}
+
+/* FNV-1a of the checkpoint identity (the resolved experiment, kernel threads left out): ranks
+ * started with different experiments fail at the rendezvous instead of training apart. */
+static uint64_t experiment_tag(const sd_experiment *e) {
+    char *json = NULL;
+    uint64_t h = 0xcbf29ce484222325ull;
+    if (sd_dist_ckpt_experiment_json(e, &json) != SD_OK) {
+        sd_clear_error();
+        return 0;
+    }
+    for (const char *p = json; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    free(json);
+    return h ? h : 1;
+}
+
+/* A torchrun-style launch: this process is rank o->rank of the experiment over the TCP backend.
+ * Exit codes as run_experiment's; a stop by a signal is 0, as under mpirun (torchrun calls any
+ * other status a failure and stops the other ranks, which may still be writing their checkpoint). */
+static int run_tcp(const sd_experiment *e, sd_comm_tcp_options *o, sd_run_control *ctl, const char *argv0,
+                   const char *path, const char **sets, int nsets) {
+    sd_status st = sd_experiment_check_ranks(e, o->world_size);
+    if (st != SD_OK) {
+        fprintf(stderr, "scadles-train: rank %d: %s\n", o->rank, sd_last_error_brief());
+        return 2;
+    }
+    o->timeout_s = e->comm_timeout_s;
+    if (!getenv("SCADLES_CONNECT_TIMEOUT_S")) o->connect_timeout_s = e->comm_timeout_s;
+    o->job_tag = experiment_tag(e);
+    sd_comm *comm = NULL;
+    st = sd_comm_tcp_create(o, &comm);
+    if (st != SD_OK) {
+        fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
+        return 1;
+    }
+    if (comm->rank == 0)
+        printf("backend tcp: rank 0 of %d, rendezvous at %s:%d (torchrun-style launch)\n", comm->size, o->master_addr,
+               o->master_port);
+    st = sd_signals_install();
+    if (st == SD_OK) st = sd_experiment_run_ctl(e, comm, comm->rank == 0 ? stdout : NULL, ctl);
+    int rc = 0;
+    if (st != SD_OK) {
+        char why[2048], me[32];
+        snprintf(why, sizeof why, "%s", sd_last_error_brief());
+        snprintf(me, sizeof me, "rank %d: ", comm->rank);
+        fprintf(stderr, "scadles-train: %s%s\n", strncmp(why, me, strlen(me)) ? me : "", why);
+        sd_comm_tcp_abort(comm, why); /* the others stop at their next collective, with this reason */
+        rc = 1;
+    } else if (ctl->stopped && comm->rank == 0) {
+        print_stopped(e, ctl, argv0, path, sets, nsets);
+    }
+    sd_comm_destroy(comm);
+    return rc;
+}
+
 /* --config: load, override, resolve, run. Returns the exit code: 0 done (or stopped by --stop-at,
- * or by a signal under MPI), 128 + the signal when a signal stopped a local run (checkpointed, as a
- * shell expects of an interrupted program), 1 failed, 2 bad usage. */
+ * or by a signal under MPI or torchrun), 128 + the signal when a signal stopped a local run
+ * (checkpointed, as a shell expects of an interrupted program), 1 failed, 2 bad usage. */
 static int run_experiment(const char *argv0, const char *path, const char **sets, int nsets, const char *resume,
                           int64_t stop_at) {
     sd_experiment *e = malloc(sizeof *e);
@@ -85,13 +149,31 @@ static int run_experiment(const char *argv0, const char *path, const char **sets
     sd_run_control ctl = {.resume_dir = resume, .stop_at = stop_at, .stop_flag = sd_signals_flag()};
     sd_status st = sd_experiment_load_file(path, e);
     for (int i = 0; st == SD_OK && i < nsets; i++) st = sd_experiment_set(e, sets[i]);
+    /* the launch decides: torchrun's variables (outside an MPI job that asks for backend mpi) make
+     * this process one rank over TCP, whatever the file says */
+    sd_comm_tcp_options tcp = sd_comm_tcp_default_options();
+    bool torchrun = false;
+    const bool mpi_job = st == SD_OK && e->backend == SD_EXP_BACKEND_MPI && under_mpi_launcher();
+    if (st == SD_OK && !mpi_job) st = sd_comm_tcp_env(&tcp, &torchrun);
+    if (st == SD_OK && torchrun) {
+        if (e->backend == SD_EXP_BACKEND_MPI && tcp.rank == 0)
+            fprintf(stderr, "note: %s says backend mpi, but this process was started torchrun-style (WORLD_SIZE, RANK) "
+                            "outside mpirun: running on the TCP backend\n", path);
+        st = sd_experiment_set(e, "backend=tcp");
+    } else if (st == SD_OK && e->backend == SD_EXP_BACKEND_TCP) {
+        st = SD_FAIL(SD_ERR_INVALID, "%s: backend tcp needs a torchrun-style launch: WORLD_SIZE, RANK, MASTER_ADDR and "
+                     "MASTER_PORT set in every process (torchrun sets them; docs/comm.md, \"TCP backend\"); for one "
+                     "process use backend local, under mpirun backend mpi", path);
+    }
     if (st == SD_OK) st = sd_experiment_resolve(e);
     if (st != SD_OK) {
         fprintf(stderr, "scadles-train: %s\n", sd_last_error_brief());
         free(e);
         return 2;
     }
-    if (e->backend == SD_EXP_BACKEND_MPI) {
+    if (e->backend == SD_EXP_BACKEND_TCP) {
+        rc = run_tcp(e, &tcp, &ctl, argv0, path, sets, nsets);
+    } else if (e->backend == SD_EXP_BACKEND_MPI) {
 #ifdef SCADLES_HAVE_MPI
         int provided = 0, ranks = 0;
         MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);

@@ -518,6 +518,84 @@ sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd
     return SD_OK;
 }
 
+/* ---- bootstrap over another communicator (the TCP backend: no MPI) ---------------------------- */
+/* agree_on_devices and the id broadcast of create_impl, over boot's collectives. */
+static sd_status create_over_impl(sd_comm *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
+    c->rank = boot->rank;
+    c->size = boot->size;
+    x->opt = opt ? *opt : sd_comm_nccl_default_options();
+    x->local_rank = x->opt.device >= 0 ? x->opt.device : boot->rank;
+    x->device = x->local_rank;
+    int count = 0, ok = 1, all_ok = 0;
+    char why[512] = "";
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        ok = 0;
+        snprintf(why, sizeof why, "cudaGetDeviceCount returned %s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
+    } else if (x->device >= count) {
+        ok = 0;
+        snprintf(why, sizeof why, "it needs device %d but host %s has %d GPU(s); run at most %d rank(s) per host (check "
+                 "LOCAL_RANK) or set the device explicitly", x->device, host_name(), count, count);
+    }
+    TRY(sd_comm_vote(boot, ok, &all_ok));
+    if (!ok)
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "rank %d of %d on host %s: no CUDA device for NCCL: %s", c->rank, c->size,
+                       host_name(), why);
+    if (all_ok != c->size)
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "rank %d of %d: %d other rank(s) have no usable CUDA device (they printed "
+                       "why); NCCL communicator not created", c->rank, c->size, c->size - all_ok);
+    NCCL_CUDA_CHECK(cudaSetDevice(x->device));
+    if (x->opt.stream) {
+        x->stream = (cudaStream_t)x->opt.stream;
+    } else {
+        NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
+        x->own_stream = 1;
+    }
+    struct {
+        int ok;
+        ncclUniqueId id;
+    } id;
+    memset(&id, 0, sizeof id);
+    char idwhy[1024] = "";
+    if (c->rank == 0) {
+        ncclResult_t r = ncclGetUniqueId(&id.id);
+        id.ok = r == ncclSuccess;
+        if (!id.ok) snprintf(idwhy, sizeof idwhy, "%s", sd_nccl_error_string(r));
+    }
+    TRY(sd_comm_broadcast(boot, &id, sizeof id, 0)); /* over the TCP rendezvous's links */
+    if (!id.ok)
+        return SD_FAIL(SD_ERR_RUNTIME, "rank %d: ncclGetUniqueId failed on rank 0%s%s", c->rank, c->rank == 0 ? ": " : "",
+                       idwhy);
+    NCCL_CHECK(ncclCommInitRank(&x->nccl, c->size, id.id, c->rank));
+    return SD_OK;
+}
+
+sd_status sd_comm_nccl_create_over(sd_comm *boot, const sd_comm_nccl_options *opt, sd_comm **out) {
+    if (!out || !boot) return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: NULL argument");
+    *out = NULL;
+    sd_comm *c = calloc(1, sizeof *c);
+    nccl_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return SD_FAIL(SD_ERR_OOM, "NCCL communicator");
+    }
+    x->comm = MPI_COMM_NULL;
+    x->device = -1;
+    c->ops = &nccl_ops;
+    c->ctx = x;
+    sd_status s = create_over_impl(boot, opt, c, x);
+    if (s != SD_OK) {
+        sd_add_context(__func__, __FILE__, __LINE__);
+        x->broken = 1;
+        nccl_destroy(c);
+        return s;
+    }
+    *out = c;
+    return SD_OK;
+}
+
 #else
 typedef int sd_comm_nccl_unused; /* ISO C wants at least one declaration per file */
 #endif /* SCADLES_HAVE_NCCL */

@@ -60,6 +60,12 @@ sd_comm_nccl_options sd_comm_nccl_default_options(void);
  * Collective over comm: every rank must call it. */
 sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_comm **out);
 
+/* The same bootstrapped over another host communicator instead of MPI (the TCP backend of a
+ * torchrun-style launch): rank 0's ncclUniqueId goes out with sd_comm_broadcast and the GPU check
+ * is agreed with sd_comm_vote, so every rank of boot must call it. The device is opt->device, or
+ * (< 0) boot's rank; MPI need not be initialised. boot must outlive only the call. */
+sd_status sd_comm_nccl_create_over(sd_comm *boot, const sd_comm_nccl_options *opt, sd_comm **out);
+
 /* The CUDA device and the cudaStream_t (as void *) the communicator runs on; -1 / NULL for a
  * communicator that is not an NCCL one. */
 int sd_comm_nccl_device(const sd_comm *c);

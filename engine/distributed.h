@@ -103,7 +103,8 @@ typedef struct sd_dist_inputs {
 sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out);
 
 /* Runs every mode x seed of a resolved experiment on the local backend (N device threads in this
- * process), or, under mpirun, on the MPI backend (pass the communicator: one rank per device).
+ * process), or, under mpirun or a torchrun-style launch, on the MPI or TCP backend (pass the communicator:
+ * one rank per device).
  * Prints the comparison table and writes summary.json, the resolved config and a plot (gnuplot,
  * when installed) under e->out_dir. comm NULL = local backend. */
 sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *table);

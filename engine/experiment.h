@@ -46,7 +46,7 @@ typedef enum sd_exp_rates_kind {
 
 typedef enum sd_exp_arrival { SD_EXP_ARRIVAL_CONSTANT = 0, SD_EXP_ARRIVAL_POISSON } sd_exp_arrival; /* "constant" "poisson" */
 typedef enum sd_exp_mode { SD_EXP_MODE_DDP = 0, SD_EXP_MODE_SCADLES } sd_exp_mode;                    /* "ddp" "scadles" */
-typedef enum sd_exp_backend { SD_EXP_BACKEND_LOCAL = 0, SD_EXP_BACKEND_MPI } sd_exp_backend;          /* "local" "mpi" */
+typedef enum sd_exp_backend { SD_EXP_BACKEND_LOCAL = 0, SD_EXP_BACKEND_MPI, SD_EXP_BACKEND_TCP } sd_exp_backend; /* "local" "mpi" "tcp" */
 typedef enum sd_exp_clock { SD_EXP_CLOCK_VIRTUAL = 0, SD_EXP_CLOCK_REAL } sd_exp_clock;               /* "virtual" "real" */
 typedef enum sd_exp_buffer_policy {
     SD_EXP_BUF_PERSISTENCE = 0, /* "persistence": keep until consumed */
@@ -169,7 +169,8 @@ typedef struct sd_experiment {
                                           statistics summed by NCCL in GPU memory (backend mpi, compute_backend cuda) */
     sd_exp_link_emulation link_emulation; /* real clock: shape each device's collectives to its link (comm/shaper.h), default off */
     double link_burst_bytes;           /* token-bucket depth, [0, 1e12], default 65536 */
-    double comm_timeout_s;             /* local backend: bound on a wait inside a collective, (0, 1e6], default 600 */
+    double comm_timeout_s;             /* local and tcp backends: bound on a wait inside a collective (tcp: also the
+                                          rendezvous, unless SCADLES_CONNECT_TIMEOUT_S), (0, 1e6], default 600 */
     sd_stream_config stream;              /* where samples come from: replay (default), kafka, mqtt (real clock) */
     int n_seeds;                       /* 1..SD_EXP_MAX_SEEDS */
     uint64_t seeds[SD_EXP_MAX_SEEDS];  /* one run per seed and mode, each in [0, 2^53], default [1] */
@@ -218,7 +219,7 @@ sd_status sd_experiment_set(sd_experiment *e, const char *assignment);
  * validates everything, cross-field rules included. Idempotent. On failure *e is unchanged. */
 sd_status sd_experiment_resolve(sd_experiment *e);
 
-/* MPI: the job must have exactly devices.count ranks; local: exactly one process. */
+/* MPI and TCP: the job must have exactly devices.count ranks; local: exactly one process. */
 sd_status sd_experiment_check_ranks(const sd_experiment *e, int ranks);
 
 /* Writes *e as JSON (every key, numbers exact) to `path`; sd_experiment_load_file gives back a

@@ -264,9 +264,9 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->compute_backend != SD_EXP_COMPUTE_CUDA)
         s = BAD(NULL, "collectives", "nccl sums gradients in GPU memory, but compute_backend is cpu; allowed: host, or "
                 "set compute_backend to cuda");
-    else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->backend != SD_EXP_BACKEND_MPI)
-        s = BAD(NULL, "collectives", "nccl needs one process per GPU under mpirun; allowed: host, or set backend to "
-                "mpi and start the run with mpirun -n <devices>");
+    else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->backend == SD_EXP_BACKEND_LOCAL)
+        s = BAD(NULL, "collectives", "nccl needs one process per GPU (under mpirun, or torchrun-style); allowed: host, or "
+                "set backend to mpi and start the run with mpirun -n <devices>, or start it with torchrun (backend tcp)");
     else if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->link_emulation != SD_EXP_LINK_OFF)
         s = BAD(NULL, "collectives", "nccl cannot be shaped by link_emulation (NCCL moves the data itself); allowed: "
                 "host with link_emulation token_bucket, or nccl with link_emulation off");
@@ -321,6 +321,10 @@ sd_status sd_experiment_check_ranks(const sd_experiment *e, int ranks) {
     }
     if (e->devices.count < 1)
         return BAD(NULL, "devices.count", "is not resolved yet (0); call sd_experiment_resolve first");
+    if (ranks != e->devices.count && e->backend == SD_EXP_BACKEND_TCP)
+        return BAD(NULL, "devices.count", "is %d but WORLD_SIZE is %d (one process per device); allowed: WORLD_SIZE = "
+                   "devices.count (torchrun --nproc-per-node, or WORLD_SIZE=%d), or --set devices.count=%d with rates "
+                   "for %d devices", e->devices.count, ranks, e->devices.count, ranks, ranks);
     if (ranks != e->devices.count)
         return BAD(NULL, "devices.count", "is %d but the MPI job has %d ranks; allowed: devices.count = the number of ranks "
                    "(mpirun -n %d, or --set devices.count=%d with rates for %d devices)", e->devices.count, ranks,

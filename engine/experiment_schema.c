@@ -42,7 +42,7 @@ int sd_experiment_preset_rates(const char *name, double *rates) {
 static const char *const partition_names[] = {"iid", "slices", "dirichlet", NULL};
 static const char *const arrival_names[] = {"constant", "poisson", NULL};
 const char *const sd_exp_mode_names[] = {"ddp", "scadles", NULL};
-static const char *const backend_names[] = {"local", "mpi", NULL};
+static const char *const backend_names[] = {"local", "mpi", "tcp", NULL};
 static const char *const clock_names[] = {"virtual", "real", NULL};
 static const char *const policy_names[] = {"persistence", "truncation", "drop-oldest", NULL};
 static const char *const full_names[] = {"drop-newest", "backpressure", NULL};

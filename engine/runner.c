@@ -1,5 +1,5 @@
 /* runner.c: runs an experiment: every mode x seed, each on the local backend (one thread per
- * device) or on the MPI backend (this process is one rank), then the comparison table,
+ * device) or on the MPI or TCP backend (this process is one rank), then the comparison table,
  * summary.json, the resolved config and a gnuplot plot (accuracy against time per mode, buffer
  * occupancy; drawn by engine/plot.h, gnuplot's messages in gnuplot.log) under the experiment's
  * out_dir. */
@@ -480,8 +480,8 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
 
 sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl) {
     if (mpi_comm && mpi_comm->size != e->devices.count)
-        return SD_FAIL(SD_ERR_INVALID, "mpirun started %d ranks but devices.count is %d; run with -np %d", mpi_comm->size,
-                       e->devices.count, e->devices.count);
+        return SD_FAIL(SD_ERR_INVALID, "the job has %d ranks (%s backend) but devices.count is %d; start %d (mpirun -np, "
+                       "or WORLD_SIZE)", mpi_comm->size, mpi_comm->ops->name, e->devices.count, e->devices.count);
     if (ctl) {
         ctl->stopped = false;
         ctl->stop_signal = 0;

@@ -98,21 +98,20 @@ uint64_t sd_dev_wire_bytes(const sd_comm *comm, const sd_dev *d) {
     return sd_comm_wire_bytes(comm) + (d->gcomm ? sd_comm_wire_bytes(d->gcomm) : 0);
 }
 
-/* collectives nccl: an NCCL group over the same ranks as `comm` (an MPI communicator), on this
- * device's GPU and its compute stream, so that the sums follow the backward pass without a host
- * wait. Collective: every rank calls it after its backend exists. */
+/* collectives nccl: an NCCL group over the same ranks as `comm` (bootstrapped over MPI when it is
+ * an MPI communicator, else over comm itself: the TCP backend), on this device's GPU and its
+ * compute stream, so that the sums follow the backward pass without a host wait. Collective:
+ * every rank calls it after its backend exists. */
 sd_status sd_dev_grad_comm(const sd_experiment *e, sd_comm *comm, sd_dev *d) {
     if (e->collectives != SD_EXP_COLL_NCCL) return SD_OK;
 #ifdef SCADLES_HAVE_NCCL
     MPI_Comm mc = sd_comm_mpi_handle(comm);
-    if (mc == MPI_COMM_NULL)
-        return SD_FAIL(SD_ERR_INVALID, "collectives nccl: the run's communicator is not an MPI one (%s); set backend "
-                       "to mpi and start the run with mpirun", comm->ops->name);
     sd_comm_nccl_options o = sd_comm_nccl_default_options();
     o.device = d->gpu;
     o.stream = sd_cuda_stream(d->be.ctx);
     o.timeout_s = e->comm_timeout_s;
-    TRY(sd_comm_nccl_create(mc, &o, &d->gcomm));
+    if (mc != MPI_COMM_NULL) TRY(sd_comm_nccl_create(mc, &o, &d->gcomm));
+    else TRY(sd_comm_nccl_create_over(comm, &o, &d->gcomm));
     return SD_OK;
 #else
     (void)comm;
@@ -178,11 +177,13 @@ sd_status sd_dev_stream_start(sd_pipe *p) {
 static sd_status backend_setup(const sd_dist_inputs *in, int rank, sd_dev *d) {
     if (in->e->compute_backend != SD_EXP_COMPUTE_CUDA) return sd_backend_cpu_create(&d->be, in->threads_per_device);
     /* one GPU per device, round robin over the GPUs this process sees (with mpirun, give each
-     * host's ranks CUDA_VISIBLE_DEVICES or as many GPUs as ranks) */
+     * host's ranks CUDA_VISIBLE_DEVICES or as many GPUs as ranks): d->gpu comes in as the slot,
+     * the rank, or LOCAL_RANK under a torchrun-style launch (run.c) */
 #ifdef SCADLES_HAVE_CUDA
+    (void)rank;
     int gpus = 0;
     sd_status s = sd_cuda_device_count(&gpus);
-    if (s == SD_OK) s = sd_backend_cuda_create(&d->be, d->gpu = rank % gpus);
+    if (s == SD_OK) s = sd_backend_cuda_create(&d->be, d->gpu = d->gpu % gpus);
 #else
     (void)rank;
     sd_status s = SD_FAIL(SD_ERR_UNSUPPORTED, "this build has no CUDA backend (nvcc, cuBLAS and cuDNN were not found at "

@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "comm/cost.h"
+#include "comm/comm_tcp.h"
 #include "comm/shaper.h"
 #include "engine/checkpoint.h"
 #include "engine/step/clock.h"
@@ -205,9 +206,10 @@ static sd_status run(sd_pipe *p) {
     return run_finish(p);
 }
 
-static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
+static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, int gpu_slot, sd_run_summary *out) {
     sd_pipe p;
     memset(&p, 0, sizeof p);
+    p.d.gpu = gpu_slot; /* compute_backend cuda: the GPU is this modulo the GPUs the process sees */
     p.in = in;
     p.e = in->e;
     p.comm = comm;
@@ -226,10 +228,12 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summ
 }
 
 /* With link_emulation (real clock), this device's collectives run through a token-bucket link of
- * its own bandwidth and latency (comm/shaper.h); otherwise on comm as given. */
+ * its own bandwidth and latency (comm/shaper.h); otherwise on comm as given. The GPU slot is the
+ * rank, or LOCAL_RANK where a torchrun-style launch gave it (comm/comm_tcp.h). */
 sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
     const sd_experiment *e = in->e;
-    if (e->link_emulation == SD_EXP_LINK_OFF) return device_run(in, comm, out);
+    const int slot = sd_comm_tcp_local_rank(comm) >= 0 ? sd_comm_tcp_local_rank(comm) : comm->rank;
+    if (e->link_emulation == SD_EXP_LINK_OFF) return device_run(in, comm, slot, out);
     if (e->clock != SD_EXP_CLOCK_REAL)
         return SD_FAIL(SD_ERR_INVALID, "link_emulation token_bucket needs clock \"real\"; set link_emulation to off");
     if (comm->rank < 0 || comm->rank >= e->devices.count)
@@ -239,7 +243,7 @@ sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_sum
                            .burst_bytes = e->link_burst_bytes};
     sd_comm *shaped = NULL;
     TRY(sd_comm_shaped_create(comm, &sc, &shaped));
-    sd_status st = device_run(in, shaped, out);
+    sd_status st = device_run(in, shaped, slot, out);
     sd_comm_destroy(shaped);
     return st;
 }
