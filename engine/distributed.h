@@ -22,6 +22,10 @@
 #include "stream/dataset.h"
 #include "stream/partition.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* What one run (one mode, one seed) achieved. Written by rank 0 (identical on every rank). */
 typedef struct sd_run_summary {
     sd_exp_mode mode;
@@ -113,5 +117,9 @@ sd_status sd_experiment_run(const sd_experiment *e, sd_comm *mpi_comm, FILE *tab
  * configuration or device count, or a damaged one, is refused (SD_ERR_INVALID / SD_ERR_FORMAT
  * naming the file and what differs) before anything is trained. */
 sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE *table, sd_run_control *ctl);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
