@@ -10,6 +10,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_arc_dtype { SD_ARC_F32 = 0, SD_ARC_F64, SD_ARC_I32, SD_ARC_I64, SD_ARC_U8, SD_ARC_U64 } sd_arc_dtype;
 
 typedef struct sd_archive_ops {
@@ -27,5 +31,9 @@ typedef struct sd_archive {
     const sd_archive_ops *ops;
     void *ctx;
 } sd_archive;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

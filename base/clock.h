@@ -4,9 +4,17 @@
 #ifndef SD_BASE_CLOCK_H
 #define SD_BASE_CLOCK_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Monotonic wall time in seconds (CLOCK_MONOTONIC). */
 double sd_clock_now(void);
 /* Sleeps until sd_clock_now() >= t (returns at once when t has passed). */
 void sd_clock_sleep_until(double t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #ifdef __CUDACC__
 #define SD_HOST_DEVICE __host__ __device__
 #else
@@ -66,5 +70,9 @@ static inline SD_HOST_DEVICE float sd_f16_wire(float v) {
     else if (v < -SD_F16_MAX) v = -SD_F16_MAX;
     return sd_f16_to_f32(sd_f32_to_f16(v));
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_loglimit {
     pthread_mutex_t mu;
     double t0;
@@ -30,5 +34,9 @@ void sd_loglimit_note(sd_loglimit *l, bool quiet, bool remember, const char *who
 void sd_loglimit_hold(sd_loglimit *l, bool hold);
 /* The last remembered problem, or `none` when there was none. */
 void sd_loglimit_last(sd_loglimit *l, char *out, size_t cap, const char *none);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_rng {
     uint64_t s[4];
 } sd_rng;
@@ -19,5 +23,9 @@ double sd_rng_double(sd_rng *r);
 uint64_t sd_rng_below(sd_rng *r, uint64_t n);
 /* Standard normal (Box-Muller). */
 double sd_rng_normal(sd_rng *r);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

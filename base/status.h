@@ -3,6 +3,10 @@
 #ifndef SD_STATUS_H
 #define SD_STATUS_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_status {
     SD_OK = 0,
     SD_ERR_INVALID,     /* bad argument or configuration */
@@ -49,5 +53,9 @@ void sd_clear_error(void);
         if (sd_chk_r_ != (ok))                                                                \
             return SD_FAIL((status), "%s failed: %s", #expr, to_string(sd_chk_r_));          \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,9 +4,17 @@
 #ifndef SD_BASE_VERSION_H
 #define SD_BASE_VERSION_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_VERSION_MAJOR 0
 #define SD_VERSION_MINOR 1
 #define SD_VERSION_PATCH 0
 #define SD_VERSION_STRING "0.1.0"
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

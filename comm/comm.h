@@ -25,6 +25,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_comm sd_comm;
 
 /* The collectives, indexing the counters. */
@@ -123,5 +127,9 @@ uint64_t sd_comm_ring_allgather_bytes(const size_t *sizes, int rank, int size);
 uint64_t sd_comm_ring_broadcast_bytes(size_t bytes, int root, int rank, int size);
 /* Pairwise alltoallv: the sum of send_bytes[j] over j != rank. */
 uint64_t sd_comm_alltoallv_bytes(const size_t *send_bytes, int rank, int size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

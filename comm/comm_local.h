@@ -16,6 +16,10 @@
 
 #include "comm/comm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_COMM_LOCAL_DEFAULT_TIMEOUT_S 60.0
 
 typedef struct sd_comm_local_group sd_comm_local_group;
@@ -35,5 +39,9 @@ void sd_comm_local_abort(sd_comm_local_group *g, int rank, const char *reason);
 /* Frees the group and every rank's communicator. Call it after the device threads are done
  * (joined); sd_comm_destroy on a local communicator before that is allowed and means "leave". */
 void sd_comm_local_group_destroy(sd_comm_local_group *g);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

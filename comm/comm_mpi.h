@@ -29,6 +29,10 @@
 #ifdef SCADLES_HAVE_MPI
 #include <mpi.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_COMM_MPI_DEFAULT_TIMEOUT_S 60.0
 
 typedef enum sd_comm_mpi_reduce {
@@ -62,6 +66,10 @@ const char *sd_mpi_error_string(int code);
  * on failure records "<expr> failed: <MPI error, rank, host>" with function and file:line and
  * returns SD_ERR_RUNTIME. */
 #define MPI_CHECK(expr) CHECK_GEN((expr), MPI_SUCCESS, sd_mpi_error_string, SD_ERR_RUNTIME)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SCADLES_HAVE_MPI */
 #endif

@@ -43,6 +43,10 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_COMM_NCCL_DEFAULT_TIMEOUT_S 60.0
 
 typedef struct sd_comm_nccl_options {
@@ -82,6 +86,10 @@ const char *sd_nccl_cuda_error_string(cudaError_t e);
  * function and file:line; the function returns SD_ERR_RUNTIME. */
 #define NCCL_CHECK(expr) CHECK_GEN((expr), ncclSuccess, sd_nccl_error_string, SD_ERR_RUNTIME)
 #define NCCL_CUDA_CHECK(expr) CHECK_GEN((expr), cudaSuccess, sd_nccl_cuda_error_string, SD_ERR_RUNTIME)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SCADLES_HAVE_NCCL */
 #endif

@@ -34,6 +34,10 @@
 
 #include "comm/comm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_COMM_TCP_DEFAULT_TIMEOUT_S 60.0
 #define SD_COMM_TCP_DEFAULT_CONNECT_TIMEOUT_S 300.0
 #define SD_COMM_TCP_MAX_RANKS 512 /* a full mesh: each rank holds WORLD_SIZE - 1 sockets */
@@ -74,5 +78,9 @@ const char *sd_comm_tcp_peer(const sd_comm *c, int rank);
  * to a second for the peers to close theirs (so the reason arrives before the connection
  * resets). For an app that stops on an error of its own; no-op on other communicators. */
 void sd_comm_tcp_abort(sd_comm *c, const char *reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -42,6 +42,10 @@
 #include "comm/comm.h"
 #include "kernels/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* gain policy defaults (used when the config leaves them 0) */
 #define SD_COMPRESS_GAIN_WINDOW 10  /* steps per decision window */
 #define SD_COMPRESS_GAIN_FACTOR 2.0 /* ratio step: divide or multiply by this */
@@ -206,5 +210,9 @@ sd_status sd_sparse_allgather_sum(sd_comm *comm, int threads, const uint32_t *id
                                   bool f16, float *out, size_t count, uint64_t *bytes_sent);
 
 /* IEEE binary16: sd_f32_to_f16 / sd_f16_to_f32 / sd_f16_wire come from base/f16.h (included above). */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 #ifndef SD_COMM_COST_H
 #define SD_COMM_COST_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Ring allreduce of `bytes` per rank over n ranks: 2(n-1)/n * bytes / bw + 2(n-1) * latency. */
 double sd_ring_allreduce_time(int n, double bytes, double bandwidth_bps, double latency_s);
 /* Ring allgather where the gathered total is `total_bytes`: (n-1)/n * total / bw + (n-1) * latency. */
@@ -14,5 +18,9 @@ double sd_ring_allgather_time(int n, double total_bytes, double bandwidth_bps, d
 double sd_alltoallv_time(int n, double max_send_bytes, double bandwidth_bps, double latency_s);
 /* Bytes each rank sends in a ring allreduce of `bytes`: 2(n-1)/n * bytes. */
 double sd_ring_allreduce_bytes(int n, double bytes);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

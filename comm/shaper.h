@@ -18,6 +18,10 @@
 #include "base/clock.h"
 #include "comm/comm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_SHAPER_DEFAULT_BURST_BYTES 65536.0
 
 typedef struct sd_shaper_config {
@@ -38,5 +42,9 @@ sd_status sd_comm_shaped_create(sd_comm *inner, const sd_shaper_config *cfg, sd_
 /* Seconds this rank was held back so far (token waits plus hop latencies). 0 for a communicator
  * that is not shaped. */
 double sd_comm_shaped_delay_s(const sd_comm *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 #include "engine/net.h"
 #include "engine/safetensors.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One metadata pair (both strings are copied into the file). */
 typedef struct sd_ckpt_kv {
     const char *key;
@@ -42,5 +46,9 @@ sd_status sd_checkpoint_save(sd_net *net, const char *path, const sd_ckpt_meta *
  * allows). The net keeps one counter for all BN layers and no setter yet, so the value is
  * validated but not applied (it only matters for BN with momentum=None, which we do not use). */
 sd_status sd_checkpoint_load(sd_net *net, const char *path, bool strict);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -27,6 +27,10 @@
 #include "stream/ring.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_DIST_CKPT_FORMAT "scadles-distributed-checkpoint"
 #define SD_DIST_CKPT_VERSION "2" /* 2: the checksum is named by checksum_algo; version 1 files (FNV-1a) are read too */
 #define SD_DIST_CKPT_CHECKSUM_XXH3 "xxh3-64-sum"  /* what this build writes */
@@ -134,5 +138,9 @@ sd_status sd_dist_ckpt_write_run(const char *dir, const sd_dist_ckpt_id *id, con
  * done[0..got->run_index) (done must hold SD_EXP_MAX_MODES x SD_EXP_MAX_SEEDS). */
 sd_status sd_dist_ckpt_read_run(const char *dir, const sd_dist_ckpt_id *want, sd_dist_ckpt_id *got,
                                 sd_run_summary *done);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

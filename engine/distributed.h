@@ -22,6 +22,10 @@
 #include "stream/dataset.h"
 #include "stream/partition.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* What one run (one mode, one seed) achieved. Written by rank 0 (identical on every rank). */
 typedef struct sd_run_summary {
     sd_exp_mode mode;
@@ -120,5 +124,9 @@ sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE 
  * counts, bytes, steps, speedup, ...; docs/distributed.md). SD_ERR_IO naming path when the file
  * cannot be created or written. */
 sd_status sd_run_summaries_write(const sd_experiment *e, const sd_run_summary *runs, int nruns, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 #include "engine/profile.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_MAX_DEVICES 64
 #define SD_EXP_MAX_SEEDS 32
 #define SD_EXP_MAX_MODES 2
@@ -237,5 +241,9 @@ int sd_experiment_preset_rates(const char *name, double *rates);
 /* JSON spelling of an enum value, for logs ("ddp", "persistence", ...). */
 const char *sd_exp_mode_name(sd_exp_mode m);
 const char *sd_exp_source_name(sd_source_kind s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Where the escaped text goes: called with runs of bytes, in order. */
 typedef void (*sd_json_put_fn)(void *ctx, const char *bytes, size_t n);
 
@@ -12,5 +16,9 @@ typedef void (*sd_json_put_fn)(void *ctx, const char *bytes, size_t n);
  * \b \f \n \r \t as such and the other control characters as \u00XX; every other byte (UTF-8
  * included) as it is. */
 void sd_json_put_string(const char *s, sd_json_put_fn put, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 
 #include "engine/net.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_model_spec {
     const char *name;  /* see above */
     int in_c, in_h, in_w;
@@ -26,5 +30,9 @@ typedef struct sd_model_spec {
 sd_status sd_model_build(sd_backend *be, const sd_model_spec *spec, uint64_t seed, sd_net **out);
 /* Space-separated list of model names, for help texts. */
 const char *sd_model_names(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

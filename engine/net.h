@@ -19,6 +19,10 @@
 #include "engine/tensor.h"
 #include "kernels/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_layer_kind {
     SD_LAYER_INPUT,
     SD_LAYER_CONV2D,
@@ -109,5 +113,9 @@ size_t sd_net_activation_bytes(const sd_net *net);
 unsigned sd_net_activation_grows(const sd_net *net);
 /* Dropout masks are a function of (seed, step): set the seed used by dropout layers. */
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

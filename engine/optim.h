@@ -10,6 +10,10 @@
 
 #include "engine/net.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_sched_kind { SD_SCHED_CONSTANT, SD_SCHED_MULTISTEP, SD_SCHED_COSINE } sd_sched_kind;
 
 #define SD_MAX_MILESTONES 16
@@ -52,5 +56,9 @@ sd_status sd_optim_init(sd_optimizer *o, sd_net *net, const sd_optim_config *cfg
 /* One update with lr = sd_lr_at(sched, step) * lr_scale. */
 sd_status sd_optim_step(sd_optimizer *o, sd_net *net, float lr_scale);
 void sd_optim_free(sd_optimizer *o);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_plot_job {
     const char *gnuplot; /* the program, looked up on PATH unless it holds a '/'; NULL or "": "gnuplot" */
     const char *dir;     /* the folder gnuplot runs in (the script's relative paths start there);
@@ -29,5 +33,9 @@ sd_status sd_plot_run(const sd_plot_job *job);
 /* Empties the log (creating it when absent), for a caller whose sd_plot_run calls should leave
  * only this time's messages there. */
 sd_status sd_plot_log_reset(const char *log);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_device_profile {
     double samples_per_s;   /* training throughput (forward + backward) of the device */
     double step_overhead_s; /* fixed cost per step (kernel launches, batch assembly) */
@@ -21,5 +25,9 @@ sd_device_profile sd_device_profile_default(void);
 
 /* Modelled compute time of one step on `batch` samples (0 samples: no step, 0 s). */
 double sd_compute_time(const sd_device_profile *p, int batch);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_report_options {
     const char *gnuplot; /* the gnuplot program (looked up on PATH); NULL: "gnuplot" */
     FILE *notes;         /* where notes go (skipped lines, gnuplot missing); NULL: stderr */
@@ -33,5 +37,9 @@ typedef struct sd_report_options {
  * SD_OK also when gnuplot is missing or a plot could not be rendered (a note says which). */
 sd_status sd_report_generate(const char *run_dir);
 sd_status sd_report_generate_ex(const char *run_dir, const sd_report_options *opt);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_st_dtype {
     SD_ST_BOOL = 0,
     SD_ST_U8,
@@ -104,5 +108,9 @@ const char *sd_st_metadata(const sd_st_file *f, const char *key);
 int sd_st_metadata_count(const sd_st_file *f);
 /* The i-th metadata pair in header order; false when i is out of range. */
 bool sd_st_metadata_at(const sd_st_file *f, int i, const char **key, const char **value);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

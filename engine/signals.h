@@ -15,6 +15,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Installs the handlers (idempotent). SD_ERR_RUNTIME naming the signal when sigaction fails. */
 sd_status sd_signals_install(void);
 /* Puts back the actions that were there before sd_signals_install. */
@@ -26,5 +30,9 @@ int sd_signals_received(void);
 const char *sd_signals_name(int sig);
 /* Sets the flag as a signal would (tests, and apps that stop for reasons of their own); 0 clears it. */
 void sd_signals_set(int sig);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "kernels/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sd_dtype { SD_F32 = 0, SD_I32, SD_U8, SD_F16, SD_BF16 } sd_dtype;
 
 size_t sd_dtype_size(sd_dtype t);
@@ -43,5 +47,9 @@ sd_status sd_arena_take(sd_arena *a, size_t bytes, void **out);
 /* Bytes a sequence of sd_arena_take calls of these sizes needs (alignment included). */
 size_t sd_arena_round(size_t bytes);
 void sd_arena_release(sd_arena *a);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

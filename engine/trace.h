@@ -16,6 +16,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_trace sd_trace;
 
 /* The phases of one training step, in the order they happen on a device. */
@@ -77,5 +81,9 @@ sd_status sd_trace_close(sd_trace *t);
 /* The same close (the file is complete JSON, t is freed) for cleanup paths that are already
  * returning another failure: reports nothing and leaves the thread's error message alone. */
 void sd_trace_close_quietly(sd_trace *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,6 +23,10 @@
 #include "stream/augment.h"
 #include "stream/dataset.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_eval_result {
     double loss, top1, top5; /* mean loss; accuracies in [0, 1] */
     int64_t samples;
@@ -59,5 +63,9 @@ sd_status sd_train_experiment(const sd_train_request *rq, sd_experiment *e);
 /* Runs the request. ctl (out) says how the invocation ended: finished (ctl->last holds the final
  * evaluation) or stopped with a checkpoint (ctl->stopped). */
 sd_status sd_train_run(const sd_train_request *rq, sd_experiment *e, sd_run_control *ctl);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "kernels/op_list.h"
 #include "kernels/ops.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Host <-> device traffic of a backend since it was created (transfers entry). */
 typedef struct sd_transfer_stats {
     uint64_t h2d_bytes, h2d_copies; /* host -> device */
@@ -107,5 +111,9 @@ void sd_backend_destroy(sd_backend *be);
 
 /* Checks supports_op and names the op when the backend declines. */
 sd_status sd_backend_require(const sd_backend *be, sd_op op, const void *params);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 #include "base/status.h"
 #include "kernels/ops.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_KERNEL_OPS(X)                                                                                          \
     /* conv.c / conv.cu */                                                                                        \
     X(conv2d_fwd, (sd_kctx * k, const sd_conv2d_params *p, const float *x, const float *w, const float *b,        \
@@ -78,5 +82,9 @@
 #define SD_OP_FIELD(name, params) sd_status(*name) params;
 #define SD_CPU_OP_DECL(name, params) sd_status sd_cpu_##name params;
 #define SD_CUDA_OP_DECL(name, params) sd_status sd_cuda_##name params;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

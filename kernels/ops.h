@@ -16,6 +16,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Opaque per-backend kernel context (threads, CUDA stream and library handles, scratch). */
 typedef struct sd_kctx sd_kctx;
 
@@ -118,5 +122,9 @@ typedef struct sd_sgd_params {
 
 sd_status sd_sgd_params_make(sd_sgd_params *p, size_t count, float lr, float momentum, float dampening,
                              float weight_decay, int nesterov, int first_step);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,6 +11,10 @@
 #include "base/status.h"
 #include "stream/dataset.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_AUGMENT_MAX_CHANNELS 4
 #define SD_AUGMENT_MAX_PAD 4096
 
@@ -64,5 +68,9 @@ sd_status sd_augment_floats(const sd_augment *a, int n, int c, int h, int w, sd_
 /* Shuffles idx[0..n) in place (Fisher-Yates: for i = n-1 down to 1, swap idx[i] with
  * idx[sd_rng_below(rng, i+1)]). */
 sd_status sd_shuffle(int64_t *idx, int64_t n, sd_rng *rng);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

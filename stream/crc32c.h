@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Continues a CRC-32C over n more bytes: crc = sd_crc32c(0, a, na) then crc = sd_crc32c(crc, b, nb)
  * equals sd_crc32c(0, a||b, na+nb). Start from 0. */
 uint32_t sd_crc32c(uint32_t crc, const void *data, size_t n);
@@ -29,5 +33,9 @@ int sd_crc32c_hw(void);
 /* For tests and benchmarks: uses implementation `level` (clamped to what the CPU has; < 0: the
  * best) from now on and returns the level in effect. Not thread-safe against concurrent CRCs. */
 int sd_crc32c_select(int level);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_dataset {
     char name[32];   /* "fashion-mnist", "mnist", "cifar10", "cifar100" or the caller's name */
     int64_t n;       /* number of images */
@@ -51,5 +55,9 @@ sd_status sd_dataset_subset(const sd_dataset *d, const int64_t *idx, int64_t n, 
 
 /* Frees what a loader allocated and zeroes *d; safe on a zeroed or already freed dataset. */
 void sd_dataset_free(sd_dataset *d);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

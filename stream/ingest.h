@@ -14,6 +14,10 @@
 #include "stream/ring.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The receiving end of one device's stream. */
 typedef struct sd_sink {
     sd_ring *ring;
@@ -77,5 +81,9 @@ void sd_ingest_sink_seq(sd_ingest *g, sd_msg_seq *out);
 void sd_ingest_get_stats(sd_ingest *g, sd_ingest_stats *out);
 /* The source's failure message when the thread ended on one (else ""); valid until sd_ingest_stop. */
 const char *sd_ingest_error(sd_ingest *g);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

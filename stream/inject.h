@@ -20,6 +20,10 @@
 #include "base/status.h"
 #include "stream/dataset.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_INJECT_MAX_DEVICES 4096
 #define SD_INJECT_MAX_ENTRIES ((int64_t)1 << 28) /* classes x capacity_per_class at most */
 
@@ -100,5 +104,9 @@ sd_status sd_inject_pool_print(const sd_inject_pool *p, FILE *f);
  * evicted or held count differs from the pool's (the pool was built from other contributions) or
  * the flows do not add up to the counters. */
 sd_status sd_inject_pool_restore_counters(sd_inject_pool *p, const sd_inject_stats *stats, const uint64_t *flow);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "stream/ring.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Whether this build has librdkafka (SCADLES_HAVE_KAFKA). */
 bool sd_kafka_available(void);
 
@@ -161,5 +165,9 @@ void sd_kafka_pub_poll(sd_kafka_pub *p);
 sd_status sd_kafka_pub_flush(sd_kafka_pub *p, double timeout_s);
 void sd_kafka_pub_get_stats(sd_kafka_pub *p, sd_kafka_pub_stats *out);
 void sd_kafka_pub_destroy(sd_kafka_pub *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_MSG_MAGIC 0x314D4453u /* the bytes "SDM1" read as a little-endian u32 */
 #define SD_MSG_VERSION 2                 /* the newest version this build reads and writes */
 #define SD_MSG_VERSION_MIN 1             /* the oldest it reads */
@@ -161,5 +165,9 @@ typedef struct sd_msg_seq {
  * Every refusal adds one to t->refused, every accepted message resets it. A zeroed sd_msg_seq
  * starts fresh and takes any first number. */
 sd_drop_reason sd_msg_seq_check(sd_msg_seq *t, uint16_t version, uint64_t seq);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "stream/ring.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Whether this build has libmosquitto (SCADLES_HAVE_MQTT). */
 bool sd_mqtt_available(void);
 
@@ -120,5 +124,9 @@ sd_status sd_mqtt_pub_flush(sd_mqtt_pub *p, double timeout_s);
 uint64_t sd_mqtt_pub_outstanding(sd_mqtt_pub *p);
 void sd_mqtt_pub_get_stats(sd_mqtt_pub *p, sd_mqtt_pub_stats *out);
 void sd_mqtt_pub_destroy(sd_mqtt_pub *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 #include "base/status.h"
 #include "stream/dataset.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_partition {
     int devices;       /* D */
     int classes;       /* classes of the dataset it was made from */
@@ -68,5 +72,9 @@ double sd_gamma_draw(sd_rng *r, double shape);
 /* The same draw as its natural logarithm (same rng consumption), which stays finite where a tiny
  * shape makes u^(1/shape) underflow to 0; the Dirichlet split normalises in log space with it. */
 double sd_gamma_log_draw(sd_rng *r, double shape);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

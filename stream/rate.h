@@ -12,6 +12,10 @@
 #include "base/rng.h"
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_RATE_MAX 1e9                  /* samples/s: the largest rate a model may have */
 #define SD_RATE_TRACE_MAX_POINTS 1000000 /* rows of a trace */
 #define SD_RATE_TRACE_MAX_LINE 256       /* characters of one CSV line */
@@ -88,5 +92,9 @@ sd_status sd_arrivals_init(sd_arrivals *g, const sd_rate_model *m, uint64_t seed
 /* The next arrival time in virtual seconds since the stream started (non-decreasing), or
  * INFINITY when the rate is 0 from then on. */
 double sd_arrivals_next(sd_arrivals *g);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

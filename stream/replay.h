@@ -18,6 +18,10 @@
 #include "stream/rate.h"
 #include "stream/source.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sd_replay_config {
     const sd_dataset *data;   /* must outlive the replay */
     const int64_t *indices;   /* the device's partition (copied); NULL: the whole dataset */
@@ -89,5 +93,9 @@ void sd_replay_get_state(const sd_replay *r, sd_replay_state *s, int64_t *order)
  * the checkpoint belongs to another partition or seed); pos must lie in [0, n]. The replay is
  * unchanged on failure. Not while the ingest thread runs it. */
 sd_status sd_replay_set_state(sd_replay *r, const sd_replay_state *s, const int64_t *order, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

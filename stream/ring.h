@@ -17,6 +17,10 @@
 #include "stream/augment.h"
 #include "stream/message.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SD_RING_ALIGN 64                  /* every sample's bytes start on a 64-byte boundary */
 #define SD_RING_MAX_SAMPLES (1u << 26)    /* hard limits of a ring's configuration */
 #define SD_RING_MAX_BYTES ((size_t)1 << 38)
@@ -170,5 +174,9 @@ const char *sd_ring_policy_name(sd_ring_policy p); /* "persist", "truncate", "dr
  * add up (sd_ring_stats_consistent, and samples / bytes equal to what is restored). Not while a
  * producer runs. */
 sd_status sd_ring_restore(sd_ring *r, const sd_ring_sample *samples, size_t n, const sd_ring_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

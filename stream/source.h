@@ -14,6 +14,10 @@
 #include "base/archive.h"
 #include "base/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct sd_sink;          /* stream/ingest.h */
 struct sd_replay_config; /* stream/replay.h */
 
@@ -114,5 +118,9 @@ sd_status sd_source_open(const sd_source_request *r, sd_source *out, char *desc,
 void sd_source_close(sd_source *s);
 /* The spelling of a kind ("replay", "kafka", "mqtt"). */
 const char *sd_source_kind_name(sd_source_kind k);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

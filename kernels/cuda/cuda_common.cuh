@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-extern "C" { /* the engine's headers declare C functions without an extern "C" block of their own */
+extern "C" { /* the engine's headers have their own extern "C" blocks too; this one is harmless */
 #include "base/status.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
-extern "C" { /* ops.h and status.h have no extern "C" block of their own: their functions are C */
+extern "C" { /* these functions are C (ops.h and status.h have their own extern "C" blocks too) */
 #endif
 
 #include "kernels/op_list.h"
