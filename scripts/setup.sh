@@ -9,7 +9,8 @@
 #                            openssl (TLS test material), xz (the GPU bundle rehearsal), PyTorch (checkpoint
 #                            interop, the Python package's tests), pandas (their DataFrame half), clang with
 #                            libFuzzer and OpenMP (scripts/fuzz.sh)
-#   scripts/setup.sh bench   the main job's packages and PyTorch, the benchmark's peer (scripts/bench.sh)
+#   scripts/setup.sh bench   the main job's packages and PyTorch, the benchmark's peer (scripts/bench.sh), and
+#                            ISA-L and oneDNN, the peers of tests/bench's kernel benchmarks (docs/performance.md)
 #   scripts/setup.sh --list GROUP   prints the group's packages on one line
 #
 # SCADLES_SKIP_SETUP=1     installs nothing: the packages are yours to manage. Only cmake, a C compiler and
@@ -25,6 +26,7 @@ set -euo pipefail
 main_pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxhash-dev zlib1g-dev dataset-fashion-mnist
            gnuplot-nox)
 torch_pkgs=(python3 python3-torch)
+bench_peer_pkgs=(libisal-dev libdnnl-dev)
 test_pkgs=(libopenmpi-dev openmpi-bin librdkafka-dev libmosquitto-dev mosquitto openssl xz-utils "${torch_pkgs[@]}"
            python3-pandas python3-xxhash clang libclang-rt-dev libomp-dev)
 
@@ -46,7 +48,7 @@ group=${1:-tests}
 case $group in
 main) pkgs=("${main_pkgs[@]}") ;;
 tests) pkgs=("${main_pkgs[@]}" "${test_pkgs[@]}") ;;
-bench) pkgs=("${main_pkgs[@]}" "${torch_pkgs[@]}") ;;
+bench) pkgs=("${main_pkgs[@]}" "${torch_pkgs[@]}" "${bench_peer_pkgs[@]}") ;;
 *) echo "setup: unknown group '$group'" >&2; usage ;;
 esac
 if ((list_only)); then
