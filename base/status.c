@@ -70,3 +70,12 @@ const char *sd_last_error_brief(void) {
     if (tail && tail > sd_err_brief && tail[-1] == ' ' && strstr(tail, " at ") && strchr(tail, ')')) tail[-1] = '\0';
     return sd_err_brief;
 }
+
+void sd_appendf(char *buf, size_t size, const char *fmt, ...) {
+    size_t len = strlen(buf);
+    if (len + 1 >= size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, size - len, fmt, ap);
+    va_end(ap);
+}

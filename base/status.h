@@ -3,6 +3,8 @@
 #ifndef SD_STATUS_H
 #define SD_STATUS_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -32,6 +34,9 @@ const char *sd_last_error(void);
  * needs (apps print this; SD_ERROR_TRACE=1 in the environment prints the full chain). */
 const char *sd_last_error_brief(void);
 void sd_clear_error(void);
+/* Appends printf-style text to the NUL-terminated string in buf (size bytes), truncating quietly:
+ * for building messages piece by piece. */
+void sd_appendf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define SD_FAIL(s, ...) sd_set_error((s), __func__, __FILE__, __LINE__, __VA_ARGS__)
 

@@ -66,16 +66,6 @@ static sd_status poisoned(sd_comm_local_group *g, int rank, const post *mine) {
                    (unsigned long long)mine->seq, g->reason);
 }
 
-/* Appends to a fixed buffer, truncating quietly. */
-static void appendf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void appendf(char *buf, size_t size, const char *fmt, ...) {
-    size_t len = strlen(buf);
-    if (len + 1 >= size) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + len, size - len, fmt, ap);
-    va_end(ap);
-}
 
 /* The ranks missing at the current point (mu held) into g->reason. */
 static void describe_timeout(sd_comm_local_group *g, int rank, const post *mine) {
@@ -83,20 +73,20 @@ static void describe_timeout(sd_comm_local_group *g, int rank, const post *mine)
     int missing = 0;
     for (int j = 0; j < g->n; j++)
         if (!g->here[j]) missing++;
-    appendf(g->reason, sizeof g->reason, "timed out after %g s waiting for %s ", g->timeout_s,
+    sd_appendf(g->reason, sizeof g->reason, "timed out after %g s waiting for %s ", g->timeout_s,
             missing == 1 ? "rank" : "ranks");
     int k = 0;
     for (int j = 0; j < g->n; j++) {
         if (g->here[j]) continue;
-        appendf(g->reason, sizeof g->reason, "%s%d (", k++ ? ", " : "", j);
-        if (g->left[j]) appendf(g->reason, sizeof g->reason, "left the group");
-        else if (g->last_seq[j] == 0) appendf(g->reason, sizeof g->reason, "never called a collective");
+        sd_appendf(g->reason, sizeof g->reason, "%s%d (", k++ ? ", " : "", j);
+        if (g->left[j]) sd_appendf(g->reason, sizeof g->reason, "left the group");
+        else if (g->last_seq[j] == 0) sd_appendf(g->reason, sizeof g->reason, "never called a collective");
         else
-            appendf(g->reason, sizeof g->reason, "last entered %s #%llu", sd_coll_name(g->last_op[j]),
+            sd_appendf(g->reason, sizeof g->reason, "last entered %s #%llu", sd_coll_name(g->last_op[j]),
                     (unsigned long long)g->last_seq[j]);
-        appendf(g->reason, sizeof g->reason, ")");
+        sd_appendf(g->reason, sizeof g->reason, ")");
     }
-    appendf(g->reason, sizeof g->reason, " to reach %s #%llu (noticed by rank %d); the group is unusable. If that "
+    sd_appendf(g->reason, sizeof g->reason, " to reach %s #%llu (noticed by rank %d); the group is unusable. If that "
             "rank was only slow (an evaluation on a loaded machine), raise the timeout (experiment field comm_timeout_s)",
             sd_coll_name(mine->op), (unsigned long long)mine->seq, rank);
 }

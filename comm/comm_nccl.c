@@ -488,14 +488,11 @@ static sd_status create_impl(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_
     return SD_OK;
 }
 
-sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_comm **out) {
-    if (!out) return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: NULL output pointer");
-    *out = NULL;
-    int inited = 0, fin = 0;
-    MPI_Initialized(&inited);
-    MPI_Finalized(&fin);
-    if (!inited || fin)
-        return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: call MPI_Init first (and not after MPI_Finalize)");
+/* The communicator's shell around one way of starting it (MPI or another bootstrap communicator):
+ * allocates it, runs `init` and frees everything when that fails. */
+typedef sd_status (*nccl_init_fn)(void *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x);
+
+static sd_status nccl_new(nccl_init_fn init, void *boot, const sd_comm_nccl_options *opt, sd_comm **out) {
     sd_comm *c = calloc(1, sizeof *c);
     nccl_ctx *x = calloc(1, sizeof *x);
     if (!c || !x) {
@@ -507,7 +504,7 @@ sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd
     x->device = -1;
     c->ops = &nccl_ops;
     c->ctx = x;
-    sd_status s = create_impl(comm, opt, c, x);
+    sd_status s = init(boot, opt, c, x);
     if (s != SD_OK) {
         sd_add_context(__func__, __FILE__, __LINE__);
         x->broken = 1;
@@ -518,8 +515,21 @@ sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd
     return SD_OK;
 }
 
-/* ---- bootstrap over another communicator (the TCP backend: no MPI) ---------------------------- */
-/* agree_on_devices and the id broadcast of create_impl, over boot's collectives. */
+static sd_status init_mpi(void *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
+    return create_impl(*(MPI_Comm *)boot, opt, c, x);
+}
+
+sd_status sd_comm_nccl_create(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_comm **out) {
+    if (!out) return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: NULL output pointer");
+    *out = NULL;
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (!inited || fin)
+        return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: call MPI_Init first (and not after MPI_Finalize)");
+    return nccl_new(init_mpi, &comm, opt, out);
+}
+
 static sd_status create_over_impl(sd_comm *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
     c->rank = boot->rank;
     c->size = boot->size;
@@ -571,29 +581,14 @@ static sd_status create_over_impl(sd_comm *boot, const sd_comm_nccl_options *opt
     return SD_OK;
 }
 
+static sd_status init_over(void *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
+    return create_over_impl((sd_comm *)boot, opt, c, x);
+}
+
 sd_status sd_comm_nccl_create_over(sd_comm *boot, const sd_comm_nccl_options *opt, sd_comm **out) {
     if (!out || !boot) return SD_FAIL(SD_ERR_INVALID, "NCCL communicator: NULL argument");
     *out = NULL;
-    sd_comm *c = calloc(1, sizeof *c);
-    nccl_ctx *x = calloc(1, sizeof *x);
-    if (!c || !x) {
-        free(c);
-        free(x);
-        return SD_FAIL(SD_ERR_OOM, "NCCL communicator");
-    }
-    x->comm = MPI_COMM_NULL;
-    x->device = -1;
-    c->ops = &nccl_ops;
-    c->ctx = x;
-    sd_status s = create_over_impl(boot, opt, c, x);
-    if (s != SD_OK) {
-        sd_add_context(__func__, __FILE__, __LINE__);
-        x->broken = 1;
-        nccl_destroy(c);
-        return s;
-    }
-    *out = c;
-    return SD_OK;
+    return nccl_new(init_over, boot, opt, out);
 }
 
 #else

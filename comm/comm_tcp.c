@@ -116,16 +116,6 @@ static void get_name(const unsigned char *p, char *s) {
 }
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
-static void appendf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void appendf(char *buf, size_t size, const char *fmt, ...) {
-    size_t len = strlen(buf);
-    if (len + 1 >= size) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + len, size - len, fmt, ap);
-    va_end(ap);
-}
-
 static void host_name(char *out) {
     char h[256] = "?";
     if (gethostname(h, sizeof h - 1) != 0) snprintf(h, sizeof h, "?");
@@ -505,14 +495,14 @@ static void missing_ranks(const tcp_ctx *x, char *out, size_t n) {
     out[0] = '\0';
     int k = 0, total = 0;
     for (int j = 1; j < x->opt.world_size; j++) total += x->peers[j].fd < 0;
-    appendf(out, n, "%s ", total == 1 ? "rank" : "ranks");
+    sd_appendf(out, n, "%s ", total == 1 ? "rank" : "ranks");
     for (int j = 1; j < x->opt.world_size; j++)
         if (x->peers[j].fd < 0) {
             if (k == 16) {
-                appendf(out, n, ", ...");
+                sd_appendf(out, n, ", ...");
                 break;
             }
-            appendf(out, n, "%s%d", k++ ? ", " : "", j);
+            sd_appendf(out, n, "%s%d", k++ ? ", " : "", j);
         }
 }
 
@@ -604,7 +594,7 @@ static sd_status rank0_rendezvous(tcp_ctx *x, double deadline) {
         if (ms == 0) {
             snprintf(msg, sizeof msg, "not every rank connected to all the others within %g s:", x->opt.connect_timeout_s);
             for (int j = 1; j < p; j++)
-                if (x->peers[j].rx_on) appendf(msg, sizeof msg, " rank %d (%s)", j, x->peers[j].where);
+                if (x->peers[j].rx_on) sd_appendf(msg, sizeof msg, " rank %d (%s)", j, x->peers[j].where);
             return rdv_fail_all(x, -1, SD_ERR_RUNTIME, msg);
         }
         int k = poll(x->pfd, n, ms);
@@ -771,7 +761,7 @@ static sd_status peer_rendezvous(tcp_ctx *x, double deadline) {
         if (ms == 0) {
             snprintf(why, sizeof why, "rank %d: ranks above it did not all connect within %g s:", me, o->connect_timeout_s);
             for (int j = me + 1; j < p; j++)
-                if (x->peers[j].fd < 0) appendf(why, sizeof why, " %d (%s)", j, x->peers[j].where);
+                if (x->peers[j].fd < 0) sd_appendf(why, sizeof why, " %d (%s)", j, x->peers[j].where);
             break;
         }
         int k = poll(pf, 2, ms);
@@ -1016,10 +1006,10 @@ static sd_status timed_out(sd_comm *c) {
         peer *q = &x->peers[j];
         if (j == c->rank || !(q->rx_on || q->tx_on)) continue;
         if (k == 8) {
-            appendf(who, sizeof who, ", ...");
+            sd_appendf(who, sizeof who, ", ...");
             break;
         }
-        appendf(who, sizeof who, "%srank %d (%s: %s)", k++ ? ", " : "", j, q->where,
+        sd_appendf(who, sizeof who, "%srank %d (%s: %s)", k++ ? ", " : "", j, q->where,
                 q->rx_on && q->rdone == 0 ? "sent nothing of this call" : q->rx_on ? "stopped sending" : "is not reading");
     }
     return fail_coll(c, SD_ERR_RUNTIME, "timed out after %g s without progress waiting for %s; it is dead, hung, slow or "
@@ -1386,7 +1376,7 @@ sd_status sd_comm_tcp_env(sd_comm_tcp_options *o, bool *found) {
     int nmiss = 0;
     const char *names[4] = {"WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"}, *vals[4] = {ws, rk, ma, mp};
     for (int i = 0; i < 4; i++)
-        if (!vals[i] || !*vals[i]) appendf(miss, sizeof miss, "%s%s", nmiss++ ? ", " : "", names[i]);
+        if (!vals[i] || !*vals[i]) sd_appendf(miss, sizeof miss, "%s%s", nmiss++ ? ", " : "", names[i]);
     if (nmiss)
         return SD_FAIL(SD_ERR_INVALID, "a torchrun-style launch needs WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT in "
                        "every process, but %s %s not set: set them (torchrun and the Kubernetes PyTorch operator do), or "
