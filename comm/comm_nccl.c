@@ -446,6 +446,49 @@ static sd_status agree_on_devices(sd_comm *c, nccl_ctx *x) {
     return SD_OK;
 }
 
+/* What both starts share once the device is chosen: select it, take or make the stream, and create
+ * the NCCL communicator from rank 0's unique id. `send_id` carries rank 0's {ok, id} to every rank
+ * (MPI_Bcast, or the bootstrap communicator's broadcast). */
+typedef struct nccl_boot_id {
+    int ok;
+    ncclUniqueId id;
+} nccl_boot_id;
+typedef sd_status (*nccl_send_id_fn)(void *ctx, nccl_boot_id *id);
+
+static sd_status start_nccl(sd_comm *c, nccl_ctx *x, nccl_send_id_fn send_id, void *ctx) {
+    NCCL_CUDA_CHECK(cudaSetDevice(x->device));
+    if (x->opt.stream) {
+        x->stream = (cudaStream_t)x->opt.stream;
+    } else {
+        NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
+        x->own_stream = 1;
+    }
+    /* rank 0 makes the id and says whether it could; every rank learns both from one broadcast */
+    nccl_boot_id boot;
+    memset(&boot, 0, sizeof boot);
+    char why[1024] = "";
+    if (c->rank == 0) {
+        ncclResult_t r = ncclGetUniqueId(&boot.id);
+        boot.ok = r == ncclSuccess;
+        if (!boot.ok) snprintf(why, sizeof why, "%s", sd_nccl_error_string(r));
+    }
+    TRY(send_id(ctx, &boot));
+    if (!boot.ok)
+        return SD_FAIL(SD_ERR_RUNTIME, "rank %d: ncclGetUniqueId failed on rank 0%s%s", c->rank, c->rank == 0 ? ": " : "",
+                       why);
+    NCCL_CHECK(ncclCommInitRank(&x->nccl, c->size, boot.id, c->rank));
+    return SD_OK;
+}
+
+static sd_status send_id_mpi(void *ctx, nccl_boot_id *id) {
+    MPI_CHECK(MPI_Bcast(id, (int)sizeof *id, MPI_BYTE, 0, *(MPI_Comm *)ctx));
+    return SD_OK;
+}
+
+static sd_status send_id_over(void *ctx, nccl_boot_id *id) {
+    return sd_comm_broadcast((sd_comm *)ctx, id, sizeof *id, 0); /* over the TCP rendezvous's links */
+}
+
 static sd_status create_impl(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
     MPI_CHECK(MPI_Comm_dup(comm, &x->comm));
     MPI_CHECK(MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN));
@@ -461,31 +504,7 @@ static sd_status create_impl(MPI_Comm comm, const sd_comm_nccl_options *opt, sd_
     x->local_rank = lr;
     x->device = x->opt.device >= 0 ? x->opt.device : lr;
     TRY(agree_on_devices(c, x));
-    NCCL_CUDA_CHECK(cudaSetDevice(x->device));
-    if (x->opt.stream) {
-        x->stream = (cudaStream_t)x->opt.stream;
-    } else {
-        NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
-        x->own_stream = 1;
-    }
-    /* rank 0 makes the id and says whether it could; every rank learns both from one broadcast */
-    struct {
-        int ok;
-        ncclUniqueId id;
-    } boot;
-    memset(&boot, 0, sizeof boot);
-    char why[1024] = "";
-    if (c->rank == 0) {
-        ncclResult_t r = ncclGetUniqueId(&boot.id);
-        boot.ok = r == ncclSuccess;
-        if (!boot.ok) snprintf(why, sizeof why, "%s", sd_nccl_error_string(r));
-    }
-    MPI_CHECK(MPI_Bcast(&boot, (int)sizeof boot, MPI_BYTE, 0, x->comm));
-    if (!boot.ok)
-        return SD_FAIL(SD_ERR_RUNTIME, "rank %d: ncclGetUniqueId failed on rank 0%s%s", c->rank, c->rank == 0 ? ": " : "",
-                       why);
-    NCCL_CHECK(ncclCommInitRank(&x->nccl, c->size, boot.id, c->rank));
-    return SD_OK;
+    return start_nccl(c, x, send_id_mpi, &x->comm);
 }
 
 /* The communicator's shell around one way of starting it (MPI or another bootstrap communicator):
@@ -555,30 +574,7 @@ static sd_status create_over_impl(sd_comm *boot, const sd_comm_nccl_options *opt
     if (all_ok != c->size)
         return SD_FAIL(SD_ERR_UNSUPPORTED, "rank %d of %d: %d other rank(s) have no usable CUDA device (they printed "
                        "why); NCCL communicator not created", c->rank, c->size, c->size - all_ok);
-    NCCL_CUDA_CHECK(cudaSetDevice(x->device));
-    if (x->opt.stream) {
-        x->stream = (cudaStream_t)x->opt.stream;
-    } else {
-        NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
-        x->own_stream = 1;
-    }
-    struct {
-        int ok;
-        ncclUniqueId id;
-    } id;
-    memset(&id, 0, sizeof id);
-    char idwhy[1024] = "";
-    if (c->rank == 0) {
-        ncclResult_t r = ncclGetUniqueId(&id.id);
-        id.ok = r == ncclSuccess;
-        if (!id.ok) snprintf(idwhy, sizeof idwhy, "%s", sd_nccl_error_string(r));
-    }
-    TRY(sd_comm_broadcast(boot, &id, sizeof id, 0)); /* over the TCP rendezvous's links */
-    if (!id.ok)
-        return SD_FAIL(SD_ERR_RUNTIME, "rank %d: ncclGetUniqueId failed on rank 0%s%s", c->rank, c->rank == 0 ? ": " : "",
-                       idwhy);
-    NCCL_CHECK(ncclCommInitRank(&x->nccl, c->size, id.id, c->rank));
-    return SD_OK;
+    return start_nccl(c, x, send_id_over, boot);
 }
 
 static sd_status init_over(void *boot, const sd_comm_nccl_options *opt, sd_comm *c, nccl_ctx *x) {
