@@ -4,7 +4,7 @@
 # builds in Release with warnings as errors (compiling the CUDA sources too whenever nvcc is
 # present), runs the ctest suite, then builds and runs it again under ASan + UBSan, and the
 # threaded tests (ring buffer, ingest thread, local collectives, stop + resume) under ThreadSanitizer, and
-# fuzzes each input decoder for 20 s with libFuzzer (clang; docs/fuzzing.md).
+# fuzzes each input decoder for 10 s with libFuzzer (clang; docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh tests
@@ -29,5 +29,5 @@ cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay 
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --output-on-failure -R '^(test_stream_ring|test_stream_replay|test_comm_local|test_sparse_allreduce|test_trace|test_resume)$')
 
-echo "== Fuzzing (libFuzzer, clang, ASan + UBSan): 20 s per target"
-scripts/fuzz.sh 20
+echo "== Fuzzing (libFuzzer, clang, ASan + UBSan): 10 s per target"
+scripts/fuzz.sh 10

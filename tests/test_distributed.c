@@ -27,8 +27,6 @@ static void small_with(sd_experiment *e, const char *out, const char *mode, cons
     EXPECT_OK(sd_experiment_resolve(e));
 }
 
-static void small(sd_experiment *e, const char *out, const char *mode) { small_with(e, out, mode, NULL, 0); }
-
 static FILE *devnull(void) { return fopen("/dev/null", "w"); }
 
 /* The contents of dir/file (malloc'd, NUL-terminated), or NULL. */
@@ -78,12 +76,14 @@ int main(void) {
     sd_experiment *e = malloc(sizeof *e);
     FILE *quiet = devnull();
 
-    /* 1. determinism: two runs, identical metrics and evaluations, both modes */
+    /* 1. determinism: two runs, identical metrics and evaluations, both modes (ddp batch 16 and
+     * 6 steps: some 2-3 evaluations, a third of the time of the defaults under ASan) */
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
-    small(e, a, "ddp,scadles");
+    const char *det[] = {"batch=16", "max_steps=6"};
+    small_with(e, a, "ddp,scadles", det, 2);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
-    small(e, b, "ddp,scadles");
+    small_with(e, b, "ddp,scadles", det, 2);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     const char *files[] = {"ddp-seed1/metrics.jsonl", "ddp-seed1/eval.jsonl", "scadles-seed1/metrics.jsonl",
                            "scadles-seed1/eval.jsonl"};
@@ -172,21 +172,24 @@ int main(void) {
     EXPECT(st == SD_ERR_NUMERIC && strstr(sd_last_error(), "not finite") && strstr(sd_last_error(), "step ") &&
                strstr(sd_last_error(), "the training diverged at this step (inputs and parameters were finite)"),
            "a non-finite step stops the run naming it and its cause: %s", sd_last_error());
-    const char *nan_skip[] = {"optimizer.lr=100", "max_steps=20", "nonfinite=skip"};
+    const char *nan_skip[] = {"optimizer.lr=100", "max_steps=10", "nonfinite=skip"};
     small_with(e, a, "scadles", nan_skip, 3);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     EXPECT(summary_num(a, "skipped_steps") > 0, "skipped steps counted: %g", summary_num(a, "skipped_steps"));
 
     /* 6. batch norm: with bn=average the devices' running statistics are averaged before each
-     * evaluation and every device adopts them; with bn=local each keeps its own */
-    const char *bnavg[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100"};
+     * evaluation and every device adopts them; with bn=local each keeps its own (ResNet-20 on
+     * windows of 4-10 samples: a quarter of the default rates' work) */
+    const char *bnavg[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100",
+                           "devices.rates=10,6,4,8"};
     snprintf(a, sizeof a, "%s/bn_avg", dir);
-    small_with(e, a, "scadles", bnavg, 4);
+    small_with(e, a, "scadles", bnavg, 5);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     EXPECT(summary_has(a, "bn_identical", "true"), "bn average: identical statistics on every device");
-    const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local"};
+    const char *bnloc[] = {"model=resnet20", "max_steps=3", "eval_every_s=100", "eval_limit=100", "bn=local",
+                           "devices.rates=10,6,4,8"};
     snprintf(a, sizeof a, "%s/bn_local", dir);
-    small_with(e, a, "scadles", bnloc, 5);
+    small_with(e, a, "scadles", bnloc, 6);
     EXPECT_OK(sd_experiment_run(e, NULL, quiet));
     EXPECT(summary_has(a, "bn_identical", "false"), "bn local: each device keeps its own statistics");
 

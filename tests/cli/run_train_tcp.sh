@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cfg="$ROOT/apps/experiments/uniform_s1.json"
-sets="--set devices.rates=40,25,12,30 --set modes=ddp,scadles --set eval_limit=200 --set eval_every_s=5
+sets="--set devices.rates=40,25,12,30 --set batch=16 --set modes=ddp,scadles --set eval_limit=200 --set eval_every_s=5
  --set target_accuracy=0.99 --set threads=1 --set comm_timeout_s=20"
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }

@@ -6,7 +6,7 @@
 mpiexec=$1 train=$2 src=$3
 . "$(dirname "$0")/mpi_common.sh"
 sd_dataset_job test_distributed_mpi sd_dist_mpi  # skips without Fashion-MNIST; sets dir (removed at exit) and flags
-common="--set devices.rates=40,25,12,30 --set max_steps=15 --set eval_limit=500 --set eval_every_s=5 --set target_accuracy=0.99 --set threads=1 --set modes=ddp,scadles"
+common="--set devices.rates=40,25,12,30 --set batch=16 --set max_steps=12 --set eval_limit=500 --set eval_every_s=5 --set target_accuracy=0.99 --set threads=1 --set modes=ddp,scadles"
 "$train" --config "$src/apps/experiments/uniform_s1.json" $common --set out_dir="$dir/local" > "$dir/local.log" 2>&1 || {
     echo "test_distributed_mpi: FAILED: the local run failed:"; tail -n 20 "$dir/local.log"; exit 1; }
 timeout 300 "$mpiexec" $flags -n 4 "$train" --config "$src/apps/experiments/uniform_s1.json" $common \
