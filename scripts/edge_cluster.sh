@@ -385,6 +385,7 @@ fi
 mkdir -p "$out" || fail "--out $out: cannot create it"
 out=$(cd "$out" && pwd)
 mkdir -p "$out/edge"
+rm -f "$out"/edge/publish-run*.log "$out"/edge/publish-run*.cmd "$out"/edge/rank*.log # an earlier invocation's
 trainlog="$dir/train.log"
 sets=(--config "$config" --set clock=real --set stream.source=mqtt --set "stream.mqtt.host=$baddr"
     --set "stream.mqtt.port=$port" --set "out_dir=$out" --set threads=1)
