@@ -31,7 +31,7 @@ typedef struct opts {
     const char *bootstrap, *host;
     int port;
     int devices, device; /* device -1: all */
-    const char *rate;    /* a number or a preset name */
+    const char *rate;    /* a number, a comma-separated list of numbers or a preset name */
     sd_arrival_kind arrival;
     int slices;          /* 0: iid, else classes per device */
     const char *dataset, *data_root;
@@ -67,8 +67,8 @@ static void usage(FILE *f) {
             "what:\n"
             "  --devices N                 devices the dataset is partitioned over (default 1)\n"
             "  --device I|all              which device(s) this process publishes for (default all)\n"
-            "  --rate R|PRESET             samples/s per device, or a preset of per-device rates (device i gets\n"
-            "                              rate[i %% length]): %s (default 10)\n"
+            "  --rate R|R0,R1,..|PRESET    samples/s per device, or per-device rates as a list or a preset (device i\n"
+            "                              gets rate[i %% length]); presets: %s (default 10)\n"
             "  --arrival constant|poisson  spacing of the arrivals (default constant)\n"
             "  --partition iid|slices:K    IID shares, or K contiguous classes per device (default iid)\n"
             "  --dataset NAME              fashion-mnist | mnist | cifar10 | cifar100 | synthetic (default fashion-mnist)\n"
@@ -112,6 +112,29 @@ static bool num(const char *s, double *out) {
     char *end = NULL;
     *out = strtod(s, &end);
     return end && !*end && isfinite(*out);
+}
+
+/* --rate: a preset's rates, one number, or a comma-separated list of 1..SD_MAX_DEVICES numbers into
+ * rates[]. Returns how many, 0 when v is none of these, -1 when a number is out of (0, 1e9]. */
+static int parse_rates(const char *v, double *rates) {
+    if (!v || !*v) return 0;
+    int n = sd_experiment_preset_rates(v, rates);
+    if (n > 0) return n;
+    char buf[1024];
+    if (strlen(v) >= sizeof buf) return 0;
+    snprintf(buf, sizeof buf, "%s", v);
+    bool out_of_range = false;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        double d;
+        if (n == SD_MAX_DEVICES || !num(tok, &d)) return 0;
+        if (!(d > 0 && d <= SD_RATE_MAX)) out_of_range = true;
+        rates[n++] = d;
+    }
+    /* "1,,2" or a trailing comma leaves fewer numbers than the commas ask for */
+    int commas = 0;
+    for (const char *c = v; *c; c++) commas += *c == ',';
+    if (n != commas + 1) return 0;
+    return out_of_range ? -1 : n;
 }
 
 static const sd_cli_option OPTIONS[] = {
@@ -158,12 +181,15 @@ static int parse_args(const sd_cli *cli, opts *o) {
             else
                 o->device = (int)d;
         } else if (!strcmp(a, "--rate")) {
-            if (!v || (!num(v, &d) && !sd_experiment_preset_rates(v, NULL))) {
-                char want[160];
-                snprintf(want, sizeof want, "must be samples/s (> 0) or one of the presets %s", sd_experiment_presets());
+            double rates[SD_MAX_DEVICES];
+            int n = parse_rates(v, rates);
+            if (n == 0) {
+                char want[200];
+                snprintf(want, sizeof want, "must be samples/s (> 0), a list of 1..%d of them (50,38,12), or one of the "
+                         "presets %s", SD_MAX_DEVICES, sd_experiment_presets());
                 return bad(a, v, want);
             }
-            if (num(v, &d) && !(d > 0 && d <= SD_RATE_MAX)) return bad(a, v, "a rate must lie in (0, 1e9] samples/s");
+            if (n < 0) return bad(a, v, "a rate must lie in (0, 1e9] samples/s");
             o->rate = v;
         } else if (!strcmp(a, "--arrival")) {
             if (!v || (strcmp(v, "constant") && strcmp(v, "poisson"))) return bad(a, v, "must be constant|poisson");
@@ -343,8 +369,7 @@ int main(int argc, char **argv) {
     if (rc) return rc;
 
     double preset[SD_MAX_DEVICES];
-    int npreset = sd_experiment_preset_rates(o.rate, preset);
-    double fixed = npreset ? 0 : strtod(o.rate, NULL);
+    int npreset = parse_rates(o.rate, preset); /* checked by parse(): >= 1 */
 
     sd_dataset data = {0};
     sd_partition part = {0};
@@ -370,7 +395,7 @@ int main(int argc, char **argv) {
         dev *d = &devs[nd];
         memset(d, 0, sizeof *d);
         d->id = i;
-        double r = npreset ? preset[i % npreset] : fixed;
+        double r = preset[i % npreset];
         sd_replay_config rc_ = {.data = &data, .indices = part.index[i], .n_indices = part.count[i],
                                 .rate = sd_rate_fixed(r, o.arrival), .seed = o.seed, .device = (uint32_t)i,
                                 .dtype = o.dtype, .max_messages = o.count, .epoch = o.epoch};

@@ -614,6 +614,21 @@ static void test_publish_app(void) {
     char *argv3[] = {exe, "--broker", "mqtt", "--rate", "fast", NULL};
     int rc3 = sd_bh_run_capture(argv3, out, sizeof out, 30);
     EXPECT(rc3 == 2 && strstr(out, "--rate"), "bad --rate: exit %d:\n%s", rc3, out);
+    /* a list of per-device rates (what scripts/edge_cluster.sh passes from the trainer's config.json):
+     * device i gets rate[i % length]; malformed lists and out-of-range rates are refused */
+    char *argv5[] = {exe, "--broker", "mqtt", "--host", "127.0.0.1", "--port", port, "--devices", "3", "--rate",
+                     "2000,3000", "--count", "20", "--dataset", "synthetic", "--topic-prefix", "pub-list-", NULL};
+    int rc5 = sd_bh_run_capture(argv5, out, sizeof out, 30);
+    EXPECT(rc5 == 0 && strstr(out, "device 0 -> pub-list-0: 20 messages") && strstr(out, "(target 2000.0/s") &&
+               strstr(out, "device 1 -> pub-list-1: 20 messages") && strstr(out, "(target 3000.0/s") &&
+               strstr(out, "device 2 -> pub-list-2: 20 messages"),
+           "--rate 2000,3000 over 3 devices: exit %d:\n%s", rc5, out);
+    const char *bad_lists[] = {"1,,2", "1,2,", ",1", "1,0", "1,x"};
+    for (size_t i = 0; i < sizeof bad_lists / sizeof *bad_lists; i++) {
+        char *argv6[] = {exe, "--broker", "mqtt", "--rate", (char *)bad_lists[i], NULL};
+        int rc6 = sd_bh_run_capture(argv6, out, sizeof out, 30);
+        EXPECT(rc6 == 2 && strstr(out, "--rate"), "--rate %s: exit %d:\n%s", bad_lists[i], rc6, out);
+    }
     char *argv4[] = {exe, "--broker", "amqp", NULL};
     int rc4 = sd_bh_run_capture(argv4, out, sizeof out, 30);
     EXPECT(rc4 == 2 && strstr(out, "kafka|mqtt"), "bad --broker: exit %d:\n%s", rc4, out);
