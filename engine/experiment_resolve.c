@@ -258,9 +258,6 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     if (s == SD_OK && r->compression.policy == SD_COMPRESS_GAIN && r->compression.min_ratio > r->compression.max_ratio)
         s = BAD(NULL, "compression.min_ratio", "%g is above compression.max_ratio %g; allowed: min_ratio <= max_ratio",
                 r->compression.min_ratio, r->compression.max_ratio);
-    if (s == SD_OK && r->link_emulation != SD_EXP_LINK_OFF && r->clock != SD_EXP_CLOCK_REAL)
-        s = BAD(NULL, "link_emulation", "token_bucket needs clock \"real\" (the virtual clock already charges every "
-                "collective to the device's link); allowed: off, or set clock to real");
     if (s == SD_OK && r->collectives == SD_EXP_COLL_NCCL && r->compute_backend != SD_EXP_COMPUTE_CUDA)
         s = BAD(NULL, "collectives", "nccl sums gradients in GPU memory, but compute_backend is cpu; allowed: host, or "
                 "set compute_backend to cuda");

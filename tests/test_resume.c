@@ -30,9 +30,12 @@
 static const char *const SCADLES[] = {"modes=scadles", "compression.policy=paper", "injection.alpha=0.5",
                                       "injection.beta=0.5", "partition.kind=slices",
                                       "partition.classes_per_device=2", "buffer.policy=persistence"};
-/* ddp + Top-k every step + a small drop-oldest buffer (drops happen) */
+/* ddp + Top-k every step + a small drop-oldest buffer (drops happen) + the virtual clock's link bucket:
+ * its tokens are part of the state (a 5 kbit/s link: each step's 6 KB take 9-10 s of it, 5.3 s between
+ * steps refill only part, so the 16,000-byte bucket still holds some at step 4 and runs dry at step 5) */
 static const char *const DDP[] = {"modes=ddp", "compression.policy=always", "buffer.policy=drop-oldest",
-                                  "buffer.capacity=100", "eval_every_s=10"};
+                                  "buffer.capacity=100", "eval_every_s=10", "link_emulation=token_bucket",
+                                  "link_burst_bytes=16000", "devices.link.bandwidth_mbps=0.005"};
 
 static void setup(sd_experiment *e, const char *out, const char *const *extra, int nextra, const char *more) {
     sd_experiment_defaults(e);

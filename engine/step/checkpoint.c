@@ -43,6 +43,9 @@ static sd_status save_rank(const sd_pipe *p, const char *dir, const char *reason
     }
     if (d->compressor) PUT(sd_dist_ckpt_put_compressor(&cw, d->compressor));
     PUT(sd_dist_ckpt_put(&cw, "loop.clock", SD_ST_F64, 1, (int64_t[]){4}, clock));
+    if (p->link_burst_s > 0) /* the virtual clock's link bucket */
+        PUT(sd_dist_ckpt_put(&cw, "loop.link", SD_ST_F64, 1, (int64_t[]){2},
+                             ((double[]){ls->link_credit_s, ls->link_free_at})));
     PUT(sd_dist_ckpt_put_i64(&cw, "loop.step", ls->step));
     PUT(sd_dist_ckpt_put_u64(&cw, "loop.wire_bytes", ls->wire_bytes));
     PUT(sd_dist_ckpt_put(&cw, "loop.outputs", SD_ST_I64, 1, (int64_t[]){4}, ls->out_bytes));
@@ -75,6 +78,12 @@ static sd_status load_loop(const sd_st_file *f, sd_pipe *p) {
     ls->last_cut = c[1];
     ls->next_eval = c[2];
     ls->last_top1 = c[3];
+    if (p->link_burst_s > 0) {
+        TRY(sd_dist_ckpt_get(f, "loop.link", SD_ST_F64, 2, &t));
+        get_f64s(t, c, 2);
+        ls->link_credit_s = c[0];
+        ls->link_free_at = c[1];
+    }
     TRY(sd_dist_ckpt_get_i64(f, "loop.step", &ls->step));
     TRY(sd_dist_ckpt_get_u64(f, "loop.wire_bytes", &ls->wire_bytes));
     TRY(sd_dist_ckpt_get(f, "loop.outputs", SD_ST_I64, 4, &t));

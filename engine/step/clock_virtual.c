@@ -89,9 +89,22 @@ static sd_status v_charge_compute(sd_pipe *p, sd_step *s) {
     return SD_OK;
 }
 
+/* The exchange's modelled time; with link_emulation token_bucket the slowest link is a token bucket
+ * (as tc's tbf and comm/shaper.h): its tokens, counted in seconds of the link, refill one second per
+ * second while the link is idle, up to link_burst_bytes; the bandwidth part of the exchange is paid
+ * from them first, and only what they lack takes time. The hops' latency is always paid. */
 static void v_charge_comm(sd_pipe *p, sd_step *s) {
-    (void)p;
-    s->comm_s = s->modelled_comm;
+    if (p->link_burst_s <= 0) {
+        s->comm_s = s->modelled_comm;
+        return;
+    }
+    const double start = s->T_cut + s->compute;
+    double credit = p->ls.link_credit_s + max_d(0, start - p->ls.link_free_at);
+    if (credit > p->link_burst_s) credit = p->link_burst_s;
+    const double bw = max_d(0, s->modelled_comm - s->modelled_comm_lat);
+    s->comm_s = s->modelled_comm_lat + max_d(0, bw - credit);
+    p->ls.link_credit_s = max_d(0, credit - bw);
+    p->ls.link_free_at = start + s->comm_s;
 }
 
 static sd_status v_end_step(sd_pipe *p, sd_step *s) {

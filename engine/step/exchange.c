@@ -77,12 +77,14 @@ static sd_status compressed(sd_pipe *p, sd_step *s) {
         TRY(sd_dev_host_view_back(d, sd_net_grads(d->net), hg, p->np));
     }
     s->modelled_comm = sd_compress_step_time(&s->cs, p->n, p->min_bw, p->max_lat);
+    s->modelled_comm_lat = sd_compress_step_time(&s->cs, p->n, INFINITY, p->max_lat);
     return SD_OK;
 }
 
 sd_status stage_exchange(sd_pipe *p, sd_step *s) {
     sd_dev *d = &p->d;
     s->modelled_comm = p->dense_comm_s;
+    s->modelled_comm_lat = p->dense_comm_lat_s;
     const uint64_t before = sd_dev_wire_bytes(p->comm, d);
     if (d->compressor) TRY(compressed(p, s));
     else TRY(sd_dev_sum(d, p->comm, sd_net_grads(d->net), p->np));

@@ -95,6 +95,9 @@ typedef struct sd_dev {
 /* ---- the loop's state between two steps (what a checkpoint holds besides the device) ----------- */
 typedef struct loop_state {
     double T, last_cut, next_eval, last_top1;
+    double link_credit_s;     /* virtual clock, link_emulation token_bucket: the bucket's tokens as seconds of
+                               * the slowest link at link_free_at (the end of the last exchange) */
+    double link_free_at;
     int64_t step;
     uint64_t wire_bytes;      /* this rank's wire bytes since the run began */
     int64_t out_bytes[4];     /* rank 0: sizes of the outputs at the checkpoint (-1: write afresh) */
@@ -129,6 +132,9 @@ typedef struct sd_pipe {
     sd_ring_batch rb;
     double min_bw, max_lat;   /* the slowest link: the modelled collectives run over it */
     double dense_comm_s;      /* modelled time of a dense gradient allreduce */
+    double dense_comm_lat_s;  /* its latency part (the hops) */
+    double link_burst_s;      /* virtual clock with link_emulation token_bucket: the bucket's depth in seconds
+                               * of the slowest link (link_burst_bytes x 8 / bandwidth); 0: no bucket */
     loop_state ls;
     int64_t step0;            /* the step this invocation started from */
     int64_t last_ckpt;        /* the step of the last checkpoint written or resumed from */
@@ -162,6 +168,7 @@ typedef struct sd_step {
     double next_any;          /* the earliest next arrival over the devices (virtual clock) */
     double modelled_compute;  /* the slowest device's modelled compute (device profiles) */
     double modelled_comm;     /* the exchange's modelled time (comm/cost.h) */
+    double modelled_comm_lat; /* its latency part (the same collectives over a link of infinite bandwidth) */
     double compute, comm_s;   /* what the clock charged for them */
     bool async_up;            /* the batch went up with upload_async while the records were exchanged */
     float loss;               /* this device's loss (sum over its batch / B) */

@@ -69,8 +69,12 @@ static sd_status pipe_setup(sd_pipe *p) {
         if (e->devices.dev[j].profile.latency_s > p->max_lat) p->max_lat = e->devices.dev[j].profile.latency_s;
     }
     p->dense_comm_s = sd_ring_allreduce_time(p->n, (double)p->np * sizeof(float), p->min_bw, p->max_lat);
+    p->dense_comm_lat_s = sd_ring_allreduce_time(p->n, (double)p->np * sizeof(float), INFINITY, p->max_lat);
+    p->link_burst_s = e->clock == SD_EXP_CLOCK_VIRTUAL && e->link_emulation == SD_EXP_LINK_TOKEN_BUCKET
+                          ? e->link_burst_bytes * 8.0 / p->min_bw
+                          : 0.0;
     p->ls = (loop_state){.T = 0, .last_cut = -INFINITY, .next_eval = e->eval_every_s, .last_top1 = -1, .step = 0,
-                         .out_bytes = {-1, -1, -1, -1}};
+                         .link_credit_s = p->link_burst_s, .link_free_at = 0, .out_bytes = {-1, -1, -1, -1}};
     memset(p->sum, 0, sizeof *p->sum);
     p->sum->time_to_target_s = -1;
     return SD_OK;
@@ -227,15 +231,14 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, int gpu_slo
     return st;
 }
 
-/* With link_emulation (real clock), this device's collectives run through a token-bucket link of
- * its own bandwidth and latency (comm/shaper.h); otherwise on comm as given. The GPU slot is the
+/* With link_emulation on the real clock, this device's collectives run through a token-bucket link
+ * of its own bandwidth and latency (comm/shaper.h); otherwise on comm as given (on the virtual
+ * clock the bucket is modelled: clock_virtual.c). The GPU slot is the
  * rank, or LOCAL_RANK where a torchrun-style launch gave it (comm/comm_tcp.h). */
 sd_status sd_dist_device_run(const sd_dist_inputs *in, sd_comm *comm, sd_run_summary *out) {
     const sd_experiment *e = in->e;
     const int slot = sd_comm_tcp_local_rank(comm) >= 0 ? sd_comm_tcp_local_rank(comm) : comm->rank;
-    if (e->link_emulation == SD_EXP_LINK_OFF) return device_run(in, comm, slot, out);
-    if (e->clock != SD_EXP_CLOCK_REAL)
-        return SD_FAIL(SD_ERR_INVALID, "link_emulation token_bucket needs clock \"real\"; set link_emulation to off");
+    if (e->link_emulation == SD_EXP_LINK_OFF || e->clock != SD_EXP_CLOCK_REAL) return device_run(in, comm, slot, out);
     if (comm->rank < 0 || comm->rank >= e->devices.count)
         return SD_FAIL(SD_ERR_INVALID, "rank %d outside the experiment's %d devices", comm->rank, e->devices.count);
     const sd_device_profile *pr = &e->devices.dev[comm->rank].profile;
