@@ -81,7 +81,8 @@ static void test_defaults(void) {
     for (int i = 0; i < e.devices.count; i++) {
         const sd_exp_device *d = &e.devices.dev[i];
         EXPECT(d->rate == uniform_s1[i] && d->profile.samples_per_s == 2000 && d->profile.step_overhead_s == 0.005 &&
-                   d->profile.bandwidth_bps == 100e6 && d->profile.latency_s == 0.001 && d->set == SD_EXP_DEV_ALL,
+                   d->profile.bandwidth_bps == 100e6 && d->profile.latency_s == 0.001 && d->profile.slowdown == 1 &&
+                   !d->profile.profile[0] && d->set == SD_EXP_DEV_RESOLVED_MODELLED,
                "device %d: rate %g, profile %g %g %g %g", i, d->rate, d->profile.samples_per_s, d->profile.step_overhead_s,
                d->profile.bandwidth_bps, d->profile.latency_s);
     }

@@ -25,6 +25,7 @@
 #include "engine/distributed.h"
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/profile.h"
 #include "kernels/backend.h"
 #include "stream/augment.h"
 #include "stream/ingest.h"
@@ -129,6 +130,7 @@ typedef struct sd_pipe {
     sd_ring_batch rb;
     double min_bw, max_lat;   /* the slowest link: the modelled collectives run over it */
     double dense_comm_s;      /* modelled time of a dense gradient allreduce */
+    sd_compute_model *compute; /* every device's modelled compute (its profile, engine/profile.h) */
     loop_state ls;
     int64_t step0;            /* the step this invocation started from */
     int64_t last_ckpt;        /* the step of the last checkpoint written or resumed from */
