@@ -55,9 +55,9 @@ static void usage(FILE *f) {
             "  A device profile for the virtual clock (docs/experiments.md, \"Device profile files\"): per model\n"
             "  and batch size, the median seconds of one training step (upload, forward, loss, backward, SGD\n"
             "  update), with min and max, and a fitted overhead + per-sample cost. K copies of the model train\n"
-            "  at once, each with its own CPU context of T kernel threads, as K devices sharing this machine\n"
-            "  do; each copy times R steps after W warm-up and trains on until all have theirs, so every\n"
-            "  timed step ran beside K - 1 others. --note goes into the file (say what else ran).\n"
+            "  in lockstep, each with its own CPU context of T kernel threads, as K devices of a synchronous\n"
+            "  run sharing this machine do: a step lasts from their common start until the last copy is done\n"
+            "  (R timed steps after W warm-up). --note goes into the file (say what else ran).\n"
             "  defaults: --threads 1 --concurrency 1 --iters 10 --warmup 2 --width 1 --batches 1,8,16,32,64,128,256\n");
 }
 
@@ -293,11 +293,13 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
 }
 
 /* ---- device profiles (--profile): seconds of one training step per batch size ------------------
- * K model copies train at once, each in its own thread with its own CPU context of T kernel
- * threads (what K devices sharing this machine do: the local backend's device threads, or K ranks
- * of an mpirun). Every copy times its own steps; a copy that has its repetitions keeps training,
- * untimed, until every copy has them, so every timed step ran while the K - 1 others trained too.
- * The file (docs/experiments.md, "Device profile files") is what engine/profile.h reads. */
+ * K model copies train in lockstep, each in its own thread with its own CPU context of T kernel
+ * threads, as K devices of a synchronous run share this machine (the local backend's device
+ * threads, or K ranks of an mpirun): every repetition starts all K steps together (a barrier: the
+ * previous step's allreduce) and lasts until the last copy has finished (the next barrier), so
+ * the time charged is what each device waits before its gradients can be summed while the others
+ * train beside it. The file (docs/experiments.md, "Device profile files") is what
+ * engine/profile.h reads. */
 #define PROF_MAX_BATCHES SD_PROFILE_MAX_POINTS
 
 typedef struct prof_opts {
@@ -311,15 +313,14 @@ typedef struct prof_opts {
 typedef struct prof_shared {
     const prof_opts *o;
     sd_model_spec spec;
-    pthread_barrier_t barrier; /* every copy starts a batch size together */
-    atomic_int done[PROF_MAX_BATCHES]; /* copies that have their repetitions of batch size i */
+    pthread_barrier_t barrier; /* every step of every copy starts together */
     atomic_int failed;
 } prof_shared;
 
 typedef struct prof_worker {
     prof_shared *sh;
     int id;
-    double *times;      /* [batch index][repetition] */
+    double *t0, *t1;    /* [batch index][repetition]: when this copy's timed steps started and ended */
     size_t params;
     float first_loss, last_loss;
     char err[600];
@@ -402,27 +403,27 @@ static void *prof_worker_main(void *arg) {
     sd_status st = prof_copy_make(sh, w->id, &c);
     if (st == SD_OK) w->params = sd_net_param_count(c.net);
     for (int bi = 0; bi < o->nb; bi++) {
-        if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
-        if (st != SD_OK) atomic_store(&sh->failed, 1);
-        pthread_barrier_wait(&sh->barrier);
         const int b = o->batches[bi];
         float loss = 0;
-        for (int it = 0; st == SD_OK && !atomic_load(&sh->failed) && it < o->warmup + o->iters; it++) {
+        for (int it = 0; it < o->warmup + o->iters; it++) {
+            if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
+            /* every copy passes every barrier, failed or not (the others wait for K) */
+            pthread_barrier_wait(&sh->barrier);
+            if (st != SD_OK || atomic_load(&sh->failed)) continue;
             double t0 = sd_clock_now();
             st = prof_step(&c, &sh->spec, b, &loss);
-            double dt = sd_clock_now() - t0;
+            double t1 = sd_clock_now();
             if (st == SD_OK && bi == 0 && it == 0) {
                 st = prof_validate(&c, &sh->spec, loss);
                 w->first_loss = loss;
             }
             if (st == SD_OK && !isfinite(loss)) st = SD_FAIL(SD_ERR_NUMERIC, "%s: non-finite loss at batch %d", sh->spec.name, b);
-            if (it >= o->warmup) w->times[(size_t)bi * o->iters + (it - o->warmup)] = dt;
+            if (it >= o->warmup) {
+                w->t0[(size_t)bi * o->iters + (it - o->warmup)] = t0;
+                w->t1[(size_t)bi * o->iters + (it - o->warmup)] = t1;
+            }
         }
         w->last_loss = loss;
-        atomic_fetch_add(&sh->done[bi], 1);
-        /* keep the others company until every copy has its repetitions */
-        while (st == SD_OK && !atomic_load(&sh->failed) && atomic_load(&sh->done[bi]) < o->concurrency)
-            st = prof_step(&c, &sh->spec, b, &loss);
     }
     if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
     prof_copy_free(&c);
@@ -434,7 +435,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-typedef struct prof_point { double batch, median, min, max; int n; } prof_point;
+typedef struct prof_point { double batch, median, min, max, copy_median; int n; } prof_point;
 
 /* Least squares of seconds = overhead + per_sample x batch over the medians. */
 static void prof_fit(const prof_point *p, int n, double *overhead, double *per_sample) {
@@ -480,16 +481,17 @@ static int prof_model(const prof_opts *o, const char *model, cJSON *models) {
     const int K = o->concurrency;
     prof_worker *w = calloc((size_t)K, sizeof *w);
     pthread_t *th = calloc((size_t)K, sizeof *th);
-    double *all = malloc(sizeof(double) * (size_t)K * o->iters);
-    if (!w || !th || !all || pthread_barrier_init(&sh.barrier, NULL, (unsigned)K) != 0) {
+    double *all = malloc(sizeof(double) * (size_t)K * o->iters), *span = malloc(sizeof(double) * (size_t)o->iters);
+    if (!w || !th || !all || !span || pthread_barrier_init(&sh.barrier, NULL, (unsigned)K) != 0) {
         fprintf(stderr, "scadles-bench: %s: no memory for %d copies\n", model, K);
-        free(w), free(th), free(all);
+        free(w), free(th), free(all), free(span);
         return 1;
     }
     int rc = 0;
     for (int i = 0; i < K; i++) {
-        w[i] = (prof_worker){.sh = &sh, .id = i, .times = calloc((size_t)o->nb * o->iters, sizeof(double))};
-        if (!w[i].times) rc = 1;
+        w[i] = (prof_worker){.sh = &sh, .id = i, .t0 = calloc((size_t)o->nb * o->iters, sizeof(double)),
+                             .t1 = calloc((size_t)o->nb * o->iters, sizeof(double))};
+        if (!w[i].t0 || !w[i].t1) rc = 1;
     }
     if (rc) {
         fprintf(stderr, "scadles-bench: %s: no memory for the step times\n", model);
@@ -513,18 +515,32 @@ static int prof_model(const prof_opts *o, const char *model, cJSON *models) {
     cJSON *m = rc == 0 ? cJSON_CreateObject() : NULL, *tab = NULL, *fit = NULL;
     bool ok = m != NULL;
     if (ok) {
-        printf("%-11s %8zu params, %d copies x %d kernel thread(s), %d timed steps per copy after %d warm-up; loss %.3f -> %.3f\n",
-               model, w[0].params, K, o->threads, o->iters, o->warmup, w[0].first_loss, w[0].last_loss);
-        printf("  %7s %12s %12s %12s %12s\n", "batch", "median ms", "min ms", "max ms", "samples/s");
+        printf("%-11s %8zu params, %d cop%s x %d kernel thread(s) in lockstep, %d timed steps after %d warm-up; loss %.3f -> "
+               "%.3f\n", model, w[0].params, K, K == 1 ? "y" : "ies", o->threads, o->iters, o->warmup, w[0].first_loss,
+               w[0].last_loss);
+        printf("  %7s %12s %12s %12s %14s %12s\n", "batch", "median ms", "min ms", "max ms", "one copy ms", "samples/s");
         for (int bi = 0; bi < o->nb; bi++) {
+            /* a repetition lasts from the first copy's start to the last copy's end */
             int n = 0;
-            for (int i = 0; i < K; i++)
-                for (int r = 0; r < o->iters; r++) all[n++] = w[i].times[(size_t)bi * o->iters + r];
+            for (int r = 0; r < o->iters; r++) {
+                double a = INFINITY, z = -INFINITY;
+                for (int i = 0; i < K; i++) {
+                    const size_t at = (size_t)bi * o->iters + r;
+                    if (w[i].t0[at] < a) a = w[i].t0[at];
+                    if (w[i].t1[at] > z) z = w[i].t1[at];
+                    all[n++] = w[i].t1[at] - w[i].t0[at];
+                }
+                span[r] = z - a;
+            }
             qsort(all, (size_t)n, sizeof *all, cmp_double);
-            double med = n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
-            pts[bi] = (prof_point){.batch = o->batches[bi], .median = med, .min = all[0], .max = all[n - 1], .n = n};
-            printf("  %7d %12.3f %12.3f %12.3f %12.1f\n", o->batches[bi], med * 1e3, all[0] * 1e3, all[n - 1] * 1e3,
-                   o->batches[bi] / med);
+            qsort(span, (size_t)o->iters, sizeof *span, cmp_double);
+            const int R = o->iters;
+            double med = R % 2 ? span[R / 2] : 0.5 * (span[R / 2 - 1] + span[R / 2]);
+            double cmed = n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
+            pts[bi] = (prof_point){.batch = o->batches[bi], .median = med, .min = span[0], .max = span[R - 1], .copy_median = cmed,
+                                   .n = R};
+            printf("  %7d %12.3f %12.3f %12.3f %14.3f %12.1f\n", o->batches[bi], med * 1e3, span[0] * 1e3, span[R - 1] * 1e3,
+                   cmed * 1e3, o->batches[bi] / med);
         }
         double ov, ps;
         prof_fit(pts, o->nb, &ov, &ps);
@@ -542,7 +558,7 @@ static int prof_model(const prof_opts *o, const char *model, cJSON *models) {
             ok = pt && cJSON_AddItemToArray(tab, pt);
             ok = ok && add_rawf(pt, "batch", "%d", o->batches[bi]) && add_rawf(pt, "seconds", "%.6e", pts[bi].median) &&
                  add_rawf(pt, "min_s", "%.6e", pts[bi].min) && add_rawf(pt, "max_s", "%.6e", pts[bi].max) &&
-                 add_rawf(pt, "steps", "%d", pts[bi].n);
+                 add_rawf(pt, "copy_median_s", "%.6e", pts[bi].copy_median) && add_rawf(pt, "steps", "%d", pts[bi].n);
         }
         ok = ok && (fit = cJSON_CreateObject()) && cJSON_AddItemToObject(m, "fit", fit);
         ok = ok && add_rawf(fit, "overhead_s", "%.6e", ov) && add_rawf(fit, "per_sample_s", "%.6e", ps) &&
@@ -560,8 +576,8 @@ static int prof_model(const prof_opts *o, const char *model, cJSON *models) {
                 rc = 3;
             }
     }
-    for (int i = 0; i < K; i++) free(w[i].times);
-    free(w), free(th), free(all);
+    for (int i = 0; i < K; i++) free(w[i].t0), free(w[i].t1);
+    free(w), free(th), free(all), free(span);
     return rc;
 }
 
@@ -633,8 +649,11 @@ static int run_profile(const prof_opts *o, const char *models_list) {
     bool ok = root && machine && cJSON_AddItemToObject(root, "format", cJSON_CreateString(SD_PROFILE_FORMAT)) &&
               add_rawf(root, "version", "%d", SD_PROFILE_VERSION) &&
               add_str(root, "what", "seconds of one training step (batch upload, forward, loss, backward, SGD update with "
-                      "momentum 0.9 and weight decay 5e-4) on the CPU backend, per batch size: the median over every copy's "
-                      "timed steps, with the fastest and slowest; fit: least squares of the medians") &&
+                      "momentum 0.9 and weight decay 5e-4) on the CPU backend, per batch size, with `concurrency` copies "
+                      "of the model stepping in lockstep (each step starts together): seconds, min_s, max_s: the median, "
+                      "fastest and slowest over the timed steps of the time from the first copy's start to the last "
+                      "copy's end; copy_median_s: the median of each copy's own step time; fit: least squares of seconds "
+                      "against the batch") &&
               add_str(root, "measured_at", when) && add_str(root, "command", o->command) &&
               add_str(root, "note", o->note ? o->note : "");
     if (ok) ok = cJSON_AddItemToObject(root, "machine", machine);
@@ -649,7 +668,7 @@ static int run_profile(const prof_opts *o, const char *models_list) {
         remove(tmp);
         return 1;
     }
-    printf("scadles-bench --profile: %d cop%s of each model training at once, %d kernel thread(s) each, batches", o->concurrency,
+    printf("scadles-bench --profile: %d cop%s of each model training in lockstep, %d kernel thread(s) each, batches", o->concurrency,
            o->concurrency == 1 ? "y" : "ies", o->threads);
     for (int i = 0; i < o->nb; i++) printf("%s%d", i ? "," : " ", o->batches[i]);
     printf("\n");
