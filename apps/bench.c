@@ -57,7 +57,8 @@ static void usage(FILE *f) {
             "  update), with min and max, and a fitted overhead + per-sample cost. K copies of the model train\n"
             "  in lockstep, each with its own CPU context of T kernel threads, as K devices of a synchronous\n"
             "  run sharing this machine do: a step lasts from their common start until the last copy is done\n"
-            "  (R timed steps after W warm-up). --note goes into the file (say what else ran).\n"
+            "  (R timed steps after W warm-up, the batch sizes taking turns). --note goes into the file\n"
+            "  (say what else ran).\n"
             "  defaults: --threads 1 --concurrency 1 --iters 10 --warmup 2 --width 1 --batches 1,8,16,32,64,128,256\n");
 }
 
@@ -402,10 +403,12 @@ static void *prof_worker_main(void *arg) {
     memset(&c, 0, sizeof c);
     sd_status st = prof_copy_make(sh, w->id, &c);
     if (st == SD_OK) w->params = sd_net_param_count(c.net);
-    for (int bi = 0; bi < o->nb; bi++) {
-        const int b = o->batches[bi];
-        float loss = 0;
-        for (int it = 0; it < o->warmup + o->iters; it++) {
+    /* the batch sizes take turns, one step each, so that a burst of other work on the machine falls
+     * on every size alike instead of on all the repetitions of one (the table stays monotone) */
+    float loss = 0;
+    for (int it = 0; it < o->warmup + o->iters; it++) {
+        for (int bi = 0; bi < o->nb; bi++) {
+            const int b = o->batches[bi];
             if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
             /* every copy passes every barrier, failed or not (the others wait for K) */
             pthread_barrier_wait(&sh->barrier);
@@ -423,8 +426,8 @@ static void *prof_worker_main(void *arg) {
                 w->t1[(size_t)bi * o->iters + (it - o->warmup)] = t1;
             }
         }
-        w->last_loss = loss;
     }
+    w->last_loss = loss;
     if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
     prof_copy_free(&c);
     return NULL;
@@ -650,7 +653,8 @@ static int run_profile(const prof_opts *o, const char *models_list) {
               add_rawf(root, "version", "%d", SD_PROFILE_VERSION) &&
               add_str(root, "what", "seconds of one training step (batch upload, forward, loss, backward, SGD update with "
                       "momentum 0.9 and weight decay 5e-4) on the CPU backend, per batch size, with `concurrency` copies "
-                      "of the model stepping in lockstep (each step starts together): seconds, min_s, max_s: the median, "
+                      "of the model stepping in lockstep (each step starts together), the batch sizes taking turns one "
+                      "step each: seconds, min_s, max_s: the median, "
                       "fastest and slowest over the timed steps of the time from the first copy's start to the last "
                       "copy's end; copy_median_s: the median of each copy's own step time; fit: least squares of seconds "
                       "against the batch") &&
