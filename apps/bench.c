@@ -778,8 +778,11 @@ int main(int argc, char **argv) {
         }
     }
     sd_cli_free(&cli);
-    for (int i = 0; i < argc; i++) /* (only the program's name, not its folder) */
-        sd_appendf(po.command, sizeof po.command, "%s%s", i ? " " : "", i ? argv[i] : "scadles-bench");
+    for (int i = 0; i < argc; i++) { /* (only the program's name, not its folder; words with spaces quoted) */
+        const char *a = i ? argv[i] : "scadles-bench";
+        const bool q = strpbrk(a, " \t\"'") != NULL;
+        sd_appendf(po.command, sizeof po.command, "%s%s%s%s", i ? " " : "", q ? "'" : "", a, q ? "'" : "");
+    }
     if (profile && !po.out) {
         fprintf(stderr, "scadles-bench: --profile needs --out FILE.json (the device profile to write)\n");
         return 2;
