@@ -1,20 +1,32 @@
 /* bench.c: scadles-bench, CPU training throughput and per-op speed, with the ratios that say how
  * good the numbers are: against PyTorch run on the same machine with the same thread count (the
  * peer, when python3-torch is installed) and against OpenBLAS's own sgemm measured in this run
- * (the bound). Every timed path is validated first (finite loss, finite gradients). */
+ * (the bound); and with --profile, the device profile files of the virtual clock: the seconds of
+ * one training step per batch size, with K copies training at once (engine/profile.h reads them).
+ * Every timed path is validated first (finite loss, finite gradients). */
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "apps/cli/cli.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "engine/models.h"
+#include "engine/optim.h"
+#include "engine/profile.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -36,7 +48,18 @@ static void usage(FILE *f) {
             "  CPU training throughput (forward + backward + SGD update) of each model at batch B,\n"
             "  the ratio to PyTorch (same model, batch and threads; needs python3-torch) and to\n"
             "  OpenBLAS sgemm peak measured in the same run, then GFLOP/s or GB/s per op.\n"
-            "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --models fmnist_cnn,resnet20\n");
+            "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --models fmnist_cnn,resnet20\n"
+            "\n"
+            "       scadles-bench --profile --out FILE.json [--models a,b] [--batches 1,8,16,32,64,128,256]\n"
+            "                     [--threads T] [--concurrency K] [--iters R] [--warmup W] [--width X] [--note TEXT]\n"
+            "  A device profile for the virtual clock (docs/experiments.md, \"Device profile files\"): per model\n"
+            "  and batch size, the median seconds of one training step (upload, forward, loss, backward, SGD\n"
+            "  update), with min and max, and a fitted overhead + per-sample cost. K copies of the model train\n"
+            "  in lockstep, each with its own CPU context of T kernel threads, as K devices of a synchronous\n"
+            "  run sharing this machine do: a step lasts from their common start until the last copy is done\n"
+            "  (R timed steps after W warm-up, the batch sizes taking turns). --note goes into the file\n"
+            "  (say what else ran).\n"
+            "  defaults: --threads 1 --concurrency 1 --iters 10 --warmup 2 --width 1 --batches 1,8,16,32,64,128,256\n");
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
@@ -270,33 +293,500 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
     free(x); free(y); free(dy); free(dx); free(g); free(b); free(rm); free(rv); free(sm); free(si); free(dg); free(db);
 }
 
+/* ---- device profiles (--profile): seconds of one training step per batch size ------------------
+ * K model copies train in lockstep, each in its own thread with its own CPU context of T kernel
+ * threads, as K devices of a synchronous run share this machine (the local backend's device
+ * threads, or K ranks of an mpirun): every repetition starts all K steps together (a barrier: the
+ * previous step's allreduce) and lasts until the last copy has finished (the next barrier), so
+ * the time charged is what each device waits before its gradients can be summed while the others
+ * train beside it. The file (docs/experiments.md, "Device profile files") is what
+ * engine/profile.h reads. */
+#define PROF_MAX_BATCHES SD_PROFILE_MAX_POINTS
+
+typedef struct prof_opts {
+    int threads, concurrency, warmup, iters;
+    double width;
+    int batches[PROF_MAX_BATCHES], nb;
+    const char *out, *note;
+    char command[1024]; /* the command line, for the file */
+} prof_opts;
+
+typedef struct prof_shared {
+    const prof_opts *o;
+    sd_model_spec spec;
+    pthread_barrier_t barrier; /* every step of every copy starts together */
+    atomic_int failed;
+} prof_shared;
+
+typedef struct prof_worker {
+    prof_shared *sh;
+    int id;
+    double *t0, *t1;    /* [batch index][repetition]: when this copy's timed steps started and ended */
+    size_t params;
+    float first_loss, last_loss;
+    char err[600];
+} prof_worker;
+
+typedef struct prof_copy {
+    sd_backend be;
+    sd_net *net;
+    sd_optimizer opt;
+    float *hx, *dx;
+    int32_t *hy, *dy;
+    bool have_be, have_opt;
+} prof_copy;
+
+static void prof_copy_free(prof_copy *c) {
+    if (c->have_be) {
+        if (c->dx) c->be.ops->free(c->be.ctx, c->dx);
+        if (c->dy) c->be.ops->free(c->be.ctx, c->dy);
+    }
+    if (c->have_opt) sd_optim_free(&c->opt);
+    sd_net_destroy(c->net);
+    if (c->have_be) sd_backend_destroy(&c->be);
+    free(c->hx);
+    free(c->hy);
+}
+
+/* One copy as a device of the trainer has it: the model, SGD with momentum, a batch of random
+ * images on the backend. */
+static sd_status prof_copy_make(const prof_shared *sh, int id, prof_copy *c) {
+    const sd_model_spec *sp = &sh->spec;
+    const int bmax = sh->o->batches[sh->o->nb - 1];
+    const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
+    TRY(sd_backend_cpu_create(&c->be, sh->o->threads));
+    c->have_be = true;
+    TRY(sd_model_build(&c->be, sp, 1, &c->net));
+    sd_lr_schedule sched;
+    TRY(sd_lr_schedule_parse("constant", 0.05f, 1000000, &sched));
+    sd_optim_config oc = {.momentum = 0.9f, .weight_decay = 5e-4f};
+    TRY(sd_optim_init(&c->opt, c->net, &oc, &sched));
+    c->have_opt = true;
+    c->hx = malloc((size_t)bmax * img * sizeof(float));
+    c->hy = malloc((size_t)bmax * sizeof(int32_t));
+    if (!c->hx || !c->hy) return SD_FAIL(SD_ERR_OOM, "%s: a batch of %d", sp->name, bmax);
+    TRY(c->be.ops->alloc(c->be.ctx, (size_t)bmax * img * sizeof(float), (void **)&c->dx));
+    TRY(c->be.ops->alloc(c->be.ctx, (size_t)bmax * sizeof(int32_t), (void **)&c->dy));
+    sd_rng rng;
+    sd_rng_seed(&rng, 7 + (uint64_t)id);
+    for (size_t i = 0; i < (size_t)bmax * img; i++) c->hx[i] = (float)sd_rng_normal(&rng);
+    for (int i = 0; i < bmax; i++) c->hy[i] = (int32_t)sd_rng_below(&rng, (uint64_t)sp->classes);
+    return SD_OK;
+}
+
+/* One training step as engine/step/ runs it on the CPU backend: the batch up, forward, loss,
+ * backward, the SGD update. */
+static sd_status prof_step(prof_copy *c, const sd_model_spec *sp, int b, float *loss) {
+    const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
+    TRY(c->be.ops->upload(c->be.ctx, c->dx, c->hx, (size_t)b * img * sizeof(float)));
+    TRY(c->be.ops->upload(c->be.ctx, c->dy, c->hy, (size_t)b * sizeof(int32_t)));
+    TRY(sd_net_forward(c->net, c->dx, b, true));
+    TRY(sd_net_loss(c->net, c->dy, 1.0f / (float)b, loss));
+    TRY(sd_net_backward(c->net));
+    return sd_optim_step(&c->opt, c->net, 1.0f);
+}
+
+/* Validates before timing: a finite loss and finite gradients. */
+static sd_status prof_validate(prof_copy *c, const sd_model_spec *sp, float loss) {
+    if (!isfinite(loss)) return SD_FAIL(SD_ERR_NUMERIC, "%s: non-finite loss on the first step", sp->name);
+    const float *g = sd_net_grads(c->net);
+    for (size_t i = 0; i < sd_net_param_count(c->net); i++)
+        if (!isfinite(g[i])) return SD_FAIL(SD_ERR_NUMERIC, "%s: non-finite gradient %zu on the first step", sp->name, i);
+    return SD_OK;
+}
+
+static void *prof_worker_main(void *arg) {
+    prof_worker *w = arg;
+    prof_shared *sh = w->sh;
+    const prof_opts *o = sh->o;
+    prof_copy c;
+    memset(&c, 0, sizeof c);
+    sd_status st = prof_copy_make(sh, w->id, &c);
+    if (st == SD_OK) w->params = sd_net_param_count(c.net);
+    /* the batch sizes take turns, one step each, so that a burst of other work on the machine falls
+     * on every size alike instead of on all the repetitions of one (the table stays monotone) */
+    float loss = 0;
+    for (int it = 0; it < o->warmup + o->iters; it++) {
+        for (int bi = 0; bi < o->nb; bi++) {
+            const int b = o->batches[bi];
+            if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
+            /* every copy passes every barrier, failed or not (the others wait for K) */
+            pthread_barrier_wait(&sh->barrier);
+            if (st != SD_OK || atomic_load(&sh->failed)) continue;
+            double t0 = sd_clock_now();
+            st = prof_step(&c, &sh->spec, b, &loss);
+            double t1 = sd_clock_now();
+            if (st == SD_OK && bi == 0 && it == 0) {
+                st = prof_validate(&c, &sh->spec, loss);
+                w->first_loss = loss;
+            }
+            if (st == SD_OK && !isfinite(loss)) st = SD_FAIL(SD_ERR_NUMERIC, "%s: non-finite loss at batch %d", sh->spec.name, b);
+            if (it >= o->warmup) {
+                w->t0[(size_t)bi * o->iters + (it - o->warmup)] = t0;
+                w->t1[(size_t)bi * o->iters + (it - o->warmup)] = t1;
+            }
+        }
+    }
+    w->last_loss = loss;
+    if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
+    prof_copy_free(&c);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct prof_point { double batch, median, min, max, copy_median; int n; } prof_point;
+
+/* Least squares of seconds = overhead + per_sample x batch over the medians. */
+static void prof_fit(const prof_point *p, int n, double *overhead, double *per_sample) {
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (int i = 0; i < n; i++) sx += p[i].batch, sy += p[i].median, sxx += p[i].batch * p[i].batch, sxy += p[i].batch * p[i].median;
+    double d = n * sxx - sx * sx;
+    *per_sample = n > 1 && d > 0 ? (n * sxy - sx * sy) / d : (n == 1 ? p[0].median / p[0].batch : 0);
+    *overhead = n > 1 && d > 0 ? (sy - *per_sample * sx) / n : 0;
+    if (*per_sample < 0) { /* times that do not grow with the batch (refused by the reader anyway) */
+        *per_sample = 0;
+        *overhead = sy / n;
+    }
+}
+
+static bool add_rawf(cJSON *o, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool add_rawf(cJSON *o, const char *key, const char *fmt, ...) {
+    char b[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    cJSON *x = cJSON_CreateRaw(b);
+    if (x && (key ? cJSON_AddItemToObject(o, key, x) : cJSON_AddItemToArray(o, x))) return true;
+    cJSON_Delete(x);
+    return false;
+}
+
+static bool add_str(cJSON *o, const char *key, const char *v) {
+    cJSON *x = cJSON_CreateString(v);
+    if (x && cJSON_AddItemToObject(o, key, x)) return true;
+    cJSON_Delete(x);
+    return false;
+}
+
+/* Measures one model; adds its entry to `models`. */
+static int prof_model(const prof_opts *o, const char *model, cJSON *models) {
+    prof_shared sh;
+    memset(&sh, 0, sizeof sh);
+    sh.o = o;
+    sh.spec = (sd_model_spec){.name = model, .classes = 10, .width = (float)o->width};
+    if (!strcmp(model, "fmnist_cnn")) sh.spec.in_c = 1, sh.spec.in_h = sh.spec.in_w = 28;
+    else sh.spec.in_c = 3, sh.spec.in_h = sh.spec.in_w = 32;
+    const int K = o->concurrency;
+    prof_worker *w = calloc((size_t)K, sizeof *w);
+    pthread_t *th = calloc((size_t)K, sizeof *th);
+    double *all = malloc(sizeof(double) * (size_t)K * o->iters), *span = malloc(sizeof(double) * (size_t)o->iters);
+    if (!w || !th || !all || !span || pthread_barrier_init(&sh.barrier, NULL, (unsigned)K) != 0) {
+        fprintf(stderr, "scadles-bench: %s: no memory for %d copies\n", model, K);
+        free(w), free(th), free(all), free(span);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < K; i++) {
+        w[i] = (prof_worker){.sh = &sh, .id = i, .t0 = calloc((size_t)o->nb * o->iters, sizeof(double)),
+                             .t1 = calloc((size_t)o->nb * o->iters, sizeof(double))};
+        if (!w[i].t0 || !w[i].t1) rc = 1;
+    }
+    if (rc) {
+        fprintf(stderr, "scadles-bench: %s: no memory for the step times\n", model);
+        exit(1); /* (an app: nothing to clean up that the exit does not) */
+    }
+    for (int i = 0; i < K; i++)
+        if (pthread_create(&th[i], NULL, prof_worker_main, &w[i]) != 0) {
+            /* the copies that started wait for K at the barrier: nothing to do but leave */
+            fprintf(stderr, "scadles-bench: %s: cannot start copy %d of %d (threads); lower --concurrency\n", model, i, K);
+            exit(1);
+        }
+    for (int i = 0; i < K; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&sh.barrier);
+    for (int i = 0; i < K && rc == 0; i++)
+        if (w[i].err[0]) {
+            fprintf(stderr, "scadles-bench: %s (copy %d): %s\n", model, i, w[i].err);
+            rc = 1;
+        }
+    if (rc == 0 && atomic_load(&sh.failed)) rc = 1;
+    prof_point pts[PROF_MAX_BATCHES];
+    cJSON *m = rc == 0 ? cJSON_CreateObject() : NULL, *tab = NULL, *fit = NULL;
+    bool ok = m != NULL;
+    if (ok) {
+        printf("%-11s %8zu params, %d cop%s x %d kernel thread(s) in lockstep, %d timed steps after %d warm-up; loss %.3f -> "
+               "%.3f\n", model, w[0].params, K, K == 1 ? "y" : "ies", o->threads, o->iters, o->warmup, w[0].first_loss,
+               w[0].last_loss);
+        printf("  %7s %12s %12s %12s %14s %12s\n", "batch", "median ms", "min ms", "max ms", "one copy ms", "samples/s");
+        for (int bi = 0; bi < o->nb; bi++) {
+            /* a repetition lasts from the first copy's start to the last copy's end */
+            int n = 0;
+            for (int r = 0; r < o->iters; r++) {
+                double a = INFINITY, z = -INFINITY;
+                for (int i = 0; i < K; i++) {
+                    const size_t at = (size_t)bi * o->iters + r;
+                    if (w[i].t0[at] < a) a = w[i].t0[at];
+                    if (w[i].t1[at] > z) z = w[i].t1[at];
+                    all[n++] = w[i].t1[at] - w[i].t0[at];
+                }
+                span[r] = z - a;
+            }
+            qsort(all, (size_t)n, sizeof *all, cmp_double);
+            qsort(span, (size_t)o->iters, sizeof *span, cmp_double);
+            const int R = o->iters;
+            double med = R % 2 ? span[R / 2] : 0.5 * (span[R / 2 - 1] + span[R / 2]);
+            double cmed = n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
+            pts[bi] = (prof_point){.batch = o->batches[bi], .median = med, .min = span[0], .max = span[R - 1], .copy_median = cmed,
+                                   .n = R};
+            printf("  %7d %12.3f %12.3f %12.3f %14.3f %12.1f\n", o->batches[bi], med * 1e3, span[0] * 1e3, span[R - 1] * 1e3,
+                   cmed * 1e3, o->batches[bi] / med);
+        }
+        double ov, ps;
+        prof_fit(pts, o->nb, &ov, &ps);
+        printf("  fit: %.3f ms + %.4f ms per sample (%.1f samples/s)\n", ov * 1e3, ps * 1e3, ps > 0 ? 1 / ps : 0);
+        ok = cJSON_AddItemToObject(models, model, m);
+        if (!ok) cJSON_Delete(m);
+        ok = ok && add_rawf(m, "width", "%.17g", o->width) && add_rawf(m, "params", "%zu", w[0].params);
+        cJSON *in = ok ? cJSON_CreateArray() : NULL;
+        ok = ok && in && cJSON_AddItemToObject(m, "input", in);
+        ok = ok && add_rawf(in, NULL, "%d", sh.spec.in_c) && add_rawf(in, NULL, "%d", sh.spec.in_h) &&
+             add_rawf(in, NULL, "%d", sh.spec.in_w) && add_rawf(m, "classes", "%d", sh.spec.classes);
+        ok = ok && (tab = cJSON_CreateArray()) && cJSON_AddItemToObject(m, "table", tab);
+        for (int bi = 0; ok && bi < o->nb; bi++) {
+            cJSON *pt = cJSON_CreateObject();
+            ok = pt && cJSON_AddItemToArray(tab, pt);
+            ok = ok && add_rawf(pt, "batch", "%d", o->batches[bi]) && add_rawf(pt, "seconds", "%.6e", pts[bi].median) &&
+                 add_rawf(pt, "min_s", "%.6e", pts[bi].min) && add_rawf(pt, "max_s", "%.6e", pts[bi].max) &&
+                 add_rawf(pt, "copy_median_s", "%.6e", pts[bi].copy_median) && add_rawf(pt, "steps", "%d", pts[bi].n);
+        }
+        ok = ok && (fit = cJSON_CreateObject()) && cJSON_AddItemToObject(m, "fit", fit);
+        ok = ok && add_rawf(fit, "overhead_s", "%.6e", ov) && add_rawf(fit, "per_sample_s", "%.6e", ps) &&
+             add_rawf(fit, "samples_per_s", "%.1f", ps > 0 ? 1 / ps : 0);
+        if (!ok) {
+            fprintf(stderr, "scadles-bench: %s: no memory for the profile\n", model);
+            rc = 1;
+        }
+        for (int bi = 1; rc == 0 && bi < o->nb; bi++)
+            if (pts[bi].median < pts[bi - 1].median) {
+                fprintf(stderr, "scadles-bench: %s: the median at batch %d (%.3f ms) is below the one at batch %d (%.3f ms): the "
+                        "machine was too noisy for this table (scadles-train refuses a table whose times decrease); rerun "
+                        "with more --iters, or on a quieter machine\n", model, o->batches[bi], pts[bi].median * 1e3,
+                        o->batches[bi - 1], pts[bi - 1].median * 1e3);
+                rc = 3;
+            }
+    }
+    for (int i = 0; i < K; i++) free(w[i].t0), free(w[i].t1);
+    free(w), free(th), free(all), free(span);
+    return rc;
+}
+
+/* What the file says of the machine it was measured on. */
+static void read_first_line(const char *path, const char *prefix, char *out, size_t n) {
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (prefix && strncmp(line, prefix, strlen(prefix))) continue;
+        const char *v = line;
+        if (prefix) {
+            v = strchr(line, ':');
+            v = v ? v + 1 : line;
+            while (*v == ' ' || *v == '\t') v++;
+        }
+        size_t k = strcspn(v, "\n");
+        if (k >= n) k = n - 1;
+        memcpy(out, v, k);
+        out[k] = '\0';
+        break;
+    }
+    fclose(f);
+}
+
+/* /proc/loadavg's first three fields: the 1, 5 and 15 minute load averages */
+static void load_three(char *s) {
+    char *p = s;
+    for (int k = 0; k < 3 && p; k++) p = strchr(p + (k > 0), ' ');
+    if (p) *p = '\0';
+}
+
+static cJSON *prof_machine(void) {
+    cJSON *m = cJSON_CreateObject();
+    if (!m) return NULL;
+    char cpu[256], load[128], os[300];
+    read_first_line("/proc/cpuinfo", "model name", cpu, sizeof cpu);
+    read_first_line("/proc/loadavg", NULL, load, sizeof load);
+    load_three(load);
+    struct utsname u;
+    if (uname(&u) == 0) snprintf(os, sizeof os, "%s %s %s", u.sysname, u.release, u.machine);
+    else snprintf(os, sizeof os, "unknown");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    bool ok = add_str(m, "cpu", cpu[0] ? cpu : "unknown") && add_rawf(m, "cores_online", "%ld", cores) &&
+              add_rawf(m, "memory_gib", "%.1f", pages > 0 && psz > 0 ? (double)pages * psz / (1 << 30) : 0) &&
+              add_str(m, "os", os) && add_str(m, "openblas_core", openblas_get_corename()) &&
+              add_str(m, "loadavg_before", load);
+    if (ok) return m;
+    cJSON_Delete(m);
+    return NULL;
+}
+
+static int run_profile(const prof_opts *o, const char *models_list) {
+    char tmp[1100];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", o->out) >= (int)sizeof tmp) {
+        fprintf(stderr, "scadles-bench: --out: the path is too long\n");
+        return 2;
+    }
+    FILE *f = fopen(tmp, "w"); /* before measuring: a path that cannot be written fails now */
+    if (!f) {
+        fprintf(stderr, "scadles-bench: --out %s: cannot create %s: %s; give a writable path\n", o->out, tmp, strerror(errno));
+        return 2;
+    }
+    time_t now = time(NULL);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    cJSON *root = cJSON_CreateObject(), *models = NULL, *machine = prof_machine();
+    bool ok = root && machine && cJSON_AddItemToObject(root, "format", cJSON_CreateString(SD_PROFILE_FORMAT)) &&
+              add_rawf(root, "version", "%d", SD_PROFILE_VERSION) &&
+              add_str(root, "what", "seconds of one training step (batch upload, forward, loss, backward, SGD update with "
+                      "momentum 0.9 and weight decay 5e-4) on the CPU backend, per batch size, with `concurrency` copies "
+                      "of the model stepping in lockstep (each step starts together), the batch sizes taking turns one "
+                      "step each: seconds, min_s, max_s: the median, "
+                      "fastest and slowest over the timed steps of the time from the first copy's start to the last "
+                      "copy's end; copy_median_s: the median of each copy's own step time; fit: least squares of seconds "
+                      "against the batch") &&
+              add_str(root, "measured_at", when) && add_str(root, "command", o->command) &&
+              add_str(root, "note", o->note ? o->note : "");
+    if (ok) ok = cJSON_AddItemToObject(root, "machine", machine);
+    else cJSON_Delete(machine);
+    ok = ok && add_rawf(root, "threads", "%d", o->threads) && add_rawf(root, "concurrency", "%d", o->concurrency) &&
+         add_rawf(root, "warmup", "%d", o->warmup) && add_rawf(root, "iters", "%d", o->iters) &&
+         (models = cJSON_CreateObject()) && cJSON_AddItemToObject(root, "models", models);
+    if (!ok) {
+        fprintf(stderr, "scadles-bench: no memory for the profile\n");
+        cJSON_Delete(root);
+        fclose(f);
+        remove(tmp);
+        return 1;
+    }
+    printf("scadles-bench --profile: %d cop%s of each model training in lockstep, %d kernel thread(s) each, batches", o->concurrency,
+           o->concurrency == 1 ? "y" : "ies", o->threads);
+    for (int i = 0; i < o->nb; i++) printf("%s%d", i ? "," : " ", o->batches[i]);
+    printf("\n");
+    fflush(stdout);
+    char list[256];
+    snprintf(list, sizeof list, "%s", models_list);
+    int rc = 0;
+    for (char *save = NULL, *m = strtok_r(list, ",", &save); m && rc != 1; m = strtok_r(NULL, ",", &save)) {
+        int r = prof_model(o, m, models);
+        if (r > rc) rc = r;
+        fflush(stdout);
+    }
+    char load[128];
+    read_first_line("/proc/loadavg", NULL, load, sizeof load);
+    load_three(load);
+    add_str(cJSON_GetObjectItem(root, "machine"), "loadavg_after", load);
+    char *text = rc != 1 ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    bool written = text && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    free(text);
+    if (fclose(f) != 0) written = false;
+    if (rc == 1 || !written || rename(tmp, o->out) != 0) {
+        if (rc != 1) fprintf(stderr, "scadles-bench: cannot write %s: %s\n", o->out, strerror(errno));
+        remove(tmp);
+        return 1;
+    }
+    printf("wrote %s%s\n", o->out, rc ? " (but see the message above: scadles-train will refuse it)" : "");
+    return rc;
+}
+
+/* "1,8,16": increasing integers in 1..65536, at most PROF_MAX_BATCHES. */
+static int parse_batches(const char *v, prof_opts *o) {
+    o->nb = 0;
+    const char *p = v;
+    while (p && *p) {
+        char *end = NULL;
+        long x = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || x < 1 || x > 65536 || o->nb == PROF_MAX_BATCHES ||
+            (o->nb && x <= o->batches[o->nb - 1])) {
+            fprintf(stderr, "scadles-bench: --batches needs up to %d increasing integers in 1..65536 separated by commas, "
+                    "e.g. 1,8,16,32,64,128,256; got '%s'\n", PROF_MAX_BATCHES, v);
+            return -1;
+        }
+        o->batches[o->nb++] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    if (o->nb == 0) {
+        fprintf(stderr, "scadles-bench: --batches is empty; e.g. 1,8,16,32,64,128,256\n");
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     bench_opts o = {.threads = 2, .batch = 64, .iters = 20, .warmup = 3, .models = "fmnist_cnn,resnet20",
                     .peer = true, .ops = true, .python = "/usr/bin/python3"};
+    prof_opts po = {.threads = 1, .concurrency = 1, .warmup = 2, .iters = 10, .width = 1,
+                    .batches = {1, 8, 16, 32, 64, 128, 256}, .nb = 7};
     static const sd_cli_option options[] = {
         {"--threads", true, NULL}, {"--batch", true, NULL}, {"--iters", true, NULL}, {"--warmup", true, NULL},
         {"--models", true, "a list like fmnist_cnn,resnet20"}, {"--python", true, NULL}, {"--no-peer", false, NULL},
-        {"--no-ops", false, NULL}, {NULL},
+        {"--no-ops", false, NULL}, {"--profile", false, NULL}, {"--out", true, "the device profile to write, e.g. profile.json"},
+        {"--batches", true, "a list like 1,8,16,32,64,128,256"}, {"--concurrency", true, NULL}, {"--width", true, NULL},
+        {"--note", true, "a text for the file, e.g. what else ran on the machine"}, {NULL},
     };
     sd_cli cli;
     sd_cli_parse(&cli, "bench", usage, options, argc, argv);
+    const bool profile = sd_cli_count(&cli, "--profile") > 0;
     for (int i = 0; i < cli.n; i++) {
         const char *a = cli.args[i].flag, *v = cli.args[i].value;
         int bad = 0;
-        if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, &o.threads);
+        const bool only_profile = !strcmp(a, "--out") || !strcmp(a, "--batches") || !strcmp(a, "--concurrency") ||
+                                  !strcmp(a, "--width") || !strcmp(a, "--note");
+        const bool only_speed = !strcmp(a, "--batch") || !strcmp(a, "--python") || !strcmp(a, "--no-peer") || !strcmp(a, "--no-ops");
+        if ((only_profile && !profile) || (only_speed && profile)) {
+            fprintf(stderr, "scadles-bench: %s %s; see --help\n", a,
+                    profile ? "does not apply to --profile (it times every size of --batches)" : "applies to --profile only");
+            bad = 1;
+        }
+        else if (!strcmp(a, "--threads")) bad = parse_int(a, v, 1, 1024, profile ? &po.threads : &o.threads);
         else if (!strcmp(a, "--batch")) bad = parse_int(a, v, 1, 65536, &o.batch);
-        else if (!strcmp(a, "--iters")) bad = parse_int(a, v, 1, 100000, &o.iters);
-        else if (!strcmp(a, "--warmup")) bad = parse_int(a, v, 0, 100000, &o.warmup);
+        else if (!strcmp(a, "--iters")) bad = parse_int(a, v, 1, 100000, profile ? &po.iters : &o.iters);
+        else if (!strcmp(a, "--warmup")) bad = parse_int(a, v, 0, 100000, profile ? &po.warmup : &o.warmup);
         else if (!strcmp(a, "--models")) o.models = v;
         else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = false;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
+        else if (!strcmp(a, "--out")) po.out = v;
+        else if (!strcmp(a, "--note")) po.note = v;
+        else if (!strcmp(a, "--batches")) bad = parse_batches(v, &po);
+        else if (!strcmp(a, "--concurrency")) bad = parse_int(a, v, 1, 256, &po.concurrency);
+        else if (!strcmp(a, "--width")) {
+            char *end = NULL;
+            po.width = strtod(v, &end);
+            if (!*v || *end || !(po.width > 0 && po.width <= 16)) {
+                fprintf(stderr, "scadles-bench: --width needs a number in (0, 16], got '%s'\n", v);
+                bad = 1;
+            }
+        }
         if (bad) {
             sd_cli_free(&cli);
             return 2;
         }
     }
     sd_cli_free(&cli);
+    for (int i = 0; i < argc; i++) { /* (only the program's name, not its folder; words with spaces quoted) */
+        const char *a = i ? argv[i] : "scadles-bench";
+        const bool q = strpbrk(a, " \t\"'") != NULL;
+        sd_appendf(po.command, sizeof po.command, "%s%s%s%s", i ? " " : "", q ? "'" : "", a, q ? "'" : "");
+    }
+    if (profile && !po.out) {
+        fprintf(stderr, "scadles-bench: --profile needs --out FILE.json (the device profile to write)\n");
+        return 2;
+    }
     { /* every model name is checked before anything is measured */
         char names[256];
         snprintf(names, sizeof names, "%s", o.models);
@@ -312,6 +802,7 @@ int main(int argc, char **argv) {
             }
         }
     }
+    if (profile) return run_profile(&po, o.models);
     sd_backend be;
     if (sd_backend_cpu_create(&be, o.threads) != SD_OK) {
         fprintf(stderr, "scadles-bench: %s\n", sd_last_error());

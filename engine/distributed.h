@@ -100,7 +100,14 @@ typedef struct sd_dist_inputs {
     const atomic_int *stop_flag;
     const sd_run_summary *done_runs; /* the summaries of the runs finished before this one (run.safetensors);
                                         Kafka sources write that file themselves before committing */
+    const sd_compute_model *compute; /* every device's compute model (sd_dist_compute_models), built once per
+                                        process; NULL: each device builds them (reading the profile files) */
 } sd_dist_inputs;
+
+/* The compute model of each of e's devices.count devices into out (engine/profile.h: modelled, or
+ * the experiment's model's table of the profile file the device names; a file shared by several
+ * devices is read once). Reads files with cJSON: call it from one thread at a time. */
+sd_status sd_dist_compute_models(const sd_experiment *e, sd_compute_model *out);
 
 /* The device loop of rank comm->rank; returns when the run ends, or when it stops early with its
  * rank file written (out->stopped). Every rank must call it. */

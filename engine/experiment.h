@@ -76,13 +76,21 @@ typedef enum sd_exp_link_emulation { SD_EXP_LINK_OFF = 0, SD_EXP_LINK_TOKEN_BUCK
 #define SD_EXP_DEV_STEP_OVERHEAD (1u << 2)
 #define SD_EXP_DEV_BANDWIDTH (1u << 3)
 #define SD_EXP_DEV_LATENCY (1u << 4)
-#define SD_EXP_DEV_ALL 0x1fu
+#define SD_EXP_DEV_PROFILE (1u << 5)
+#define SD_EXP_DEV_SLOWDOWN (1u << 6)
+#define SD_EXP_DEV_ALL 0x7fu
+/* After resolve a device has every value of its compute's form: modelled (samples_per_s,
+ * step_overhead_s) or measured (profile), never both (engine/profile.h). */
+#define SD_EXP_DEV_RESOLVED_MODELLED (SD_EXP_DEV_ALL & ~SD_EXP_DEV_PROFILE)
+#define SD_EXP_DEV_RESOLVED_MEASURED (SD_EXP_DEV_ALL & ~(SD_EXP_DEV_SAMPLES_PER_S | SD_EXP_DEV_STEP_OVERHEAD))
 
 typedef struct sd_exp_device {
     double rate;                /* stream rate, samples/s, in (0, 1e9] */
-    sd_device_profile profile;  /* compute (samples_per_s > 0, step_overhead_s >= 0) and link
+    sd_device_profile profile;  /* compute, modelled (samples_per_s > 0, step_overhead_s >= 0) or measured
+                                   (profile: a device profile file), times slowdown > 0, and link
                                    (bandwidth_bps > 0, latency_s >= 0) */
-    unsigned set;               /* SD_EXP_DEV_* bits given in devices.list; after resolve: SD_EXP_DEV_ALL */
+    unsigned set;               /* SD_EXP_DEV_* bits given in devices.list; after resolve:
+                                   SD_EXP_DEV_RESOLVED_MODELLED or SD_EXP_DEV_RESOLVED_MEASURED */
 } sd_exp_device;
 
 typedef struct sd_exp_rates {
@@ -99,8 +107,10 @@ typedef struct sd_exp_devices {
     sd_exp_rates rates;           /* where the stream rates come from */
     uint64_t rate_seed;           /* seed of the uniform/normal draws (default 1) */
     sd_exp_arrival arrival;       /* how arrivals are spaced (default constant) */
-    sd_device_profile profile;    /* defaults for every device: compute {2000 samples/s, 5 ms per step},
-                                     link {100 Mbit/s, 1 ms} (JSON: devices.compute, devices.link) */
+    sd_device_profile profile;    /* defaults for every device: compute {2000 samples/s, 5 ms per step, or a
+                                     profile file; slowdown 1}, link {100 Mbit/s, 1 ms} (JSON: devices.compute,
+                                     devices.link); with a profile, samples_per_s and step_overhead_s keep
+                                     their defaults */
     int list_len;                 /* entries in devices.list (<= count) */
     sd_exp_device dev[SD_MAX_DEVICES]; /* after resolve: dev[0..count) complete */
 } sd_exp_devices;

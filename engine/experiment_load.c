@@ -277,6 +277,7 @@ static sd_status apply_value(const sd_exp_field *f, char *base, const cJSON *j, 
         if (f->check) TRY(f->check(j->valuestring, origin, path));
         memset(dst, 0, f->size);
         memcpy(dst, j->valuestring, len);
+        if (f->bit) ((sd_exp_device *)base)->set |= f->bit;
         return SD_OK;
     }
     case F_NUM:
@@ -326,6 +327,42 @@ static sd_status apply_value(const sd_exp_field *f, char *base, const cJSON *j, 
     return BAD(origin, path, "internal: field type %d", (int)f->type);
 }
 
+/* The two forms of a device's compute (engine/profile.h), after an object (devices.compute, or one
+ * devices.list entry) was applied: it may give keys of one form only, and the form it gives
+ * replaces the other, so the struct holds one form's values (which is what the writer writes): a
+ * named profile resets samples_per_s and step_overhead_s (devices.compute: to their defaults; a
+ * list entry: to not given), and samples_per_s or step_overhead_s clear the profile. */
+static sd_status apply_forms(const sd_exp_field *t, char *base, const cJSON *j, const char *origin, const char *path) {
+    const char *modelled = NULL, *named = NULL;
+    for (const cJSON *c = j->child; c; c = c->next) {
+        const sd_exp_field *f = find_field(t, c->string);
+        if (f && (f->flags & FORM_MODELLED)) modelled = c->string;
+        if (f && (f->flags & FORM_MEASURED) && cJSON_IsString(c) && c->valuestring[0]) named = c->valuestring;
+    }
+    if (!modelled && !named) return SD_OK;
+    if (modelled && named)
+        return BAD(origin, path, "names the profile '%.120s' and gives %s: a device's compute is either measured (profile, "
+                   "times slowdown) or modelled (samples_per_s and step_overhead_s, times slowdown); allowed: one of the two "
+                   "forms: remove %s, or the profile", named, modelled, modelled);
+    const sd_device_profile def = sd_device_profile_default();
+    for (const sd_exp_field *f = t; f->key; f++) {
+        char *dst = base + f->off;
+        if (named && (f->flags & FORM_MODELLED) && !(f->flags & ALIAS)) {
+            if (f->bit) { /* a list entry: not given, the device takes the measured form */
+                *(double *)dst = 0;
+                ((sd_exp_device *)base)->set &= ~f->bit;
+            } else { /* devices.compute (an sd_device_profile): the defaults */
+                memcpy(dst, (const char *)&def + f->off, sizeof(double));
+            }
+        }
+        if (modelled && (f->flags & FORM_MEASURED)) {
+            memset(dst, 0, f->size);
+            if (f->bit) ((sd_exp_device *)base)->set &= ~f->bit;
+        }
+    }
+    return SD_OK;
+}
+
 static sd_status apply_object(const sd_exp_field *t, char *base, const cJSON *j, const char *origin, const char *path) {
     char d[128], p[PATH_MAX_LEN], keys[900];
     if (!cJSON_IsObject(j)) {
@@ -345,7 +382,7 @@ static sd_status apply_object(const sd_exp_field *t, char *base, const cJSON *j,
         }
         TRY(apply_value(f, base, c, origin, p));
     }
-    return SD_OK;
+    return apply_forms(t, base, j, origin, path);
 }
 
 /* Refuses "\u0000" inside JSON strings (it would cut the C string short); gives its offset. */

@@ -143,19 +143,75 @@ static sd_status validate_table(const sd_exp_field *t, const char *base, const c
     return SD_OK;
 }
 
-/* A device's values, whatever their source, against the device schema. */
+/* A device's values, whatever their source, against the device schema: those of its form. */
 static sd_status validate_device(const sd_exp_device *d, int i) {
     char path[PATH_MAX_LEN], p[PATH_MAX_LEN];
     sd_exp_index_path(path, "devices.list", i);
     for (const sd_exp_field *f = sd_exp_device_fields; f->key; f++) {
-        if (f->flags & ALIAS) continue;
+        if ((f->flags & ALIAS) || !(d->set & f->bit)) continue;
         sd_exp_child_path(p, path, f->key);
-        TRY(sd_exp_check_number(f, *(const double *)((const char *)d + f->off), NULL, p));
+        const char *src = (const char *)d + f->off;
+        if (f->type == F_STR) {
+            if (!memchr(src, 0, f->size)) return BAD(NULL, p, "is not NUL-terminated within %zu bytes", f->size);
+            if (f->check) TRY(f->check(src, NULL, p));
+        } else {
+            TRY(sd_exp_check_number(f, *(const double *)src, NULL, p));
+        }
     }
     return SD_OK;
 }
 
-static sd_status resolve_devices(sd_exp_devices *dv) {
+/* Device i's compute form, from its own keys or else the defaults (devices.compute): measured
+ * when it names a profile file. Fills in the form's values, clears the other form's. */
+static sd_status resolve_compute(const sd_exp_devices *dv, sd_exp_device *d, int i) {
+    const unsigned modelled_bits = SD_EXP_DEV_SAMPLES_PER_S | SD_EXP_DEV_STEP_OVERHEAD;
+    if ((d->set & modelled_bits) && (d->set & SD_EXP_DEV_PROFILE) && d->profile.profile[0]) {
+        char p[PATH_MAX_LEN];
+        sd_exp_index_path(p, "devices.list", i);
+        return BAD(NULL, p, "names the profile '%.120s' and gives samples_per_s or step_overhead_s; allowed: one of the "
+                   "two forms of a device's compute", d->profile.profile);
+    }
+    bool measured = (d->set & modelled_bits) ? false : (d->set & SD_EXP_DEV_PROFILE) ? d->profile.profile[0] != '\0'
+                                                                                     : dv->profile.profile[0] != '\0';
+    if (measured) {
+        if (!(d->set & SD_EXP_DEV_PROFILE)) memcpy(d->profile.profile, dv->profile.profile, sizeof d->profile.profile);
+        d->profile.samples_per_s = 0;
+        d->profile.step_overhead_s = 0;
+    } else {
+        memset(d->profile.profile, 0, sizeof d->profile.profile);
+        if (!(d->set & SD_EXP_DEV_SAMPLES_PER_S)) d->profile.samples_per_s = dv->profile.samples_per_s;
+        if (!(d->set & SD_EXP_DEV_STEP_OVERHEAD)) d->profile.step_overhead_s = dv->profile.step_overhead_s;
+    }
+    if (!(d->set & SD_EXP_DEV_SLOWDOWN)) d->profile.slowdown = dv->profile.slowdown;
+    d->set = (d->set & (SD_EXP_DEV_RATE | SD_EXP_DEV_BANDWIDTH | SD_EXP_DEV_LATENCY)) |
+             (measured ? SD_EXP_DEV_RESOLVED_MEASURED : SD_EXP_DEV_RESOLVED_MODELLED);
+    return SD_OK;
+}
+
+/* Every profile file the devices name is read now, for the experiment's model and width, so a
+ * missing file, a model it did not measure or a malformed table stops the run before it starts,
+ * naming the key that named the file (each file is read once). */
+static sd_status check_profiles(const sd_exp_devices *dv, const unsigned *given, const char *model, double width) {
+    for (int i = 0; i < dv->count; i++) {
+        const char *path = dv->dev[i].profile.profile;
+        if (!path[0]) continue;
+        bool seen = false;
+        for (int k = 0; k < i && !seen; k++) seen = !strcmp(dv->dev[k].profile.profile, path);
+        if (seen) continue;
+        sd_compute_table t;
+        if (sd_compute_table_load(path, model, width, &t) != SD_OK) {
+            char why[1100], p[PATH_MAX_LEN], entry[PATH_MAX_LEN];
+            sd_exp_inner_reason(why, sizeof why);
+            sd_exp_index_path(entry, "devices.list", i);
+            if (given[i] & SD_EXP_DEV_PROFILE) sd_exp_child_path(p, entry, "profile");
+            else snprintf(p, sizeof p, "devices.compute.profile");
+            return BAD(NULL, p, "%s", why);
+        }
+    }
+    return SD_OK;
+}
+
+static sd_status resolve_devices(sd_exp_devices *dv, const char *model, double width) {
     const sd_exp_rates *r = &dv->rates;
     int n_src = 0;
     char src_name[96];
@@ -199,19 +255,20 @@ static sd_status resolve_devices(sd_exp_devices *dv) {
             rates[i] = v;
         }
     }
+    unsigned given[SD_MAX_DEVICES];
     for (int i = 0; i < dv->count; i++) {
         sd_exp_device *d = &dv->dev[i];
+        given[i] = d->set;
         if (!(d->set & SD_EXP_DEV_RATE)) d->rate = rates[i];
-        if (!(d->set & SD_EXP_DEV_SAMPLES_PER_S)) d->profile.samples_per_s = dv->profile.samples_per_s;
-        if (!(d->set & SD_EXP_DEV_STEP_OVERHEAD)) d->profile.step_overhead_s = dv->profile.step_overhead_s;
         if (!(d->set & SD_EXP_DEV_BANDWIDTH)) d->profile.bandwidth_bps = dv->profile.bandwidth_bps;
         if (!(d->set & SD_EXP_DEV_LATENCY)) d->profile.latency_s = dv->profile.latency_s;
-        d->set = SD_EXP_DEV_ALL;
+        d->set |= SD_EXP_DEV_RATE | SD_EXP_DEV_BANDWIDTH | SD_EXP_DEV_LATENCY;
+        TRY(resolve_compute(dv, d, i));
         TRY(validate_device(d, i));
     }
     for (int i = dv->count; i < SD_MAX_DEVICES; i++) memset(&dv->dev[i], 0, sizeof dv->dev[i]);
     dv->list_len = dv->count;
-    return SD_OK;
+    return check_profiles(dv, given, model, width);
 }
 
 sd_status sd_experiment_resolve(sd_experiment *e) {
@@ -227,7 +284,7 @@ sd_status sd_experiment_resolve(sd_experiment *e) {
     sd_experiment *r = malloc(sizeof *r);
     if (!r) return SD_FAIL(SD_ERR_OOM, "resolve: no memory");
     memcpy(r, e, sizeof *r);
-    sd_status s = resolve_devices(&r->devices);
+    sd_status s = resolve_devices(&r->devices, r->model, r->width);
     if (s != SD_OK) {
         free(r);
         return s;

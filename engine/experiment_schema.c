@@ -189,18 +189,25 @@ static sd_status check_host(const char *v, const char *origin, const char *path)
     {.key = k, .type = F_NUM, .off = offsetof(sd_exp_device, m), .lo = l, .hi = h, .flags = fl, .scale = sc, .bit = b}
 const sd_exp_field sd_exp_device_fields[] = {
     DEVF("rate", rate, 0, RATE_MAX, LO_OPEN, 1, SD_EXP_DEV_RATE),
-    DEVF("samples_per_s", profile.samples_per_s, 0, 1e12, LO_OPEN, 1, SD_EXP_DEV_SAMPLES_PER_S),
-    DEVF("step_overhead_s", profile.step_overhead_s, 0, 3600, 0, 1, SD_EXP_DEV_STEP_OVERHEAD),
+    DEVF("samples_per_s", profile.samples_per_s, 0, 1e12, LO_OPEN | FORM_MODELLED, 1, SD_EXP_DEV_SAMPLES_PER_S),
+    DEVF("step_overhead_s", profile.step_overhead_s, 0, 3600, FORM_MODELLED, 1, SD_EXP_DEV_STEP_OVERHEAD),
     DEVF("bandwidth_bps", profile.bandwidth_bps, 0, 1e15, LO_OPEN, 1, SD_EXP_DEV_BANDWIDTH),
     DEVF("bandwidth_mbps", profile.bandwidth_bps, 0, 1e9, LO_OPEN | ALIAS, 1e6, SD_EXP_DEV_BANDWIDTH),
     DEVF("latency_s", profile.latency_s, 0, 3600, 0, 1, SD_EXP_DEV_LATENCY),
     DEVF("latency_ms", profile.latency_s, 0, 3.6e6, ALIAS, 1e-3, SD_EXP_DEV_LATENCY),
+    {.key = "profile", .type = F_STR, .off = offsetof(sd_exp_device, profile.profile), .size = SD_PROFILE_PATH_LEN,
+     .flags = FORM_MEASURED, .bit = SD_EXP_DEV_PROFILE, .check = check_path_or_empty},
+    DEVF("slowdown", profile.slowdown, 0, 1e6, LO_OPEN, 1, SD_EXP_DEV_SLOWDOWN),
     FEND,
 };
 
+/* devices.compute: modelled (samples_per_s, step_overhead_s) or measured (profile), x slowdown */
 static const sd_exp_field compute_fields[] = {
-    FNUM("samples_per_s", sd_device_profile, samples_per_s, 0, 1e12, LO_OPEN),
-    FNUM("step_overhead_s", sd_device_profile, step_overhead_s, 0, 3600, 0),
+    FNUM("samples_per_s", sd_device_profile, samples_per_s, 0, 1e12, LO_OPEN | FORM_MODELLED),
+    FNUM("step_overhead_s", sd_device_profile, step_overhead_s, 0, 3600, FORM_MODELLED),
+    {.key = "profile", .type = F_STR, .off = offsetof(sd_device_profile, profile), .size = SD_PROFILE_PATH_LEN,
+     .flags = FORM_MEASURED, .check = check_path_or_empty},
+    FNUM("slowdown", sd_device_profile, slowdown, 0, 1e6, LO_OPEN),
     FEND,
 };
 

@@ -64,7 +64,9 @@ typedef enum sd_exp_ftype {
     F_STR, F_NUM, F_INT, F_I64, F_U64, F_BOOL, F_ENUM, F_OBJ, F_LIST, F_RATES, F_MODES, F_SEEDS, F_KV
 } sd_exp_ftype;
 
-enum { LO_OPEN = 1, HI_OPEN = 2, ALIAS = 4 };
+/* FORM_MODELLED, FORM_MEASURED: the two forms of a device's compute (engine/profile.h):
+ * samples_per_s and step_overhead_s, or a profile file; one object gives keys of one form only. */
+enum { LO_OPEN = 1, HI_OPEN = 2, ALIAS = 4, FORM_MODELLED = 8, FORM_MEASURED = 16 };
 
 typedef sd_status (*sd_exp_str_check_fn)(const char *value, const char *origin, const char *path);
 

@@ -86,20 +86,32 @@ static cJSON *build_list(const sd_exp_devices *dv) {
         const sd_exp_device *d = &dv->dev[i];
         cJSON *o = cJSON_CreateObject();
         ok = add_item(a, NULL, o);
-        for (const sd_exp_field *f = sd_exp_device_fields; ok && f->key; f++)
-            if (!(f->flags & ALIAS) && (d->set & f->bit)) ok = add_double(o, f->key, *(const double *)((const char *)d + f->off));
+        for (const sd_exp_field *f = sd_exp_device_fields; ok && f->key; f++) {
+            if ((f->flags & ALIAS) || !(d->set & f->bit)) continue;
+            const char *src = (const char *)d + f->off;
+            ok = f->type == F_STR ? add_item(o, f->key, cJSON_CreateString(src)) : add_double(o, f->key, *(const double *)src);
+        }
     }
     if (ok) return a;
     cJSON_Delete(a);
     return NULL;
 }
 
+/* devices.compute names a profile file (its measured form, engine/profile.h) */
+static bool names_profile(const sd_exp_field *t, const char *base) {
+    for (; t->key; t++)
+        if ((t->flags & FORM_MEASURED) && base[t->off]) return true;
+    return false;
+}
+
 static cJSON *build_object(const sd_exp_field *t, const char *base) {
     cJSON *o = cJSON_CreateObject();
     bool ok = o != NULL;
     char b[48];
+    const bool measured = names_profile(t, base); /* only the keys of the form in use: one object gives one form */
     for (const sd_exp_field *f = t; ok && f->key; f++) {
         if (f->flags & ALIAS) continue;
+        if ((f->flags & FORM_MODELLED) ? measured : (f->flags & FORM_MEASURED) ? !measured : false) continue;
         const void *src = base + f->off;
         switch (f->type) {
         case F_STR: ok = add_item(o, f->key, cJSON_CreateString((const char *)src)); break;

@@ -150,11 +150,32 @@ static cJSON *summary_run(const sd_run_summary *r) {
     return NULL;
 }
 
+/* Where each device's compute cost came from, when a device profile file gave some of it (the
+ * summaries of experiments without one keep the text they always had). */
+static bool summary_compute(cJSON *root, const sd_experiment *e) {
+    bool measured = false;
+    for (int j = 0; j < e->devices.count; j++) measured |= e->devices.dev[j].profile.profile[0] != '\0';
+    if (!measured) return true;
+    cJSON *list = cJSON_CreateArray();
+    bool ok = add(root, "compute", list);
+    for (int j = 0; ok && j < e->devices.count; j++) {
+        const sd_device_profile *p = &e->devices.dev[j].profile;
+        cJSON *o = cJSON_CreateObject();
+        ok = add(list, NULL, o) && add_num(o, "device", "%d", j);
+        if (ok && p->profile[0])
+            ok = add(o, "profile", cJSON_CreateString(p->profile)) && add(o, "model", cJSON_CreateString(e->model));
+        else if (ok)
+            ok = add_num(o, "samples_per_s", "%.17g", p->samples_per_s) && add_num(o, "step_overhead_s", "%.17g", p->step_overhead_s);
+        ok = ok && add_num(o, "slowdown", "%.17g", p->slowdown);
+    }
+    return ok;
+}
+
 sd_status sd_run_summaries_write(const sd_experiment *e, const sd_run_summary *runs, int nruns, const char *path) {
     cJSON *root = cJSON_CreateObject(), *list = NULL;
     bool ok = root && add(root, "experiment", cJSON_CreateString(e->name)) &&
               add_num(root, "target_accuracy", "%g", e->target_accuracy) && add_num(root, "devices", "%d", e->devices.count) &&
-              add(root, "runs", list = cJSON_CreateArray());
+              summary_compute(root, e) && add(root, "runs", list = cJSON_CreateArray());
     for (int i = 0; ok && i < nruns; i++) ok = add(list, NULL, summary_run(&runs[i]));
     char *text = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
@@ -325,7 +346,28 @@ typedef struct runner {
     sd_dist_ckpt_id resume_at;
     char ckpt_dir[SD_EXP_PATH_LEN + 16];
     bool stopped;
+    sd_compute_model *compute; /* every device's, read once (the device threads share it) */
 } runner;
+
+/* Rank 0: where each device's compute cost comes from, when a device profile file gives it. */
+static void print_compute(const runner *r) {
+    const sd_experiment *e = r->e;
+    for (int j = 0; j < e->devices.count; j++) {
+        const sd_compute_model *m = &r->compute[j];
+        if (!m->measured) continue;
+        int k = j + 1; /* devices j..k-1: the same file and slowdown */
+        while (k < e->devices.count && r->compute[k].measured && r->compute[k].slowdown == m->slowdown &&
+               !strcmp(e->devices.dev[k].profile.profile, e->devices.dev[j].profile.profile))
+            k++;
+        char who[32];
+        if (k - j > 1) snprintf(who, sizeof who, "devices %d-%d", j, k - 1);
+        else snprintf(who, sizeof who, "device %d", j);
+        fprintf(r->table, "compute of %s: measured, %s table %s (%d kernel thread(s), %d training at once; batches "
+                "%g..%g), slowdown %g\n", who, e->model, e->devices.dev[j].profile.profile, m->table.threads,
+                m->table.concurrency, m->table.batch[0], m->table.batch[m->table.n - 1], m->slowdown);
+        j = k - 1;
+    }
+}
 
 /* The datasets (with train_limit and eval_limit applied), out_dir, config.json and the trace. */
 static sd_status open_run(runner *r) {
@@ -351,6 +393,10 @@ static sd_status open_run(runner *r) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int total = e->threads > 0 ? e->threads : (int)(cores > 0 ? cores : 1), n = e->devices.count;
     r->per_device = r->mpi ? total : (total / n > 0 ? total / n : 1);
+    r->compute = calloc((size_t)n, sizeof *r->compute);
+    if (!r->compute) return SD_FAIL(SD_ERR_OOM, "compute models of %d devices", n);
+    TRY(sd_dist_compute_models(e, r->compute));
+    if (r->rank == 0 && r->table) print_compute(r);
     return SD_OK;
 }
 
@@ -398,7 +444,7 @@ static sd_status run_one(runner *r, int k, int mi, uint64_t seed) {
                          .run_index = k, .experiment_json = r->exp_json, .checkpoint_dir = r->ckpt_dir,
                          .resume_dir = here ? r->resume : NULL, .resume_step = here ? r->resume_at.step : 0,
                          .stop_at = ctl ? ctl->stop_at : 0, .stop_flag = ctl ? ctl->stop_flag : NULL,
-                         .done_runs = r->runs};
+                         .done_runs = r->runs, .compute = r->compute};
     char pname[64];
     snprintf(pname, sizeof pname, "%s seed %llu", mname, (unsigned long long)seed);
     (void)sd_trace_meta(r->trace, k + 1, -1, pname);
@@ -498,6 +544,7 @@ sd_status sd_experiment_run_ctl(const sd_experiment *e, sd_comm *mpi_comm, FILE 
     sd_trace_close_quietly(r.trace); /* a failed run still leaves a complete trace of what happened */
     if (st != SD_OK) sd_add_context(__func__, __FILE__, __LINE__);
     free(r.runs);
+    free(r.compute);
     free(r.exp_json);
     sd_partition_free(&r.part);
     sd_dataset_free(&r.train);

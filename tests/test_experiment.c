@@ -81,7 +81,8 @@ static void test_defaults(void) {
     for (int i = 0; i < e.devices.count; i++) {
         const sd_exp_device *d = &e.devices.dev[i];
         EXPECT(d->rate == uniform_s1[i] && d->profile.samples_per_s == 2000 && d->profile.step_overhead_s == 0.005 &&
-                   d->profile.bandwidth_bps == 100e6 && d->profile.latency_s == 0.001 && d->set == SD_EXP_DEV_ALL,
+                   d->profile.bandwidth_bps == 100e6 && d->profile.latency_s == 0.001 && d->profile.slowdown == 1 &&
+                   !d->profile.profile[0] && d->set == SD_EXP_DEV_RESOLVED_MODELLED,
                "device %d: rate %g, profile %g %g %g %g", i, d->rate, d->profile.samples_per_s, d->profile.step_overhead_s,
                d->profile.bandwidth_bps, d->profile.latency_s);
     }
@@ -496,14 +497,16 @@ static void test_files(void) {
     EXPECT(system(cmd) == 0, "cleanup");
 }
 
-/* Every committed experiment loads, resolves and round-trips. */
+/* Every committed experiment loads, resolves and round-trips, from the source root (where their
+ * relative paths, the device profiles under apps/experiments/profiles/ among them, are meant). */
 static void test_committed_experiments(void) {
     const char *src = getenv("SD_SOURCE_DIR");
-    char dir[512];
+    char dir[512], cwd[1024];
     snprintf(dir, sizeof dir, "%s/apps/experiments", src ? src : ".");
     DIR *d = opendir(dir);
     EXPECT(d != NULL, "cannot open %s (set SD_SOURCE_DIR to the source tree)", dir);
     if (!d) return;
+    EXPECT(getcwd(cwd, sizeof cwd) && chdir(src ? src : ".") == 0, "cannot go to the source root %s", src ? src : ".");
     int n = 0;
     for (struct dirent *de; (de = readdir(d));) {
         size_t len = strlen(de->d_name);
@@ -542,9 +545,15 @@ static void test_committed_experiments(void) {
             EXPECT(off.compression.policy == SD_COMPRESS_OFF && off.devices.dev[9].profile.bandwidth_bps == 10e6 &&
                        !strcmp(off.out_dir, "runs/compression_off"), "dense twin: %s", off.out_dir);
         }
+        if (!strcmp(stem, "uniform_s1_profiled"))
+            EXPECT(e.devices.count == 8 && e.devices.dev[6].rate == 82 && e.devices.dev[7].set == SD_EXP_DEV_RESOLVED_MEASURED &&
+                       !strcmp(e.devices.dev[0].profile.profile, "apps/experiments/profiles/cpu_t1_c8.json") &&
+                       e.devices.dev[0].profile.slowdown == 1 && !strcmp(e.model, "fmnist_cnn"),
+                   "uniform_s1_profiled.json: the concurrency-8 profile on every device");
         n++;
     }
     closedir(d);
+    EXPECT(chdir(cwd) == 0, "cannot go back to %s", cwd);
     EXPECT(n >= 4, "found %d experiment files in %s, want at least 4", n, dir);
 }
 

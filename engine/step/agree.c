@@ -63,7 +63,7 @@ sd_status stage_agree(sd_pipe *p, sd_step *s) {
     for (int j = 0; j < p->n; j++) {
         s->B += p->all[j].batch;
         s->Bstream += p->all[j].stream_batch;
-        s->modelled_compute = max_d(s->modelled_compute, sd_compute_time(&p->e->devices.dev[j].profile, p->all[j].batch));
+        s->modelled_compute = max_d(s->modelled_compute, sd_compute_time(&p->compute[j], p->all[j].batch));
         if (p->all[j].next_arrival < s->next_any) s->next_any = p->all[j].next_arrival;
     }
     if (s->B == 0) { /* nothing arrived anywhere: no step; the clock moves on */

@@ -123,7 +123,7 @@ static void v_trace_step(const sd_pipe *p, const sd_step *s) {
     double w_asm = s->w_up - s->w_cut, w_fwd = s->w_fwd - s->w_up, w_bwd = s->w_train1 - s->w_fwd,
            w_opt = s->w_opt - s->w_red;
     double w_all = w_asm + w_fwd + w_bwd + w_opt;
-    double c = sd_compute_time(&p->e->devices.dev[p->rank].profile, s->mine.batch);
+    double c = sd_compute_time(&p->compute[p->rank], s->mine.batch);
     double k = w_all > 0 ? c / w_all : 0, opt = w_opt * k, t0 = s->T_cut;
     if (w_all <= 0) { /* nothing measured: all of it is assembly */
         w_asm = 1;

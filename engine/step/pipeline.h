@@ -25,6 +25,7 @@
 #include "engine/distributed.h"
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/profile.h"
 #include "kernels/backend.h"
 #include "stream/augment.h"
 #include "stream/ingest.h"
@@ -135,6 +136,7 @@ typedef struct sd_pipe {
     double dense_comm_lat_s;  /* its latency part (the hops) */
     double link_burst_s;      /* virtual clock with link_emulation token_bucket: the bucket's depth in seconds
                                * of the slowest link (link_burst_bytes x 8 / bandwidth); 0: no bucket */
+    sd_compute_model *compute; /* every device's modelled compute (its profile, engine/profile.h) */
     loop_state ls;
     int64_t step0;            /* the step this invocation started from */
     int64_t last_ckpt;        /* the step of the last checkpoint written or resumed from */

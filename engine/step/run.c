@@ -38,6 +38,21 @@ static sd_status device_loop(sd_pipe *p) {
 }
 
 /* ---- set-up and finish ------------------------------------------------------------------------------ */
+sd_status sd_dist_compute_models(const sd_experiment *e, sd_compute_model *out) {
+    for (int j = 0; j < e->devices.count; j++) {
+        const sd_device_profile *dp = &e->devices.dev[j].profile;
+        int k = 0;
+        while (k < j && !(dp->profile[0] && !strcmp(dp->profile, e->devices.dev[k].profile.profile))) k++;
+        if (k < j) { /* the same file as device k: its table, this device's slowdown */
+            out[j] = out[k];
+            out[j].slowdown = dp->slowdown;
+        } else {
+            TRY(sd_compute_model_make(dp, e->model, e->width, &out[j]));
+        }
+    }
+    return SD_OK;
+}
+
 static sd_status pipe_setup(sd_pipe *p) {
     const sd_experiment *e = p->e;
     const sd_dist_inputs *in = p->in;
@@ -47,7 +62,10 @@ static sd_status pipe_setup(sd_pipe *p) {
     p->all = calloc((size_t)p->n, sizeof *p->all);
     p->preq = calloc(1, sizeof *p->preq);
     p->red = calloc((size_t)p->n + 1, sizeof *p->red);
-    if (!p->all || !p->preq || !p->red) return SD_FAIL(SD_ERR_OOM, "step records");
+    p->compute = calloc((size_t)p->n, sizeof *p->compute);
+    if (!p->all || !p->preq || !p->red || !p->compute) return SD_FAIL(SD_ERR_OOM, "step records");
+    if (in->compute) memcpy(p->compute, in->compute, (size_t)p->n * sizeof *p->compute);
+    else TRY(sd_dist_compute_models(e, p->compute));
     p->ddp = in->mode == SD_EXP_MODE_DDP;
     p->clock = e->clock == SD_EXP_CLOCK_REAL ? sd_clock_real() : sd_clock_virtual();
     TRY(sd_dev_setup(in, p->rank, p->n, &p->d));
@@ -225,6 +243,7 @@ static sd_status device_run(const sd_dist_inputs *in, sd_comm *comm, int gpu_slo
     sd_status sc = sd_outputs_close(&p.out);
     if (st == SD_OK) st = sc;
     free(p.all);
+    free(p.compute);
     free(p.preq);
     free(p.red);
     sd_dev_free(&p.d);
