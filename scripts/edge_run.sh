@@ -7,7 +7,11 @@
 # usual outputs to OUT (summary.json, accuracy.png, report.html, <mode>-seed<k>/metrics.jsonl and
 # eval.jsonl), the link counters (edge_links.json) and OUT/edge_run.txt: the command, the machine,
 # the comparison table (time to target in wall seconds, speedup, samples trained and dropped, peak
-# buffer, bytes) and the bytes through the qdiscs. Needs root (sudo) and what edge_cluster.sh needs.
+# buffer, bytes) and the bytes through the qdiscs. Then the same experiment is replayed under the
+# virtual clock (OUT/virtual: backend local, the replay stream, the links as shaped with the token
+# bucket modelled, each device's compute from --profile) and scripts/compare_clocks.py puts the two
+# side by side (OUT/clocks.md, OUT/clocks.json; docs/distributed.md, "How far the virtual clock can
+# be trusted"). Needs root (sudo) and what edge_cluster.sh needs.
 #
 #   sudo scripts/edge_run.sh [--devices 8] [--rates R0,R1,..] [--mbit 10] [--delay 1ms|none]
 #                            [--seconds 700] [--seeds 1] [--eval-limit 2000] [--eval-every 10]
@@ -27,11 +31,15 @@
 #                 (4.5 s at most) in the 4-device trial, so every 5 s would cost scadles a third of
 #                 its steps; 2,000 images every 10 s cost a few per cent
 #   --out DIR     (default runs/edge_uniform_s1)
+#   --profile F   the device profile the virtual replay charges (scadles-bench --profile; default
+#                 apps/experiments/profiles/cpu_t1_c8.json, 8 CNN copies at once on 1 thread each);
+#                 none: no replay
 #   after --, more scadles-train arguments (e.g. --set eval_limit=2000)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 say() { echo "edge_run: $*" >&2; }
 devices=8 rates="" mbit=10 delay=1ms seconds=700 seeds=1 eval_limit=2000 eval_every=10 launcher=mpi out="$here/runs/edge_uniform_s1"
+profile="$here/apps/experiments/profiles/cpu_t1_c8.json"
 rest=()
 need() { if [ $# -lt 2 ] || [ -z "$2" ]; then say "$1 needs a value"; exit 2; fi; }
 while [ $# -gt 0 ]; do
@@ -46,6 +54,7 @@ while [ $# -gt 0 ]; do
     --eval-every) need "$@"; eval_every=$2; shift 2 ;;
     --launcher) need "$@"; launcher=$2; shift 2 ;;
     --out) need "$@"; out=$2; shift 2 ;;
+    --profile) need "$@"; profile=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     --) shift; rest=("$@"); break ;;
     *) say "unknown option '$1' (see --help)"; exit 2 ;;
@@ -103,4 +112,29 @@ print("links (%s each way, tbf burst %s, delay %s): %d bytes up and %d bytes dow
 EOF
 } > "$out/edge_run.txt"
 cat "$out/edge_run.txt"
+
+# ---- the virtual clock replays the same experiment ------------------------------------------------------
+if [ "$profile" != none ]; then
+    [ -r "$profile" ] || { say "--profile $profile: not readable (scadles-bench --profile writes one; none: no replay)"; exit 1; }
+    # the resolved config of the real run, with every device's compute taken from the profile
+    python3 - "$out/config.json" "$profile" "$out/virtual.json" <<'EOF' || { say "cannot write the replay's config"; exit 1; }
+import json, sys
+c = json.load(open(sys.argv[1]))
+for d in c["devices"].get("list", []):
+    for k in ("samples_per_s", "step_overhead_s", "profile"):
+        d.pop(k, None)
+c["devices"]["compute"] = {"profile": sys.argv[2], "slowdown": 1}
+c["out_dir"] = ""
+json.dump(c, open(sys.argv[3], "w"), indent=1)
+EOF
+    rm -rf "$out/virtual"
+    "$here/build/apps/scadles-train" --config "$out/virtual.json" --set clock=virtual --set backend=local \
+        --set stream.source=replay --set link_emulation=token_bucket --set out_dir="$out/virtual" > "$out/virtual.log" 2>&1 ||
+        { say "the virtual replay failed: see $out/virtual.log"; tail -n 5 "$out/virtual.log" >&2; exit 1; }
+    {
+        echo "virtual clock replay ($out/virtual: profile $profile, token bucket of the links' burst) against the real run:"
+        python3 "$here/scripts/compare_clocks.py" "$out" "$out/virtual" --json "$out/clocks.json"
+    } > "$out/clocks.md"
+    cat "$out/clocks.md"
+fi
 say "outputs: $out/{edge_run.txt,summary.json,accuracy.png,report.html,edge_links.json}"
