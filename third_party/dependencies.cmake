@@ -60,8 +60,10 @@ endif()
 # oneDNN (libdnnl-dev; no pkg-config module, so the header and the library): the CPU backend's 2-D
 # convolutions (kernels/cpu/conv_dnnl.c), kernels/cpu/conv.c staying the fallback and the reference.
 # -DSCADLES_DNNL=OFF leaves it out where it is installed. ThreadSanitizer builds leave it out always:
-# oneDNN runs its threads through libgomp, which is not built with TSan, so TSan cannot see the
-# barriers that order them (the TSan pass checks our threads, not oneDNN's).
+# libdnnl (and the libgomp under it) is not built with TSan, so TSan sees its memory accesses but not
+# all of its synchronisation; with it, the TSan pass's test_resume stopped on a "race" inside
+# oneDNN's process-wide primitive cache, two device threads making their first primitives (tried
+# 2026-12-07). The TSan pass checks our threads, not oneDNN's.
 option(SCADLES_DNNL "CPU convolutions through oneDNN when it is found (kernels/cpu/conv_dnnl.c)" ON)
 find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
 find_library(DNNL_LIBRARY dnnl)
