@@ -168,14 +168,24 @@ static const dn_port *port_of(const dn_prim *pr, int tensor) {
     return NULL;
 }
 
-/* Backward data's primitive and ports, from the kept descriptor (the first call that wants dx). */
-static sd_status bd_make(sd_dnnl_ctx *d, dn_shape *s) {
+/* Backward data's primitive and ports, from the kept descriptor (the first call that wants dx);
+ * on failure nothing of it is kept, so a later call tries again. */
+static sd_status bd_build(sd_dnnl_ctx *d, dn_shape *s) {
     const_dnnl_primitive_desc_t pd = s->dpd;
     TRY(prim_make(d, &s->bd, pd));
     TRY(port_add(d, &s->bd, pd, dnnl_query_weights_md, 0, &s->w_md, T_W, DNNL_ARG_WEIGHTS, 0, NULL));
     TRY(port_add(d, &s->bd, pd, dnnl_query_diff_dst_md, 0, &s->y_md, T_DY, DNNL_ARG_DIFF_DST, 0,
                  port_of(&s->bw, T_DY)));
     TRY(port_add(d, &s->bd, pd, dnnl_query_diff_src_md, 0, &s->x_md, T_DX, DNNL_ARG_DIFF_SRC, 1, NULL));
+    return SD_OK;
+}
+
+static sd_status bd_make(sd_dnnl_ctx *d, dn_shape *s) {
+    sd_status r = bd_build(d, s);
+    if (r != SD_OK) {
+        prim_free(&s->bd);
+        return r;
+    }
     dnnl_primitive_desc_destroy(s->dpd);
     s->dpd = NULL;
     return SD_OK;
@@ -368,7 +378,7 @@ static sd_status call(sd_kctx *k, const sd_conv2d_params *p, int threads, void *
     size_t pad_bytes;
     const size_t need = scratch_need(prs, n, &pad_bytes);
     void *scratch = NULL;
-    TRY(sd_cpu_scratch(k, need, &scratch));
+    TRY(sd_cpu_scratch(k, need < 64 ? 64 : need, &scratch)); /* never NULL, even when nothing is reordered */
     TRY(bind(d, prs, n, t, scratch, need - pad_bytes));
     for (int j = 0; j < n; j++) TRY(run(d, prs[j]));
     DNNL_CHECK(dnnl_stream_wait(d->strm));
