@@ -5,8 +5,9 @@
 #
 #   scripts/gpu_bundle.sh [--from-build DIR] [OUTDIR]        OUTDIR: default gpu-bundle/ at the root
 #
-# Without --from-build it configures and builds BUILD (default build-gpu/) in Release for sm_90 only and
-# without -march=native (the device's CPU is not this one), JOBS parallel jobs (default: all cores).
+# Without --from-build it configures and builds BUILD (default build-gpu/) in Release for sm_90 only,
+# without -march=native (the device's CPU is not this one) and without oneDNN (SCADLES_DNNL=OFF: the
+# CPU convolutions are our kernels there), JOBS parallel jobs (default: all cores).
 # --from-build DIR takes the binaries of an existing build tree as they are: nothing is configured or
 # built, a missing binary is an error (the rehearsal test, tests/gpu/check_bundle.sh, uses this).
 #
@@ -26,7 +27,7 @@ limit=$((64 * 1024 * 1024))
 big=$((1024 * 1024))
 
 die() { echo "gpu_bundle.sh: $*" >&2; exit 1; }
-usage() { sed -n '6,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '6,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 from_build="" out=""
 while [ $# -gt 0 ]; do
@@ -48,8 +49,10 @@ if [ -n "$from_build" ]; then
     build=$(cd "$from_build" && pwd) || die "no build directory '$from_build'"
 else
     build=${BUILD:-$root/build-gpu}
+    # without oneDNN: the bundle checks the GPU, its CPU side is the parity reference (our kernels),
+    # and libdnnl alone would add 6.9 MB xz-compressed to a bundle that must stay under 64 MiB
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSCADLES_CUDA_ARCHS=90 -DSCADLES_NATIVE=OFF \
-        -DSCADLES_SANITIZE=OFF -DSCADLES_TSAN=OFF | sed -n '/ScaDLES configuration/,$p'
+        -DSCADLES_SANITIZE=OFF -DSCADLES_TSAN=OFF -DSCADLES_DNNL=OFF | sed -n '/ScaDLES configuration/,$p'
 fi
 info=$build/scadles_build.env
 [ -r "$info" ] || die "$build has no scadles_build.env: not a configured ScaDLES build tree"

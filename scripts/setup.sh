@@ -3,14 +3,16 @@
 #
 #   scripts/setup.sh main    what building and running the main job needs (scripts/run.sh): the compiler,
 #                            cmake, pkg-config, the required libraries (OpenBLAS, cJSON, xxHash, zlib; OpenMP comes
-#                            with gcc), the Fashion-MNIST data it trains on and gnuplot (its accuracy.png)
+#                            with gcc), oneDNN (optional to the build, the CPU convolutions where present), the
+#                            Fashion-MNIST data it trains on and gnuplot (its accuracy.png)
 #   scripts/setup.sh tests   that and what the test suite uses (scripts/test.sh, which CI runs; the default
 #                            when no group is named): MPI, librdkafka, libmosquitto and the mosquitto broker,
 #                            openssl (TLS test material), xz (the GPU bundle rehearsal), PyTorch (checkpoint
 #                            interop, the Python package's tests), pandas (their DataFrame half), clang with
 #                            libFuzzer and OpenMP (scripts/fuzz.sh)
 #   scripts/setup.sh bench   the main job's packages and PyTorch, the benchmark's peer (scripts/bench.sh), and
-#                            ISA-L and oneDNN, the peers of tests/bench's kernel benchmarks (docs/performance.md)
+#                            ISA-L, a peer of tests/bench's kernel benchmarks (docs/performance.md; oneDNN, the
+#                            other, is in main)
 #   scripts/setup.sh --list GROUP   prints the group's packages on one line
 #
 # SCADLES_SKIP_SETUP=1     installs nothing: the packages are yours to manage. Only cmake, a C compiler and
@@ -23,10 +25,10 @@
 # missing and cannot be installed here, 2 bad usage. tests/cli/run_setup.sh checks each path.
 set -euo pipefail
 
-main_pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxhash-dev zlib1g-dev dataset-fashion-mnist
-           gnuplot-nox)
+main_pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxhash-dev zlib1g-dev libdnnl-dev
+           dataset-fashion-mnist gnuplot-nox)
 torch_pkgs=(python3 python3-torch)
-bench_peer_pkgs=(libisal-dev libdnnl-dev)
+bench_peer_pkgs=(libisal-dev)
 test_pkgs=(libopenmpi-dev openmpi-bin librdkafka-dev libmosquitto-dev mosquitto openssl xz-utils "${torch_pkgs[@]}"
            python3-pandas python3-xxhash clang libclang-rt-dev libomp-dev)
 

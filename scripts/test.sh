@@ -26,6 +26,7 @@ cmake --build build-asan -j"$jobs"
     ctest --output-on-failure -j"$jobs" -E '^(python_scadles_core|python_scadles_torch|test_install|test_setup)$' -LE '^cluster$')
 
 echo "== ThreadSanitizer: ring buffer, ingest thread, local collectives, the sparse allreduce, trace writer, stop signal + resume"
+# (TSan builds leave oneDNN out, so these run our convolutions: third_party/dependencies.cmake says why)
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCADLES_TSAN=ON -DSCADLES_ENABLE_CUDA=OFF
 cmake --build build-tsan -j"$jobs" --target test_stream_ring test_stream_replay test_comm_local test_sparse_allreduce test_trace test_resume
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \

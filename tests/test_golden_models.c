@@ -2,7 +2,9 @@
  * (tests/data/golden_models.bin from tests/golden/gen_golden_models.py). Both sides start from
  * the same formula-built weights (documented in the generator), train one step (SGD lr 0.1,
  * momentum 0.9, weight decay 5e-4, train-mode BN) and compare logits, loss and, for every
- * tensor after the step, its sum, sum of squares and 64 sampled values. */
+ * tensor after the step, its sum, sum of squares and 64 sampled values. With our convolutions
+ * and, where the build has oneDNN, with oneDNN's, whose logits and weights after the step must
+ * also agree with ours (NMSE below 1e-9, the bound against PyTorch: float sums in other orders). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "engine/models.h"
 #include "engine/optim.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "tests/harness.h"
 #include "tests/ref/golden_file.h"
 
@@ -47,7 +50,9 @@ static void formula_init(sd_backend *be, sd_net *net) {
     }
 }
 
-static void check_model(sd_backend *be, const sd_golden *g, const char *model) {
+/* One model's step on backend be; its logits and the parameters after the step are copied to a
+ * new out[0] and out[1] (counts in counts[0..1]; NULL when they could not be made). */
+static void check_model(sd_backend *be, const sd_golden *g, const char *model, float **out, size_t *counts) {
     char name[256];
     const int32_t *meta = NULL;
     snprintf(name, sizeof name, "%s/meta", model);
@@ -84,6 +89,10 @@ static void check_model(sd_backend *be, const sd_golden *g, const char *model) {
         EXPECT(fabsf(loss - want[0]) <= 1e-5f * fabsf(want[0]), "%s loss %.7g, PyTorch %.7g", model, (double)loss, (double)want[0]);
     EXPECT_OK(sd_net_backward(net));
     EXPECT_OK(sd_optim_step(&opt, net, 1.0f));
+    counts[0] = (size_t)n * classes;
+    counts[1] = sd_net_param_count(net);
+    if ((out[0] = malloc(counts[0] * sizeof(float))) != NULL) memcpy(out[0], sd_net_output(net), counts[0] * sizeof(float));
+    if ((out[1] = malloc(counts[1] * sizeof(float))) != NULL) memcpy(out[1], sd_net_params(net), counts[1] * sizeof(float));
 
     int checked = 0;
     for (int t = 0; t < sd_net_num_tensors(net); t++) {
@@ -127,11 +136,32 @@ int main(void) {
     sd_golden *g = NULL;
     EXPECT_OK(sd_golden_load(path, &g));
     if (!g) return sd_test_finish("test_golden_models");
-    sd_backend be;
-    EXPECT_OK(sd_backend_cpu_create(&be, 2));
-    check_model(&be, g, "resnet20");
-    check_model(&be, g, "vgg11");
-    sd_backend_destroy(&be);
+    static const char *const models[2] = {"resnet20", "vgg11"};
+    static const sd_cpu_conv_impl impls[2] = {SD_CPU_CONV_OURS, SD_CPU_CONV_DNNL};
+    const int nimpl = sd_cpu_conv_dnnl_available() ? 2 : 1;
+    float *res[2][2][2] = {{{0}}}; /* [impl][model][logits, params] */
+    size_t cnt[2][2][2] = {{{0}}};
+    for (int i = 0; i < nimpl; i++) {
+        printf("convolutions: %s\n", sd_cpu_conv_impl_name(impls[i]));
+        sd_backend be;
+        EXPECT_OK(sd_backend_cpu_create(&be, 2));
+        if (!be.ops) break;
+        EXPECT_OK(sd_cpu_kctx_set_conv(be.ctx, impls[i]));
+        for (int m = 0; m < 2; m++) check_model(&be, g, models[m], res[i][m], cnt[i][m]);
+        sd_backend_destroy(&be);
+    }
+    if (nimpl == 1) printf("convolutions: dnnl not checked (this build has no oneDNN)\n");
+    for (int m = 0; nimpl == 2 && m < 2; m++)
+        for (int j = 0; j < 2; j++) {
+            const char *what = j ? "parameters after the step" : "logits";
+            EXPECT(res[0][m][j] && res[1][m][j] && cnt[0][m][j] == cnt[1][m][j], "%s %s of both runs", models[m], what);
+            if (!res[0][m][j] || !res[1][m][j] || cnt[0][m][j] != cnt[1][m][j]) continue;
+            double e = sd_nmse(res[1][m][j], res[0][m][j], cnt[0][m][j]);
+            printf("%s ours vs dnnl: %s NMSE %.3g (bound 1e-9)\n", models[m], what, e);
+            EXPECT(e <= 1e-9, "%s %s, dnnl against ours: NMSE %g > 1e-9", models[m], what, e);
+        }
+    for (int i = 0; i < 2; i++)
+        for (int m = 0; m < 2; m++) free(res[i][m][0]), free(res[i][m][1]);
     sd_golden_free(g);
     return sd_test_finish("test_golden_models");
 }

@@ -1,12 +1,16 @@
 /* test_golden_net.c: one training step of the Fashion-MNIST CNN against PyTorch: the engine's
  * model (engine/models.c) loaded with PyTorch's initial weights (tests/data/golden_ops.bin, the cnn records)
  * must reproduce PyTorch's logits, loss, every parameter gradient and the weights after one SGD
- * step (momentum 0.9, weight decay 5e-4) through the CPU backend table. */
+ * step (momentum 0.9, weight decay 5e-4) through the CPU backend table: with our convolutions and,
+ * where the build has oneDNN, with oneDNN's, whose gradients must also agree with ours (NMSE below
+ * NMSE_GRAD: float sums of the same terms in other orders). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/models.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "tests/harness.h"
 #include "tests/ref/golden_file.h"
 
@@ -14,14 +18,14 @@
 #define NMSE_FWD 1e-10
 #define NMSE_GRAD 1e-8
 
-int main(void) {
-    char path[4096];
-    sd_test_data_path("golden_ops.bin", path, sizeof path);
-    sd_golden *g = NULL;
-    EXPECT_OK(sd_golden_load(path, &g));
-    if (!g) return sd_test_finish("test_golden_net");
+/* One step on a CPU backend with convolutions `impl`; the gradients (the fused block of all
+ * parameters) are copied to a new *grads_out of *np_out floats (NULL when it could not be made). */
+static void check_net(const sd_golden *g, sd_cpu_conv_impl impl, float **grads_out, size_t *np_out) {
+    printf("convolutions: %s\n", sd_cpu_conv_impl_name(impl));
     sd_backend be;
     EXPECT_OK(sd_backend_cpu_create(&be, 2));
+    if (!be.ops) return;
+    EXPECT_OK(sd_cpu_kctx_set_conv(be.ctx, impl));
 
     const int32_t *meta = NULL, *labels = NULL;
     EXPECT_OK(sd_golden_get_i32(g, "cnn/meta", 5, &meta));
@@ -67,6 +71,8 @@ int main(void) {
 
     /* one SGD step over the fused parameter block, as the trainer does it */
     size_t np = sd_net_param_count(net);
+    *np_out = np;
+    if ((*grads_out = malloc(np * sizeof(float))) != NULL) memcpy(*grads_out, sd_net_grads(net), np * sizeof(float));
     float *mom = NULL;
     EXPECT_OK(be.ops->alloc(be.ctx, np * sizeof(float), (void **)&mom));
     sd_sgd_params sp;
@@ -84,6 +90,30 @@ int main(void) {
     sd_net_destroy(net);
 out:
     sd_backend_destroy(&be);
+}
+
+int main(void) {
+    char path[4096];
+    sd_test_data_path("golden_ops.bin", path, sizeof path);
+    sd_golden *g = NULL;
+    EXPECT_OK(sd_golden_load(path, &g));
+    if (!g) return sd_test_finish("test_golden_net");
+    float *go = NULL, *gd = NULL;
+    size_t no = 0, nd = 0;
+    check_net(g, SD_CPU_CONV_OURS, &go, &no);
+    if (sd_cpu_conv_dnnl_available()) {
+        check_net(g, SD_CPU_CONV_DNNL, &gd, &nd);
+        EXPECT(go && gd && no == nd, "gradients of both runs (%zu and %zu parameters)", no, nd);
+        if (go && gd && no == nd) {
+            double e = sd_nmse(gd, go, no);
+            printf("ours vs dnnl: gradient NMSE %.3g (bound %g)\n", e, NMSE_GRAD);
+            EXPECT(e <= NMSE_GRAD, "gradients, dnnl against ours: NMSE %g > %g", e, NMSE_GRAD);
+        }
+    } else {
+        printf("convolutions: dnnl not checked (this build has no oneDNN)\n");
+    }
+    free(go);
+    free(gd);
     sd_golden_free(g);
     return sd_test_finish("test_golden_net");
 }

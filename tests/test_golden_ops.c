@@ -1,6 +1,7 @@
 /* test_golden_ops.c: every op of the CPU backend (and of the CUDA backend when it is built and a
  * GPU is present) against PyTorch's values in tests/data/golden_ops.bin (tests/golden/gen_golden.py,
- * format in docs/golden-format.md), through the backend table exactly as the layers call it. Also
+ * format in docs/golden-format.md), through the backend table exactly as the layers call it; the
+ * CPU backend twice where the build has oneDNN, with our convolutions and with oneDNN's. Also
  * checks that the golden reader rejects truncated and corrupt copies of the file.
  *
  * Tolerances (NMSE = sum((got - want)^2) / sum(want^2), per compared tensor):
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "tests/harness.h"
 #include "tests/ref/golden_file.h"
 
@@ -646,10 +648,17 @@ int main(void) {
     test_lookup(g);
     test_corrupt(path, g);
 
+    /* The CPU backend once per convolution implementation (our kernels; oneDNN where built). */
     sd_backend cpu = {0};
     EXPECT_OK(sd_backend_cpu_create(&cpu, 2));
     if (cpu.ops) {
-        run_backend(&cpu, g);
+        static const sd_cpu_conv_impl impls[] = {SD_CPU_CONV_OURS, SD_CPU_CONV_DNNL};
+        for (int i = 0; i < (sd_cpu_conv_dnnl_available() ? 2 : 1); i++) {
+            EXPECT_OK(sd_cpu_kctx_set_conv(cpu.ctx, impls[i]));
+            printf("convolutions: %s\n", sd_cpu_conv_impl_name(impls[i]));
+            run_backend(&cpu, g);
+        }
+        if (!sd_cpu_conv_dnnl_available()) printf("convolutions: dnnl not checked (this build has no oneDNN)\n");
         sd_backend_destroy(&cpu);
     }
 

@@ -57,6 +57,26 @@ if(SCADLES_HAVE_CUDA AND NCCL_LIBRARY AND NCCL_INCLUDE_DIR AND MPI_C_FOUND)
   set(SCADLES_HAVE_NCCL ON)
 endif()
 
+# oneDNN (libdnnl-dev; no pkg-config module, so the header and the library): the CPU backend's 2-D
+# convolutions (kernels/cpu/conv_dnnl.c), kernels/cpu/conv.c staying the fallback and the reference.
+# -DSCADLES_DNNL=OFF leaves it out where it is installed. ThreadSanitizer builds leave it out always:
+# libdnnl (and the libgomp under it) is not built with TSan, so TSan sees its memory accesses but not
+# all of its synchronisation; with it, the TSan pass's test_resume stopped on a "race" inside
+# oneDNN's process-wide primitive cache, two device threads making their first primitives (tried
+# 2026-12-07). The TSan pass checks our threads, not oneDNN's.
+option(SCADLES_DNNL "CPU convolutions through oneDNN when it is found (kernels/cpu/conv_dnnl.c)" ON)
+find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
+find_library(DNNL_LIBRARY dnnl)
+set(SCADLES_HAVE_DNNL OFF)
+set(SD_DNNL_VERSION "")
+if(DNNL_INCLUDE_DIR AND EXISTS ${DNNL_INCLUDE_DIR}/oneapi/dnnl/dnnl_version.h)
+  file(STRINGS ${DNNL_INCLUDE_DIR}/oneapi/dnnl/dnnl_version.h SD_DNNL_V REGEX "^#define DNNL_VERSION_(MAJOR|MINOR|PATCH) ")
+  string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+).*" "\\1.\\2.\\3" SD_DNNL_VERSION "${SD_DNNL_V}")
+endif()
+if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY AND SCADLES_DNNL AND NOT SCADLES_TSAN)
+  set(SCADLES_HAVE_DNNL ON)
+endif()
+
 # ---- required, checked: one error naming every missing package and its Debian package --------------
 set(SD_MISSING "")
 if(NOT PKG_CONFIG_FOUND)

@@ -1,9 +1,11 @@
-/* context.c: the CPU kernel context: thread count (of the OpenMP loops) and a
+/* context.c: the CPU kernel context: thread count (of the OpenMP loops, oneDNN's included), a
  * scratch area that grows only past its high-water mark, so a batch size that changes every
- * step causes no reallocation once the largest batch has been seen. */
+ * step causes no reallocation once the largest batch has been seen, and the choice of
+ * convolution (SCADLES_CONV: ours or dnnl). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -20,15 +22,51 @@ sd_status sd_cpu_alloc(size_t bytes, void **out) {
     return SD_OK;
 }
 
+const char *sd_cpu_conv_impl_name(sd_cpu_conv_impl impl) { return impl == SD_CPU_CONV_DNNL ? "dnnl" : "ours"; }
+
+/* SCADLES_CONV: unset or empty, oneDNN where the build has it. */
+static sd_status conv_from_env(sd_cpu_conv_impl *out) {
+    const char *v = getenv("SCADLES_CONV");
+    *out = sd_cpu_conv_dnnl_available() ? SD_CPU_CONV_DNNL : SD_CPU_CONV_OURS;
+    if (!v || !*v) return SD_OK;
+    if (strcmp(v, "ours") == 0) {
+        *out = SD_CPU_CONV_OURS;
+    } else if (strcmp(v, "dnnl") == 0) {
+        if (!sd_cpu_conv_dnnl_available())
+            return SD_FAIL(SD_ERR_INVALID, "SCADLES_CONV=dnnl, but this build has no oneDNN (configure did not find "
+                           "libdnnl-dev, or SCADLES_DNNL=OFF, or a ThreadSanitizer build): unset SCADLES_CONV or set it "
+                           "to ours");
+        *out = SD_CPU_CONV_DNNL;
+    } else {
+        return SD_FAIL(SD_ERR_INVALID, "SCADLES_CONV=%s: expected ours (kernels/cpu/conv.c) or dnnl (oneDNN), or unset",
+                       v);
+    }
+    return SD_OK;
+}
+
+sd_status sd_cpu_kctx_set_conv(sd_kctx *k, sd_cpu_conv_impl impl) {
+    if (!k) return SD_FAIL(SD_ERR_INVALID, "cpu context: NULL context");
+    if (impl != SD_CPU_CONV_OURS && impl != SD_CPU_CONV_DNNL)
+        return SD_FAIL(SD_ERR_INVALID, "cpu context: unknown convolution implementation %d", (int)impl);
+    if (impl == SD_CPU_CONV_DNNL && !sd_cpu_conv_dnnl_available())
+        return SD_FAIL(SD_ERR_UNSUPPORTED, "cpu context: this build has no oneDNN convolutions");
+    k->conv = impl;
+    return SD_OK;
+}
+
 sd_status sd_cpu_kctx_create(int threads, sd_kctx **out) {
     if (!out) return SD_FAIL(SD_ERR_INVALID, "cpu context: output pointer is NULL");
+    *out = NULL;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
     }
+    sd_cpu_conv_impl conv;
+    TRY(conv_from_env(&conv));
     sd_kctx *k = calloc(1, sizeof *k);
     if (!k) return SD_FAIL(SD_ERR_OOM, "cpu context: allocation failed");
     k->threads = threads;
+    k->conv = conv;
     /* Every parallel loop of the CPU kernels, GEMM included (gemm.c), is OpenMP; OpenBLAS only
      * serves sd_cpu_sgemm's fallback and runs single-threaded, because its thread pool and
      * OpenMP's spin against each other on few cores (3x slower training measured with both). */
@@ -40,6 +78,7 @@ sd_status sd_cpu_kctx_create(int threads, sd_kctx **out) {
 
 void sd_cpu_kctx_destroy(sd_kctx *k) {
     if (!k) return;
+    sd_cpu_dnnl_ctx_destroy(k->dnnl);
     free(k->scratch);
     free(k);
 }

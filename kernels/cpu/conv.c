@@ -19,7 +19,11 @@
  * the dropped columns; per-thread partial sums reduced at the end); db = sums of dy. Input
  * gradient, stride 1: the transposed convolution (dy correlated with the flipped kernel, padding
  * K-1-p) through the same forward GEMM, so nothing is scattered; strided: dcol = W^T dy, then
- * col2im. */
+ * col2im.
+ *
+ * Where the context says so (SCADLES_CONV, context.c), both entry points hand the call to oneDNN
+ * (conv_dnnl.c) after checking their arguments, and compute here only the shapes it declines;
+ * these kernels are the fallback without oneDNN and the reference the tests hold it to. */
 #include <omp.h>
 #include <string.h>
 #if defined(__AVX__)
@@ -62,9 +66,7 @@ static inline sd_vf vbcast(float a) {
 /* Bytes of B operand (plus output tile) one band aims for: it is re-read once per block of output
  * channels, so it should stay in L2. Larger samples are split into bands of output rows. */
 #define SD_CONV_BAND_BYTES ((size_t)512 << 10)
-/* Below this many multiply-adds a call runs on the calling thread (a parallel region costs a few
- * microseconds of wake-up, and more when the machine is busy). */
-#define SD_CONV_PAR_MIN_MACS ((int64_t)1 << 18)
+/* SD_CONV_PAR_MIN_MACS (cpu_kernels.h): below it a call runs on the calling thread. */
 /* Pixels per dW block: the block of transposed dy ([pixels][Kp]) should stay in L1. */
 #define SD_CONV_DW_L1_FLOATS 6144
 
@@ -432,6 +434,11 @@ sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *
         return SD_FAIL(SD_ERR_INVALID, "conv2d fwd: NULL tensor (x %p, w %p, y %p are required)", (const void *)x,
                        (const void *)w, (const void *)y);
     if (p->has_bias && !b) return SD_FAIL(SD_ERR_INVALID, "conv2d fwd: has_bias is set but the bias b is NULL");
+    if (k->conv == SD_CPU_CONV_DNNL) {
+        bool done = false;
+        TRY(sd_cpu_dnnl_conv2d_fwd(k, p, x, w, b, y, &done));
+        if (done) return SD_OK;
+    }
 
     const int K = p->k, KD = p->c * p->kh * p->kw, KMR = (int)round_up((size_t)K, SD_MR);
     const size_t OHW = (size_t)p->oh * p->ow, xs = (size_t)p->c * p->h * p->w, ys = (size_t)K * OHW;
@@ -507,6 +514,11 @@ sd_status sd_cpu_conv2d_bwd(sd_kctx *k, const sd_conv2d_params *p, const float *
                        (const void *)x, (const void *)w, (const void *)dy, (const void *)dw);
     if (p->has_bias && !db)
         return SD_FAIL(SD_ERR_INVALID, "conv2d bwd: has_bias is set but the bias gradient db is NULL");
+    if (k->conv == SD_CPU_CONV_DNNL) {
+        bool done = false;
+        TRY(sd_cpu_dnnl_conv2d_bwd(k, p, x, w, dy, dx, dw, db, &done));
+        if (done) return SD_OK;
+    }
 
     const int K = p->k, C = p->c, KH = p->kh, KW = p->kw, KD = C * KH * KW;
     const int KDP = (int)round_up((size_t)KD, SD_MR), KP = (int)round_up((size_t)K, SD_VL);

@@ -135,6 +135,9 @@ int main(int argc, char **argv) {
     };
     sd_kctx *kc = NULL;
     if (sd_cpu_kctx_create(threads, &kc) != SD_OK) bs_die("cannot create the CPU kernel context");
+    /* "ours" is our kernels whatever the build's default (the engine calls oneDNN through
+     * kernels/cpu/conv_dnnl.c where it has it; this benchmark drives oneDNN itself) */
+    if (sd_cpu_kctx_set_conv(kc, SD_CPU_CONV_OURS) != SD_OK) bs_die("cannot choose our convolutions");
     omp_set_num_threads(threads); /* oneDNN's threads (the same libgomp pool as ours) */
     DN(dnnl_engine_create(&eng, dnnl_cpu, 0));
     DN(dnnl_stream_create(&strm, eng, dnnl_stream_default_flags));

@@ -9,7 +9,8 @@
 #     packages and SCADLES_SKIP_SETUP, without running apt-get;
 #   - with SCADLES_SKIP_SETUP=1 look nothing up and install nothing (exit 1 naming cmake when it is
 #     not on PATH); with SCADLES_SETUP_DRY_RUN=1 print the command and run nothing;
-#   - keep PyTorch, clang, mosquitto, MPI and librdkafka out of the main group;
+#   - keep PyTorch, clang, mosquitto, MPI and librdkafka out of the main group, and oneDNN in it (the
+#     CPU convolutions); the bench group holds main's and its peers';
 # and scripts/run.sh and scripts/test.sh must ask for their groups.
 ROOT=$1
 SETUP="$ROOT/scripts/setup.sh"
@@ -63,6 +64,9 @@ run --list tests; tests=" $out "
 for p in build-essential cmake pkg-config libopenblas-dev libcjson-dev libxxhash-dev zlib1g-dev dataset-fashion-mnist; do
     has "$main" " $p " || bad "main group lacks $p (required to build or run the main job)"
 done
+has "$main" " libdnnl-dev " || bad "main group lacks libdnnl-dev (oneDNN: the main job's CPU convolutions)"
+run --list bench; bench=" $out "
+for p in $main libisal-dev python3-torch; do has "$bench" " $p " || bad "bench group lacks $p"; done
 for p in python3-torch clang libclang-rt-dev mosquitto libmosquitto-dev libopenmpi-dev openmpi-bin librdkafka-dev; do
     has "$main" " $p " && bad "main group has $p (the tests' only)"
     has "$tests" " $p " || bad "tests group lacks $p"
