@@ -156,6 +156,7 @@ typedef struct sd_experiment {
         bool nesterov;                 /* default false */
         char schedule[SD_EXP_SCHEDULE_LEN]; /* optim.h syntax, milestones in steps, default "constant" */
         int64_t warmup_steps;          /* >= 0, default 0 */
+        double lr_scale_max;           /* scadles: cap on the global-batch lr scale; 0 (default): none */
     } optimizer;
 
     struct {

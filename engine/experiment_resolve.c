@@ -46,6 +46,7 @@ void sd_experiment_defaults(sd_experiment *e) {
     e->optimizer.nesterov = false;
     snprintf(e->optimizer.schedule, sizeof e->optimizer.schedule, "constant");
     e->optimizer.warmup_steps = 0;
+    e->optimizer.lr_scale_max = 0;
     e->compression.policy = SD_COMPRESS_OFF;
     e->compression.ratio = 0.1;
     e->compression.delta = 0.3;

@@ -259,6 +259,7 @@ static const sd_exp_field optimizer_fields[] = {
     FBOOL("nesterov", optimizer_t, nesterov),
     FSTR("schedule", optimizer_t, schedule, check_schedule_syntax),
     FI64("warmup_steps", optimizer_t, warmup_steps, 0, 1e12),
+    FNUM("lr_scale_max", optimizer_t, lr_scale_max, 0, 1e6, 0),
     FEND,
 };
 

@@ -101,6 +101,25 @@ int main(void) {
     EXPECT(summary_has(a, "mode", "\"ddp\"") && summary_has(a, "mode", "\"scadles\"") &&
            !isnan(summary_num(a, "bytes_sent")), "summary.json lists both runs");
 
+    /* 1b. the lr scale: global batch / (devices x batch), 107 / 256 for scadles, capped by
+     * optimizer.lr_scale_max: lr 0.05 x 0.2 on every step; uncapped in the runs above (batch 16) */
+    snprintf(a, sizeof a, "%s/lrcap", dir);
+    const char *lrcap[] = {"optimizer.lr_scale_max=0.2", "max_steps=3"};
+    small_with(e, a, "scadles", lrcap, 2);
+    EXPECT_OK(sd_experiment_run(e, NULL, quiet));
+    m = read_out(a, "scadles-seed1/metrics.jsonl");
+    int lr_steps = 0, lr_bad = 0;
+    for (const char *l = m; l && (l = strstr(l, "\"lr\": ")); l++, lr_steps++)
+        if (fabs(atof(l + 6) - 0.05 * 0.2) > 1e-7) lr_bad++;
+    EXPECT(lr_steps == 3 && lr_bad == 0, "lr_scale_max 0.2: %d of %d steps trained at another lr than 0.01", lr_bad,
+           lr_steps);
+    free(m);
+    m = read_out(dir, "a/scadles-seed1/metrics.jsonl");
+    double lr0 = num_after(m, "lr");
+    EXPECT(fabs(lr0 - 0.05 * gb / (4 * 16)) < 1e-6, "without a cap the lr scales with the global batch: %g, want %g", lr0,
+           0.05 * gb / (4 * 16));
+    free(m);
+
     /* 2. a stalled stream: device 2 at 0.01 samples/s */
     snprintf(a, sizeof a, "%s/stall", dir);
     const char *stall[] = {"devices.rates=40,25,0.01,30", "ddp_timeout_s=20"};

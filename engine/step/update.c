@@ -72,8 +72,11 @@ sd_status stage_update(sd_pipe *p, sd_step *s) {
         p->preq->seen[slot][j] = (float)p->all[j].stream_batch;
     }
     /* lr scales with the samples that streamed in; injected copies raise the batch's
-     * diversity, not the step size */
-    s->lr_scale = p->ddp ? 1.0f : (float)((double)s->Bstream / ((double)p->n * e->batch));
+     * diversity, not the step size; optimizer.lr_scale_max caps the scale (fast streams whose
+     * global batch would scale the lr past what the model trains at) */
+    double scale = (double)s->Bstream / ((double)p->n * e->batch);
+    if (e->optimizer.lr_scale_max > 0 && scale > e->optimizer.lr_scale_max) scale = e->optimizer.lr_scale_max;
+    s->lr_scale = p->ddp ? 1.0f : (float)scale;
     /* NaN/Inf: every rank holds the same summed gradient and loss, so all decide alike */
     bool finite = isfinite(s->global_loss);
     if (finite) TRY(d->be.ops->all_finite(d->be.ctx, p->np, sd_net_grads(d->net), &finite)); /* where the sum lives */
