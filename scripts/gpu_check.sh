@@ -267,10 +267,13 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.bac
 # Fashion-MNIST where the tests look for it (they run as root on the device machine)
 fm=/usr/share/datasets/fashion-mnist
 if [ ! -r "$fm/train-images-idx3-ubyte.gz" ]; then
-    if mkdir -p "$fm" 2>/dev/null && ln -sf "$B"/data/fashion-mnist/*.gz "$fm"/ 2>/dev/null; then
-        log "Fashion-MNIST: linked the bundle's copy into $fm"
+    # three files are linked; the training images travel as xz of the raw file: gzip them back
+    if mkdir -p "$fm" 2>/dev/null && ln -sf "$B"/data/fashion-mnist/*.gz "$fm"/ 2>/dev/null &&
+        unxz_to "$B/data/fashion-mnist/train-images-idx3-ubyte.xz" "$fm/train-images-idx3-ubyte" &&
+        gzip -1 -f "$fm/train-images-idx3-ubyte" 2>/dev/null; then
+        log "Fashion-MNIST: linked the bundle's copy into $fm (the training images unpacked)"
     else
-        say "Fashion-MNIST: cannot create $fm (not root?): the tests that need it will report skipped"
+        say "Fashion-MNIST: cannot put the bundle's copy into $fm (not root? no gzip?): the tests that need it will report skipped"
     fi
 fi
 

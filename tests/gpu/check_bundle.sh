@@ -37,7 +37,7 @@ echo "$me: bundle made in $(($(date +%s) - t_start)) s"
 # ---- complete -----------------------------------------------------------------------------------
 for f in gpu_check.sh MANIFEST tests.list device_libs.txt apps/scadles-train apps/scadles-bench_gpu \
     tests/bench/torch_gpu_peer.py tests/golden/models.py scripts/bench_gpu_ratios.awk \
-    data/fashion-mnist/train-images-idx3-ubyte.gz data/fashion-mnist/train-labels-idx1-ubyte.gz \
+    data/fashion-mnist/train-images-idx3-ubyte.xz data/fashion-mnist/train-labels-idx1-ubyte.gz \
     data/fashion-mnist/t10k-images-idx3-ubyte.gz data/fashion-mnist/t10k-labels-idx1-ubyte.gz; do
     [ -s "$out/$f" ] || fail "the bundle has no $f"
 done
@@ -57,6 +57,11 @@ sizes=$(cd "$out" && find . -type f ! -name MANIFEST -printf '%P\t%s\n' | sort)
 [ "$sizes" = "$(grep -v '^#' "$out/MANIFEST" | cut -f1,2 | sort)" ] ||
     fail "MANIFEST's sizes are not the files': $(diff <(echo "$sizes") <(grep -v '^#' "$out/MANIFEST" | cut -f1,2 | sort) | head -n 4 | tr '\n' ' ')"
 [ -z "$(find "$out" -type l)" ] || fail "the bundle holds symbolic links (they travel as links): $(find "$out" -type l | head -n 3)"
+
+# the training images travel as xz of the raw IDX file: exactly the installed file's bytes
+cmp -s <(xz -dc "$out/data/fashion-mnist/train-images-idx3-ubyte.xz") \
+    <(gzip -dc /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz) ||
+    fail "data/fashion-mnist/train-images-idx3-ubyte.xz does not unpack to the installed training images"
 
 # ---- size -----------------------------------------------------------------------------------------
 size=$(du -sb "$out" | cut -f1)
