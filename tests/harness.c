@@ -2,6 +2,8 @@
 #include "tests/harness.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,21 @@ void sd_expect_fail_(int got, int want, const char *needle, const char *expr, co
     sd_test_failed++;
     fprintf(stderr, "FAIL %s:%d: %s: wanted status %d with a message containing \"%s\", got %d: %s\n", file,
             line, expr, want, needle ? needle : "", got, msg);
+}
+
+void sd_expect_msg_(int got, int want, const char *expr, int line, ...) {
+    extern const char *sd_last_error(void);
+    const char *msg = sd_last_error();
+    bool ok = got == want;
+    va_list ap;
+    va_start(ap, line);
+    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
+        if (!strstr(msg, n)) {
+            ok = false;
+            fprintf(stderr, "  missing \"%s\"\n", n);
+        }
+    va_end(ap);
+    EXPECT(ok, "line %d: %s: wanted status %d, got %d: %s", line, expr, want, got, msg);
 }
 
 int sd_test_finish(const char *name) {

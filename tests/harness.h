@@ -36,6 +36,10 @@ extern int sd_test_passed, sd_test_failed;
 #define EXPECT_FAIL(expr, status, needle) sd_expect_fail_((expr), (status), (needle), #expr, __FILE__, __LINE__)
 void sd_expect_fail_(int got, int want, const char *needle, const char *expr, const char *file, int line);
 
+/* Expect a specific failure status and a message that holds every one of the needles (strings). */
+#define EXPECT_MSG(expr, status, ...) sd_expect_msg_((expr), (status), #expr, __LINE__, __VA_ARGS__, (const char *)NULL)
+void sd_expect_msg_(int got, int want, const char *expr, int line, ...);
+
 /* Prints "<name>: N passed, N failed" and returns the process exit code. */
 int sd_test_finish(const char *name);
 /* Prints the reason and returns SD_TEST_SKIP_CODE (ctest: SKIP_RETURN_CODE 77). */

@@ -5,7 +5,6 @@
  * message, and every file in apps/experiments/ loads and resolves. */
 #include <dirent.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,21 +13,6 @@
 #include "engine/experiment.h"
 #include "tests/harness.h"
 
-/* A failure with `status` whose message holds every needle (NULL-terminated list). */
-static void expect_msg_(sd_status got, sd_status want, const char *expr, int line, ...) {
-    const char *msg = sd_last_error();
-    bool ok = got == want;
-    va_list ap;
-    va_start(ap, line);
-    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
-        if (!strstr(msg, n)) {
-            ok = false;
-            fprintf(stderr, "  missing \"%s\"\n", n);
-        }
-    va_end(ap);
-    EXPECT(ok, "line %d: %s: wanted %s, got %s: %s", line, expr, sd_status_str(want), sd_status_str(got), msg);
-}
-#define EXPECT_MSG(expr, want, ...) expect_msg_((expr), (want), #expr, __LINE__, __VA_ARGS__, (const char *)NULL)
 
 static sd_status load(const char *json, sd_experiment *e) { return sd_experiment_load_string(json, "test.json", e); }
 

@@ -12,7 +12,6 @@
  *                         loads, says how it was measured and grows with the batch; its bad options
  *                         are refused. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,21 +49,6 @@ static const char *put_profile(int slot, const char *name, const char *table, co
     return put(slot, name, text);
 }
 
-/* A failure with `status` whose message holds every needle (NULL-terminated list). */
-static void expect_msg_(sd_status got, sd_status want, const char *expr, int line, ...) {
-    const char *msg = sd_last_error();
-    bool ok = got == want;
-    va_list ap;
-    va_start(ap, line);
-    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
-        if (!strstr(msg, n)) {
-            ok = false;
-            fprintf(stderr, "  missing \"%s\"\n", n);
-        }
-    va_end(ap);
-    EXPECT(ok, "line %d: %s: wanted %s, got %s: %s", line, expr, sd_status_str(want), sd_status_str(got), msg);
-}
-#define EXPECT_MSG(expr, want, ...) expect_msg_((expr), (want), #expr, __LINE__, __VA_ARGS__, (const char *)NULL)
 
 /* The good table: batches 2, 4, 8 at 0.5, 1.0, 1.5 s, fitted slope 0.125 s per sample (every
  * value and every interpolation below is exact in binary). */
