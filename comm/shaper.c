@@ -56,14 +56,7 @@ static void pay(shaper *s, const sd_comm_counters *before) {
     const double rate = s->cfg.bandwidth_bps / 8.0; /* bytes per second */
     double now = s->cfg.now(s->cfg.clock_ctx);
     if (isnan(s->t_last)) s->tokens = s->cfg.burst_bytes;
-    else if (now > s->t_last) s->tokens = fmin(s->cfg.burst_bytes, s->tokens + (now - s->t_last) * rate);
-    double wait = 0;
-    if (s->tokens >= bytes) {
-        s->tokens -= bytes;
-    } else {
-        wait = (bytes - s->tokens) / rate; /* the missing tokens arrive at `rate` */
-        s->tokens = 0;
-    }
+    double wait = sd_token_bucket_take(&s->tokens, s->cfg.burst_bytes, rate, isnan(s->t_last) ? 0 : now - s->t_last, bytes);
     s->t_last = now + wait;
     wait += nhops * s->cfg.latency_s;
     if (wait > 0) {

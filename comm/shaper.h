@@ -34,6 +34,21 @@ typedef struct sd_shaper_config {
     void *clock_ctx;
 } sd_shaper_config;
 
+/* The token bucket both link models share (the shaper in bytes, the virtual clock in seconds of the
+ * link): `*tokens` held `idle` seconds ago, refilled at `rate` per second up to `depth`, then
+ * `amount` taken. Returns the seconds until the missing tokens have arrived (0 when there were
+ * enough); the bucket is then empty, or holds what was left. */
+static inline double sd_token_bucket_take(double *tokens, double depth, double rate, double idle, double amount) {
+    double t = *tokens + (idle > 0 ? idle * rate : 0);
+    if (t > depth) t = depth;
+    if (t >= amount) {
+        *tokens = t - amount;
+        return 0;
+    }
+    *tokens = 0;
+    return (amount - t) / rate;
+}
+
 /* A communicator with inner's rank and size that shapes every collective of inner. inner stays
  * owned by the caller and must outlive the result; sd_comm_destroy on the result frees only the
  * wrapper. The result's counters are kept by the sd_comm_* wrappers as for any backend. */

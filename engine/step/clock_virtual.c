@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "base/clock.h"
+#include "comm/shaper.h"
 #include "engine/profile.h"
 #include "engine/step/clock.h"
 #include "engine/trace.h"
@@ -99,11 +100,9 @@ static void v_charge_comm(sd_pipe *p, sd_step *s) {
         return;
     }
     const double start = s->T_cut + s->compute;
-    double credit = p->ls.link_credit_s + max_d(0, start - p->ls.link_free_at);
-    if (credit > p->link_burst_s) credit = p->link_burst_s;
     const double bw = max_d(0, s->modelled_comm - s->modelled_comm_lat);
-    s->comm_s = s->modelled_comm_lat + max_d(0, bw - credit);
-    p->ls.link_credit_s = max_d(0, credit - bw);
+    s->comm_s = s->modelled_comm_lat + sd_token_bucket_take(&p->ls.link_credit_s, p->link_burst_s, 1.0,
+                                                            start - p->ls.link_free_at, bw);
     p->ls.link_free_at = start + s->comm_s;
 }
 
