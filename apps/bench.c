@@ -35,7 +35,7 @@
 #endif
 
 typedef struct bench_opts {
-    int threads, batch, iters, warmup;
+    int threads, batch, iters, warmup, reps;
     const char *models;
     bool peer, ops;
     const char *python;
@@ -43,12 +43,17 @@ typedef struct bench_opts {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: scadles-bench [--threads N] [--batch B] [--iters K] [--warmup W] [--models a,b]\n"
+            "usage: scadles-bench [--threads N] [--batch B] [--iters K] [--warmup W] [--reps R] [--models a,b]\n"
             "                     [--no-peer] [--no-ops] [--python PATH]\n"
-            "  CPU training throughput (forward + backward + SGD update) of each model at batch B,\n"
-            "  the ratio to PyTorch (same model, batch and threads; needs python3-torch) and to\n"
-            "  OpenBLAS sgemm peak measured in the same run, then GFLOP/s or GB/s per op.\n"
-            "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --models fmnist_cnn,resnet20\n"
+            "  CPU training throughput (forward + backward + SGD update) of each model at batch B: R\n"
+            "  repetitions, each a fresh process, ours and PyTorch's taking turns (same model, batch and\n"
+            "  threads; needs python3-torch); medians and ranges of samples/s, their ratio, the step's\n"
+            "  GFLOP/s against OpenBLAS's sgemm measured in the same run, peak resident memory of both;\n"
+            "  then GFLOP/s or GB/s per op.\n"
+            "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --reps 3\n"
+            "            --models fmnist_cnn,resnet20,resnet18,vgg11\n"
+            "  scadles-bench --one MODEL [--threads N] [--batch B] [--iters K] [--warmup W]: one repetition\n"
+            "  of ours in this process, one line of key=value pairs (what the repetitions run)\n"
             "\n"
             "       scadles-bench --profile --out FILE.json [--models a,b] [--batches 1,8,16,32,64,128,256]\n"
             "                     [--threads T] [--concurrency K] [--iters R] [--warmup W] [--width X] [--note TEXT]\n"
@@ -124,25 +129,36 @@ static double sgemm_peak_isolated(int n, int threads) {
     return r == (ssize_t)sizeof v ? v : 0;
 }
 
-/* ---- PyTorch peer ------------------------------------------------------------------------ */
-static double torch_peer(const bench_opts *o, const char *model) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s/tests/bench/torch_peer.py --model %s --threads %d --batch %d --iters %d 2>&1",
-             o->python, SD_SOURCE_DIR, model, o->threads, o->batch, o->iters);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    char line[512];
-    double sps = -1;
-    while (fgets(line, sizeof line, p)) {
-        const char *s = strstr(line, "samples_per_s=");
-        if (s) sps = atof(s + strlen("samples_per_s="));
-    }
-    int rc = pclose(p);
-    return rc == 0 ? sps : -1;
+/* ---- model throughput: interleaved repetitions of ours and the peer --------------------------
+ * Every repetition is a fresh process, ours (`scadles-bench --one MODEL`) and PyTorch's
+ * (tests/bench/torch_peer.py) alike, taking turns: ours, peer, ours, peer, ... Each prints one line
+ * of key=value pairs: samples/s over the timed steps, and its peak resident memory (VmHWM) with
+ * the resident memory it had before the model was built (base), so a noisy run of one side cannot
+ * decide a ratio and memory is compared process against process. */
+typedef struct rep_result {
+    double sps, step_ms, loss0, loss, train_flop;
+    long peak_kb, base_kb;
+    size_t params;
+} rep_result;
+
+static long proc_status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            v = atol(line + n + 1);
+            break;
+        }
+    fclose(f);
+    return v;
 }
 
-/* ---- model throughput -------------------------------------------------------------------- */
-static int bench_model(sd_backend *be, const bench_opts *o, const char *model, double peak) {
+/* One repetition in this process (--one): build, validate, time, print the key=value line. */
+static int bench_one(sd_backend *be, const bench_opts *o, const char *model) {
+    long base_kb = proc_status_kb("VmRSS");
     sd_model_spec spec = {.name = model, .classes = 10, .width = 1.0f};
     if (!strcmp(model, "fmnist_cnn")) { spec.in_c = 1; spec.in_h = spec.in_w = 28; }
     else { spec.in_c = 3; spec.in_h = spec.in_w = 32; }
@@ -192,16 +208,11 @@ static int bench_model(sd_backend *be, const bench_opts *o, const char *model, d
         }
     }
     double dt = (sd_clock_now() - t_start) / o->iters;
-    double sps = o->batch / dt;
-    printf("%-11s %8zu params  loss %.3f -> %.3f  %8.1f samples/s  (%.2f ms/step)", model, np, first_loss, loss, sps,
-           dt * 1e3);
-    if (o->peer) {
-        double peer = torch_peer(o, model);
-        if (peer > 0) printf("  torch %8.1f samples/s  ratio %.2fx", peer, sps / peer);
-        else printf("  torch: unavailable (install python3-torch or pass --python)");
-    }
-    printf("\n");
-    (void)peak;
+    double train_flop = 0;
+    sd_net_flops(net, NULL, &train_flop);
+    printf("samples_per_s=%.1f step_ms=%.3f peak_rss_kb=%ld base_rss_kb=%ld params=%zu loss0=%.4f loss=%.4f "
+           "train_flop=%.0f\n",
+           o->batch / dt, dt * 1e3, proc_status_kb("VmHWM"), base_kb, np, first_loss, loss, train_flop);
     rc = 0;
 done:
     free(x);
@@ -209,6 +220,104 @@ done:
     free(mom);
     sd_net_destroy(net);
     return rc;
+}
+
+/* Runs one repetition's command and reads its key=value line; false when it failed (its output,
+ * which says why, is passed on to stderr). */
+static bool run_rep(const char *cmd, rep_result *r) {
+    memset(r, 0, sizeof *r);
+    r->sps = -1;
+    FILE *p = popen(cmd, "r");
+    if (!p) return false;
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+        if (!strstr(line, "samples_per_s=")) {
+            fputs(line, stderr);
+            continue;
+        }
+        for (char *save = NULL, *t = strtok_r(line, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+            char *eq = strchr(t, '=');
+            if (!eq) continue;
+            *eq++ = '\0';
+            if (!strcmp(t, "samples_per_s")) r->sps = atof(eq);
+            else if (!strcmp(t, "step_ms")) r->step_ms = atof(eq);
+            else if (!strcmp(t, "peak_rss_kb")) r->peak_kb = atol(eq);
+            else if (!strcmp(t, "base_rss_kb")) r->base_kb = atol(eq);
+            else if (!strcmp(t, "params")) r->params = (size_t)atoll(eq);
+            else if (!strcmp(t, "loss0")) r->loss0 = atof(eq);
+            else if (!strcmp(t, "loss")) r->loss = atof(eq);
+            else if (!strcmp(t, "train_flop")) r->train_flop = atof(eq);
+        }
+    }
+    return pclose(p) == 0 && r->sps > 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+/* median (mean of the middle two for an even count), min and max of v[0..n) */
+static void med_range(const double *v, int n, double *med, double *lo, double *hi) {
+    double s[64];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    *med = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    *lo = s[0];
+    *hi = s[n - 1];
+}
+
+static int bench_model(const bench_opts *o, const char *self, const char *model, double peak) {
+    char ours_cmd[4400], peer_cmd[4400];
+    snprintf(ours_cmd, sizeof ours_cmd, "'%s' --one %s --threads %d --batch %d --iters %d --warmup %d", self, model,
+             o->threads, o->batch, o->iters, o->warmup);
+    snprintf(peer_cmd, sizeof peer_cmd,
+             "'%s' '%s/tests/bench/torch_peer.py' --model %s --threads %d --batch %d --iters %d --warmup %d 2>&1", o->python,
+             SD_SOURCE_DIR, model, o->threads, o->batch, o->iters, o->warmup);
+    double ours[64], theirs[64], ratio[64];
+    rep_result first = {0}, r, pr = {0};
+    long ours_peak = 0, peer_peak = 0, ours_base = 0, peer_base = 0;
+    int n = 0, np = 0;
+    bool peer = o->peer;
+    for (int rep = 0; rep < o->reps; rep++) {
+        if (!run_rep(ours_cmd, &r)) {
+            fprintf(stderr, "scadles-bench: %s: repetition %d of ours failed (%s)\n", model, rep + 1, ours_cmd);
+            return -1;
+        }
+        if (n == 0) first = r;
+        ours[n++] = r.sps;
+        if (r.peak_kb > ours_peak) ours_peak = r.peak_kb, ours_base = r.base_kb;
+        if (!peer) continue;
+        if (!run_rep(peer_cmd, &pr)) {
+            fprintf(stderr, "scadles-bench: %s: the PyTorch peer failed or is missing (install python3-torch or pass "
+                            "--python; --no-peer skips it)\n", model);
+            peer = false;
+            continue;
+        }
+        ratio[np] = r.sps / pr.sps;
+        theirs[np++] = pr.sps;
+        if (pr.peak_kb > peer_peak) peer_peak = pr.peak_kb, peer_base = pr.base_kb;
+    }
+    double med, lo, hi;
+    med_range(ours, n, &med, &lo, &hi);
+    double gflops = med * first.train_flop / 1e9;
+    printf("%-11s %9zu params  %6.1f MFLOP/sample per training step  loss %.3f -> %.3f\n", model, first.params,
+           first.train_flop / 1e6, first.loss0, first.loss);
+    printf("  ours   %8.1f samples/s [%.1f-%.1f]  %6.1f GFLOP/s = %4.1f%% of the sgemm bound  peak RSS %6.1f MB "
+           "(%.1f MB above its base)\n",
+           med, lo, hi, gflops, 100 * gflops / peak, ours_peak / 1024.0, (ours_peak - ours_base) / 1024.0);
+    if (np > 0) {
+        double pmed, plo, phi, rmed, rlo, rhi;
+        med_range(theirs, np, &pmed, &plo, &phi);
+        med_range(ratio, np, &rmed, &rlo, &rhi);
+        printf("  torch  %8.1f samples/s [%.1f-%.1f]  %6.1f GFLOP/s = %4.1f%% of the sgemm bound  peak RSS %6.1f MB "
+               "(%.1f MB above its base)\n",
+               pmed, plo, phi, pmed * first.train_flop / 1e9, 100 * pmed * first.train_flop / 1e9 / peak,
+               peer_peak / 1024.0, (peer_peak - peer_base) / 1024.0);
+        printf("  ratio  %.2fx on the medians (each repetition's pair: median %.2fx [%.2f-%.2f]); peak RSS %.2fx of "
+               "torch's\n",
+               med / pmed, rmed, rlo, rhi, (double)ours_peak / (double)peer_peak);
+    }
+    return 0;
 }
 
 /* ---- per-op speed ------------------------------------------------------------------------ */
@@ -431,11 +540,6 @@ static void *prof_worker_main(void *arg) {
     if (st != SD_OK && !atomic_exchange(&sh->failed, 1)) snprintf(w->err, sizeof w->err, "%s", sd_last_error_brief());
     prof_copy_free(&c);
     return NULL;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 typedef struct prof_point { double batch, median, min, max, copy_median; int n; } prof_point;
@@ -727,7 +831,8 @@ static int parse_batches(const char *v, prof_opts *o) {
 }
 
 int main(int argc, char **argv) {
-    bench_opts o = {.threads = 2, .batch = 64, .iters = 20, .warmup = 3, .models = "fmnist_cnn,resnet20",
+    bench_opts o = {.threads = 2, .batch = 64, .iters = 20, .warmup = 3, .reps = 3,
+                    .models = "fmnist_cnn,resnet20,resnet18,vgg11",
                     .peer = true, .ops = true, .python = "/usr/bin/python3"};
     prof_opts po = {.threads = 1, .concurrency = 1, .warmup = 2, .iters = 10, .width = 1,
                     .batches = {1, 8, 16, 32, 64, 128, 256}, .nb = 7};
@@ -736,17 +841,20 @@ int main(int argc, char **argv) {
         {"--models", true, "a list like fmnist_cnn,resnet20"}, {"--python", true, NULL}, {"--no-peer", false, NULL},
         {"--no-ops", false, NULL}, {"--profile", false, NULL}, {"--out", true, "the device profile to write, e.g. profile.json"},
         {"--batches", true, "a list like 1,8,16,32,64,128,256"}, {"--concurrency", true, NULL}, {"--width", true, NULL},
-        {"--note", true, "a text for the file, e.g. what else ran on the machine"}, {NULL},
+        {"--note", true, "a text for the file, e.g. what else ran on the machine"}, {"--reps", true, NULL},
+        {"--one", true, "a model name, e.g. resnet20"}, {NULL},
     };
     sd_cli cli;
     sd_cli_parse(&cli, "bench", usage, options, argc, argv);
     const bool profile = sd_cli_count(&cli, "--profile") > 0;
+    const char *one = NULL;
     for (int i = 0; i < cli.n; i++) {
         const char *a = cli.args[i].flag, *v = cli.args[i].value;
         int bad = 0;
         const bool only_profile = !strcmp(a, "--out") || !strcmp(a, "--batches") || !strcmp(a, "--concurrency") ||
                                   !strcmp(a, "--width") || !strcmp(a, "--note");
-        const bool only_speed = !strcmp(a, "--batch") || !strcmp(a, "--python") || !strcmp(a, "--no-peer") || !strcmp(a, "--no-ops");
+        const bool only_speed = !strcmp(a, "--batch") || !strcmp(a, "--python") || !strcmp(a, "--no-peer") ||
+                                !strcmp(a, "--no-ops") || !strcmp(a, "--reps") || !strcmp(a, "--one");
         if ((only_profile && !profile) || (only_speed && profile)) {
             fprintf(stderr, "scadles-bench: %s %s; see --help\n", a,
                     profile ? "does not apply to --profile (it times every size of --batches)" : "applies to --profile only");
@@ -757,6 +865,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--iters")) bad = parse_int(a, v, 1, 100000, profile ? &po.iters : &o.iters);
         else if (!strcmp(a, "--warmup")) bad = parse_int(a, v, 0, 100000, profile ? &po.warmup : &o.warmup);
         else if (!strcmp(a, "--models")) o.models = v;
+        else if (!strcmp(a, "--reps")) bad = parse_int(a, v, 1, 64, &o.reps);
+        else if (!strcmp(a, "--one")) o.models = one = v;
         else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = false;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
@@ -803,22 +913,46 @@ int main(int argc, char **argv) {
         }
     }
     if (profile) return run_profile(&po, o.models);
-    sd_backend be;
-    if (sd_backend_cpu_create(&be, o.threads) != SD_OK) {
-        fprintf(stderr, "scadles-bench: %s\n", sd_last_error());
+    if (one && strchr(one, ',')) {
+        fprintf(stderr, "scadles-bench: --one takes one model, got '%s'\n", one);
+        return 2;
+    }
+    if (one) {
+        sd_backend be;
+        if (sd_backend_cpu_create(&be, o.threads) != SD_OK) {
+            fprintf(stderr, "scadles-bench: %s\n", sd_last_error());
+            return 1;
+        }
+        int r = bench_one(&be, &o, one);
+        sd_backend_destroy(&be);
+        return r == 0 ? 0 : 1;
+    }
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) {
+        fprintf(stderr, "scadles-bench: cannot find its own executable (/proc/self/exe: %s)\n", strerror(errno));
         return 1;
     }
+    self[sl] = '\0';
     double peak = sgemm_peak_isolated(1536, o.threads);
-    printf("scadles-bench: cpu backend, %d threads, batch %d, %d timed steps after %d warm-up\n", o.threads, o.batch,
-           o.iters, o.warmup);
+    printf("scadles-bench: cpu backend, %d threads, batch %d, %d timed steps after %d warm-up, %d interleaved "
+           "repetitions (ours, torch, ours, ...), medians [min-max]\n",
+           o.threads, o.batch, o.iters, o.warmup, o.reps);
     printf("bound: OpenBLAS sgemm 1536^3, %d threads = %.1f GFLOP/s (OpenBLAS core '%s'; OPENBLAS_CORETYPE=%s)\n", o.threads, peak,
            openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
     char list[256];
     snprintf(list, sizeof list, "%s", o.models);
     int rc = 0;
     for (char *save = NULL, *m = strtok_r(list, ",", &save); m; m = strtok_r(NULL, ",", &save))
-        if (bench_model(&be, &o, m, peak) != 0) rc = 1;
-    if (o.ops) bench_ops(&be, &o, peak);
-    sd_backend_destroy(&be);
+        if (bench_model(&o, self, m, peak) != 0) rc = 1;
+    if (o.ops) {
+        sd_backend be;
+        if (sd_backend_cpu_create(&be, o.threads) != SD_OK) {
+            fprintf(stderr, "scadles-bench: %s\n", sd_last_error());
+            return 1;
+        }
+        bench_ops(&be, &o, peak);
+        sd_backend_destroy(&be);
+    }
     return rc;
 }

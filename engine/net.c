@@ -653,3 +653,17 @@ void sd_net_set_batches_tracked(sd_net *net, int64_t value) { net->batches_track
 size_t sd_net_activation_bytes(const sd_net *net) { return net->act.capacity; }
 unsigned sd_net_activation_grows(const sd_net *net) { return net->act.grows; }
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed) { net->dropout_seed = seed; }
+void sd_net_flops(const sd_net *net, double *forward, double *train) {
+    double f = 0, t = 0;
+    for (int i = 1; i < net->num_nodes; i++) {
+        const sd_node *d = &net->nodes[i], *s = &net->nodes[d->in[0]];
+        double macs;
+        if (d->kind == SD_LAYER_CONV2D) macs = (double)d->c * d->h * d->w * s->c * d->k * d->k;
+        else if (d->kind == SD_LAYER_LINEAR) macs = (double)s->c * s->h * s->w * d->out_ch;
+        else continue;
+        f += 2 * macs;
+        t += 2 * macs * (s->needs_grad ? 3 : 2); /* forward, weight gradient, input gradient */
+    }
+    if (forward) *forward = f;
+    if (train) *train = t;
+}

@@ -111,6 +111,11 @@ void sd_net_set_batches_tracked(sd_net *net, int64_t value); /* on checkpoint lo
 /* Bytes of activation memory reserved, and how often that block was (re)allocated. */
 size_t sd_net_activation_bytes(const sd_net *net);
 unsigned sd_net_activation_grows(const sd_net *net);
+/* Floating-point operations of the dense math (convolutions and linear layers, 2 per multiply-add)
+ * per sample: `forward` for one forward pass, `train` for forward plus backward (the weight gradient
+ * of every such layer and the input gradient of those whose input needs one; the first layer's input
+ * gradient is never computed). What a step's speed is compared with the sgemm bound by. */
+void sd_net_flops(const sd_net *net, double *forward, double *train);
 /* Dropout masks are a function of (seed, step): set the seed used by dropout layers. */
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed);
 

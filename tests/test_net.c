@@ -206,6 +206,24 @@ static void test_param_counts(void) {
     }
 }
 
+/* sd_net_flops against counts by hand: ResNet-20 (CIFAR, 1x1 projection shortcuts) is 40,813,184
+ * multiply-adds a sample forward: conv1 32x32x16x27 = 442,368; stage 1, six 3x3 16->16 convs at
+ * 32x32, 2,359,296 each; stages 2 and 3 a strided conv (1,179,648), five 3x3 convs (2,359,296) and
+ * a 1x1 shortcut (131,072) each; the linear layer 64 x 10. */
+static void test_flops(void) {
+    sd_model_spec spec = {.name = "resnet20", .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
+    sd_net *net = NULL;
+    EXPECT_OK(sd_model_build(&be, &spec, 1, &net));
+    if (!net) return;
+    const double macs = 442368.0 + 6 * 2359296.0 + 2 * (1179648.0 + 5 * 2359296.0 + 131072.0) + 640.0;
+    double fwd = 0, train = 0;
+    sd_net_flops(net, &fwd, &train);
+    EXPECT(macs == 40813184.0 && fwd == 2 * macs && train == 6 * macs - 2 * 442368.0,
+           "resnet20: %.0f FLOP forward (want %.0f), %.0f a training step (want %.0f)", fwd, 2 * macs, train,
+           6 * macs - 2 * 442368.0);
+    sd_net_destroy(net);
+}
+
 int main(void) {
     if (sd_backend_cpu_create(&be, 2) != SD_OK) {
         fprintf(stderr, "%s\n", sd_last_error());
@@ -215,6 +233,7 @@ int main(void) {
     test_variable_batch();
     test_builder_errors();
     test_param_counts();
+    test_flops();
     sd_backend_destroy(&be);
     return sd_test_finish("test_net");
 }

@@ -303,22 +303,52 @@ static int run_cmd(const char *cmd) {
     return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
 }
 
+/* Batches 16x and 8x apart, so that a loaded machine (CI runs tests in parallel) cannot make a
+ * larger batch measure faster: the reader refuses such a table. */
 static int test_bench(const char *bench) {
     char out[600], cmd[2000];
     snprintf(out, sizeof out, "%s/bench.json", dir);
-    snprintf(cmd, sizeof cmd, "'%s' --profile --models fmnist_cnn --batches 1,8,32 --iters 2 --warmup 1 --concurrency 2 "
+    snprintf(cmd, sizeof cmd, "'%s' --profile --models fmnist_cnn --batches 1,16,128 --iters 3 --warmup 1 --concurrency 2 "
              "--note 'test_profile smoke' --out '%s' > %s/bench.log 2>&1", bench, out, dir);
     int rc = run_cmd(cmd);
     EXPECT(rc == 0, "%s: exit %d", cmd, rc);
     sd_compute_table t;
     EXPECT_OK(sd_compute_table_load(out, "fmnist_cnn", 1, &t));
-    EXPECT(t.n == 3 && t.batch[0] == 1 && t.batch[2] == 32 && t.threads == 1 && t.concurrency == 2 && t.seconds[0] > 0 &&
+    EXPECT(t.n == 3 && t.batch[0] == 1 && t.batch[2] == 128 && t.threads == 1 && t.concurrency == 2 && t.seconds[0] > 0 &&
                t.seconds[2] > 2 * t.seconds[0] && t.per_sample_s > 0, "the measured table: %g %g %g s, slope %g",
            t.seconds[0], t.seconds[1], t.seconds[2], t.per_sample_s);
     char *text = sd_test_slurp(out, NULL);
     EXPECT(text && strstr(text, "\"machine\"") && strstr(text, "\"cores_online\"") && strstr(text, "test_profile smoke") &&
                strstr(text, "\"min_s\"") && strstr(text, "\"max_s\"") && strstr(text, "\"overhead_s\""),
            "the file describes the machine and the spread:\n%s", text ? text : "");
+    free(text);
+    /* the throughput repetition (--one) and the interleaved table around it (no peer: its numbers are
+     * PyTorch's business; the ratio line is the same code with both sides) */
+    snprintf(cmd, sizeof cmd, "'%s' --one fmnist_cnn --batch 8 --iters 2 --warmup 1 --threads 1 > %s/one.log 2>&1", bench, dir);
+    rc = run_cmd(cmd);
+    snprintf(out, sizeof out, "%s/one.log", dir);
+    text = sd_test_slurp(out, NULL);
+    double sps = 0, flop = 0;
+    long peak = 0, base = 0;
+    const char *line = text ? strstr(text, "samples_per_s=") : NULL;
+    EXPECT(rc == 0 && line && sscanf(line, "samples_per_s=%lf step_ms=%*f peak_rss_kb=%ld base_rss_kb=%ld", &sps, &peak, &base) == 3 &&
+               strstr(line, "train_flop=") && sscanf(strstr(line, "train_flop="), "train_flop=%lf", &flop) == 1,
+           "--one prints its key=value line: exit %d, %s", rc, text ? text : "");
+    /* the CNN's convolutions and linear layer, 2 FLOPs a multiply-add: conv1 28x28x16 outputs x 25,
+     * conv2 14x14x32 x 400, linear 1568 x 10; training is 3 passes but conv1 has no input gradient */
+    const double fwd = 2.0 * (28 * 28 * 16 * 25 + 14 * 14 * 32 * 400 + 1568 * 10);
+    EXPECT(sps > 0 && peak > base && base > 0 && flop == 3 * fwd - 2.0 * 28 * 28 * 16 * 25,
+           "samples/s %g, peak %ld kB above base %ld kB, %g FLOP a sample (want %g)", sps, peak, base, flop,
+           3 * fwd - 2.0 * 28 * 28 * 16 * 25);
+    free(text);
+    snprintf(cmd, sizeof cmd, "'%s' --models fmnist_cnn --reps 2 --no-peer --no-ops --batch 8 --iters 2 --warmup 1 "
+             "--threads 1 > %s/reps.log 2>&1", bench, dir);
+    rc = run_cmd(cmd);
+    snprintf(out, sizeof out, "%s/reps.log", dir);
+    text = sd_test_slurp(out, NULL);
+    EXPECT(rc == 0 && text && strstr(text, "2 interleaved repetitions") && strstr(text, "16.4 MFLOP/sample") &&
+               strstr(text, "of the sgemm bound") && strstr(text, "peak RSS") && !strstr(text, "torch "),
+           "the repetitions' table: exit %d, %s", rc, text ? text : "");
     free(text);
     const struct { const char *args, *needle; } bad[] = {
         {"--profile --models fmnist_cnn", "needs --out"},
@@ -327,6 +357,9 @@ static int test_bench(const char *bench) {
         {"--concurrency 4", "applies to --profile only"},
         {"--profile --models nosuch --out x.json", "'nosuch' is unknown"},
         {"--profile --models fmnist_cnn --out /nonexistent-dir/x.json", "cannot create"},
+        {"--reps 0", "--reps needs an integer in [1, 64]"},
+        {"--one fmnist_cnn,resnet20", "--one takes one model"},
+        {"--profile --reps 2 --out x.json", "does not apply to --profile"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "'%s' %s > %s/bad.log 2>&1", bench, bad[i].args, dir);
