@@ -202,22 +202,28 @@ static int validate(const sd_dataset *d, int step) {
 }
 
 /* Times replay -> ring with the trainer's side: 0 = truncate each step (ScaDLES truncation),
- * 1 = zero-copy acquire + release (the CUDA path's host side), 2 = take into normalised floats. */
+ * 1 = zero-copy acquire + release (the CUDA path's host side), 2 = take into normalised floats;
+ * 3 = the same take, timed alone (the replay fills the ring untimed): the trainer's share of the
+ * path, since in a run the ingest thread fills the ring on another core. */
 static double time_path(const sd_dataset *d, int step, double seconds, int consumer, uint64_t *count) {
     path p;
     if (path_open(&p, d, step, consumer == 0 ? SD_RING_TRUNCATE : SD_RING_PERSIST, false) != SD_OK) return -1;
     size_t sz = (size_t)d->c * d->h * d->w;
-    float *x = consumer == 2 ? malloc((size_t)step * sz * sizeof(float)) : NULL;
+    float *x = consumer >= 2 ? malloc((size_t)step * sz * sizeof(float)) : NULL;
     int32_t *lab = malloc((size_t)step * sizeof(int32_t));
     sd_ring_sample *v = malloc((size_t)step * sizeof *v);
     sd_augment norm = {.mean = {0.49f, 0.48f, 0.45f, 0}, .std = {0.25f, 0.24f, 0.26f, 1}};
     sd_ring_batch out = {.x = x, .sample_elems = sz, .norm = &norm, .labels = lab};
     uint64_t k = 0, got;
     size_t n;
-    double t0 = sd_clock_now(), c0 = cpu_now(), t;
+    double t0 = sd_clock_now(), c0 = cpu_now(), t, take_s = 0;
     do {
         if (path_step(&p, &got) != SD_OK) return -1;
-        if (consumer == 0) {
+        if (consumer == 3) {
+            double c1 = cpu_now();
+            sd_ring_take_upto(p.ring, (size_t)step, &out, &n);
+            take_s += cpu_now() - c1;
+        } else if (consumer == 0) {
             sd_ring_end_step(p.ring);
         } else if (consumer == 1) {
             sd_ring_acquire(p.ring, (size_t)step, v, &n);
@@ -227,7 +233,7 @@ static double time_path(const sd_dataset *d, int step, double seconds, int consu
         }
         k += got;
     } while (sd_clock_now() - t0 < seconds);
-    t = cpu_now() - c0;
+    t = consumer == 3 ? take_s : cpu_now() - c0;
     sd_ring_stats st;
     sd_ring_get_stats(p.ring, &st);
     if (st.accepted != k || st.rejected) {
@@ -303,11 +309,11 @@ static int bench_size(const opts *o, int c, int h, int w, double bulk_gbs, int *
     uint64_t k = 0;
     time_path(&d, o->step, 0.1, 0, &k); /* warm-up */
     time_memcpy_samples(&d, perm, o->step, 0.1, &k);
-    double best_m = 0, best_p[3] = {0, 0, 0}, best_thr = 0;
+    double best_m = 0, best_p[4] = {0, 0, 0, 0}, best_thr = 0;
     for (int r = 0; r < o->reps; r++) {
         double t = time_memcpy_samples(&d, perm, o->step, o->seconds, &k);
         if (k / t > best_m) best_m = k / t;
-        for (int cns = 0; cns < 3; cns++) {
+        for (int cns = 0; cns < 4; cns++) {
             t = time_path(&d, o->step, o->seconds, cns, &k);
             if (t < 0) return 1;
             if (k / t > best_p[cns]) best_p[cns] = k / t;
@@ -318,16 +324,17 @@ static int bench_size(const opts *o, int c, int h, int w, double bulk_gbs, int *
     double gb = (double)sz / 1e9;
     printf("  %-50s %10.3f M samples/s %7.2f GB/s\n", "memcpy, same samples into step-sized slots (bound)",
            best_m / 1e6, best_m * gb);
-    const char *names[3] = {"replay->ring, truncate per step (1 core)", "replay->ring, acquire/release (1 core)",
-                            "replay->ring->float take, normalised (1 core)"};
-    for (int cns = 0; cns < 3; cns++)
+    const char *names[4] = {"replay->ring, truncate per step (1 core)", "replay->ring, acquire/release (1 core)",
+                            "replay->ring->float take, normalised (1 core)", "ring->float take alone, normalised (1 core)"};
+    for (int cns = 0; cns < 4; cns++)
         printf("  %-50s %10.3f M samples/s %7.2f GB/s  %5.1f%% of memcpy  %5.1f%% of bulk memcpy\n", names[cns],
                best_p[cns] / 1e6, best_p[cns] * gb, 100 * best_p[cns] / best_m, 100 * best_p[cns] * gb / bulk_gbs);
     printf("  %-50s %10.3f M samples/s %7.2f GB/s  %5.1f%% of memcpy\n", "ingest thread->ring->take raw (2 threads)",
            best_thr / 1e6, best_thr * gb, 100 * best_thr / best_m);
-    double ratio = best_p[0] / best_m;
-    bool ok_bw = ratio >= 0.5, ok_rate = sz != 784 || best_p[0] >= 1e6;
-    printf("  goal >= 50%% of memcpy: %s (%.1f%%)", ok_bw ? "met" : "NOT met", 100 * ratio);
+    double ratio = best_p[0] / best_m, fratio = best_p[3] / best_m;
+    bool ok_bw = ratio >= 0.5 && fratio >= 0.5, ok_rate = sz != 784 || best_p[0] >= 1e6;
+    printf("  goal >= 50%% of memcpy: %s (replay->ring %.1f%%, ring->float take %.1f%%)", ok_bw ? "met" : "NOT met",
+           100 * ratio, 100 * fratio);
     if (sz == 784) printf("; goal >= 1 M samples/s on one core: %s (%.2f M/s)", ok_rate ? "met" : "NOT met", best_p[0] / 1e6);
     printf("\n");
     if (!ok_bw || !ok_rate) (*goal_fail)++;
