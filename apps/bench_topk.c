@@ -220,7 +220,7 @@ static void *bytes_rank(void *p) {
 static int bytes_section(const bench_opts *o) {
     sd_backend be;
     if (sd_backend_cpu_create(&be, 1) != SD_OK) return 1;
-    sd_model_spec spec = {"resnet20", 3, 32, 32, 10, 1.0f};
+    sd_model_spec spec = {.name = "resnet20", .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
     sd_net *net = NULL;
     if (sd_model_build(&be, &spec, 1, &net) != SD_OK) {
         fprintf(stderr, "resnet20: %s\n", sd_last_error());

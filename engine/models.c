@@ -179,7 +179,8 @@ sd_status sd_model_build(sd_backend *be, const sd_model_spec *s, uint64_t seed, 
         build_vgg(net, s, depth == 11 ? vgg11 : depth == 13 ? vgg13 : depth == 16 ? vgg16 : vgg19);
         break;
     }
-    sd_status st = sd_net_finalize(net, seed);
+    sd_status st = s->no_fusion ? sd_net_set_fusion(net, false) : SD_OK;
+    if (st == SD_OK) st = sd_net_finalize(net, seed);
     if (st != SD_OK) {
         char why[1024];
         snprintf(why, sizeof why, "%s", sd_last_error_brief());

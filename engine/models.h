@@ -23,6 +23,7 @@ typedef struct sd_model_spec {
     int in_c, in_h, in_w;
     int classes;
     float width;       /* channel multiplier (1.0 = the published widths) */
+    bool no_fusion;    /* every layer apart (sd_net_set_fusion false): the reference of the fused graph */
 } sd_model_spec;
 
 /* Builds and finalises the model (parameters initialised from seed). Unknown names and shapes a

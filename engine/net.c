@@ -18,6 +18,8 @@ typedef struct sd_node {
     int c, h, w;        /* per-sample output shape */
     int consumers;      /* how many nodes read this one */
     bool needs_grad;    /* false for the input and anything computed from it alone without params */
+    int fused_relu;     /* batch norm: the ReLU node run inside its pass (its only reader), 0 none */
+    bool folded;        /* ReLU: runs inside the batch norm before it; shares its y and dy */
     int p_weight, p_bias;        /* indices into net->tensors (-1 none) */
     int b_mean, b_var;           /* BN buffers */
     int k, stride, pad;          /* conv/pool kernel, stride, padding */
@@ -47,6 +49,7 @@ struct sd_net {
     size_t param_count, buffer_count;
     sd_status error; /* sticky builder error */
     bool finalized;
+    bool no_fusion;                  /* sd_net_set_fusion(net, false): every layer runs apart */
     float *params, *grads, *buffers; /* one allocation each, backend memory */
     sd_arena act;                    /* activations, sized for `capacity` samples */
     int capacity;
@@ -327,6 +330,15 @@ sd_status sd_net_finalize(sd_net *net, uint64_t seed) {
             if (n->in[j] >= 0 && net->nodes[n->in[j]].needs_grad) from_grad = true;
         n->needs_grad = from_grad || n->p_weight >= 0;
     }
+    /* Fusion: a ReLU whose input is a batch norm read by nothing else runs inside that batch norm's
+     * passes (sd_bn_params.relu, bn_relu_bwd) and shares its activation and gradient memory. */
+    for (int i = 1; i < net->num_nodes && !net->no_fusion; i++) {
+        sd_node *n = &net->nodes[i], *s = &net->nodes[n->in[0]];
+        if (n->kind == SD_LAYER_RELU && s->kind == SD_LAYER_BATCHNORM2D && s->consumers == 1) {
+            s->fused_relu = i;
+            n->folded = true;
+        }
+    }
     sd_backend *be = net->be;
     TRY(be->ops->alloc(be->ctx, net->param_count * sizeof(float), (void **)&net->params));
     TRY(be->ops->alloc(be->ctx, net->param_count * sizeof(float), (void **)&net->grads));
@@ -384,6 +396,13 @@ static sd_status layout_activations(sd_net *net, int cap, bool carve, size_t *to
         sd_node *n = &net->nodes[i];
         size_t e = node_elems(n, cap);
         if (e > biggest) biggest = e;
+        if (n->folded) { /* the batch norm before it writes its output and reads its gradient */
+            if (carve) {
+                n->y = net->nodes[n->in[0]].y;
+                n->dy = net->nodes[n->in[0]].dy;
+            }
+            continue;
+        }
         TAKE(n->y, e * sizeof(float));
         if (n->needs_grad) TAKE(n->dy, e * sizeof(float));
         else n->dy = NULL;
@@ -449,6 +468,7 @@ sd_status sd_net_forward(sd_net *net, const float *x, int n, bool train) {
         }
         case SD_LAYER_BATCHNORM2D: {
             TRY(sd_bn_params_make(&d->op.bn, n, s->c, s->h, s->w, 1e-5f, 0.1f));
+            d->op.bn.relu = d->fused_relu > 0;
             const float *g = net->params + net->tensors[d->p_weight].offset;
             const float *b = net->params + net->tensors[d->p_bias].offset;
             float *rm = net->buffers + net->tensors[d->b_mean].offset;
@@ -457,7 +477,9 @@ sd_status sd_net_forward(sd_net *net, const float *x, int n, bool train) {
             else TRY(o->bn_fwd_eval(k, &d->op.bn, in, g, b, rm, rv, d->y));
             break;
         }
-        case SD_LAYER_RELU: TRY(o->relu_fwd(k, count, in, d->y)); break;
+        case SD_LAYER_RELU:
+            if (!d->folded) TRY(o->relu_fwd(k, count, in, d->y));
+            break;
         case SD_LAYER_MAXPOOL2D:
         case SD_LAYER_AVGPOOL2D:
             TRY(sd_pool2d_params_make(&d->op.pool, n, s->c, s->h, s->w, d->k, d->k, d->stride, d->stride, d->pad, d->pad));
@@ -545,6 +567,10 @@ sd_status sd_net_backward(sd_net *net) {
             TRY(o->zero(k, d->dy, node_elems(d, n) * sizeof(float)));
         }
         int src = d->in[0];
+        if (d->folded) { /* its gradient is the batch norm's: bn_relu_bwd masks it there */
+            net->grad_ready[src] = true;
+            continue;
+        }
         const float *in = node_y(net, src, x);
         size_t count = node_elems(d, n);
         bool acc = false;
@@ -559,9 +585,15 @@ sd_status sd_net_backward(sd_net *net) {
         }
         case SD_LAYER_BATCHNORM2D:
             dx = grad_dst(net, src, &acc); /* NULL: input gradient not needed */
-            TRY(o->bn_bwd(k, &d->op.bn, in, net->params + net->tensors[d->p_weight].offset, d->save_mean,
-                          d->save_invstd, d->dy, dx, net->grads + net->tensors[d->p_weight].offset,
-                          net->grads + net->tensors[d->p_bias].offset));
+            if (d->fused_relu)
+                TRY(o->bn_relu_bwd(k, &d->op.bn, in, d->y, net->params + net->tensors[d->p_weight].offset,
+                                   d->save_mean, d->save_invstd, d->dy, dx,
+                                   net->grads + net->tensors[d->p_weight].offset,
+                                   net->grads + net->tensors[d->p_bias].offset));
+            else
+                TRY(o->bn_bwd(k, &d->op.bn, in, net->params + net->tensors[d->p_weight].offset, d->save_mean,
+                              d->save_invstd, d->dy, dx, net->grads + net->tensors[d->p_weight].offset,
+                              net->grads + net->tensors[d->p_bias].offset));
             break;
         case SD_LAYER_LINEAR: {
             dx = grad_dst(net, src, &acc);
@@ -653,6 +685,17 @@ void sd_net_set_batches_tracked(sd_net *net, int64_t value) { net->batches_track
 size_t sd_net_activation_bytes(const sd_net *net) { return net->act.capacity; }
 unsigned sd_net_activation_grows(const sd_net *net) { return net->act.grows; }
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed) { net->dropout_seed = seed; }
+sd_status sd_net_set_fusion(sd_net *net, bool on) {
+    if (!net) return SD_FAIL(SD_ERR_INVALID, "net: NULL");
+    if (net->finalized) return SD_FAIL(SD_ERR_INVALID, "net: fusion is decided at finalize; set it before");
+    net->no_fusion = !on;
+    return SD_OK;
+}
+int sd_net_fused_count(const sd_net *net) {
+    int k = 0;
+    for (int i = 1; i < net->num_nodes; i++) k += net->nodes[i].folded;
+    return k;
+}
 void sd_net_flops(const sd_net *net, double *forward, double *train) {
     double f = 0, t = 0;
     for (int i = 1; i < net->num_nodes; i++) {

@@ -61,6 +61,10 @@ typedef struct sd_backend_ops {
 
     /* ---- the compute ops: one field per entry of kernels/op_list.h, every one required ----
      * every backward: dx may be NULL (input gradient not needed: the first layer).
+     * bn_fwd_train, bn_fwd_eval with p->relu: y = max(0, bn(x)) (x < 0 ? 0 : x, as relu_fwd), a
+     *   ReLU fused into the pass; bn_relu_bwd is the backward of that: dy is the gradient of y,
+     *   the ReLU passes it where y > 0, then batch norm's backward; bitwise what relu_bwd
+     *   followed by bn_bwd computes. bn_bwd refuses params with relu set.
      * maxpool_fwd: argmax holds, per output, the flat index iy * w + ix within its (n, c) input
      *   plane (as PyTorch); the first maximum wins ties, NaN propagates.
      * gap_fwd/bwd: global average pool, x [n, c, h, w] -> y [n, c]; only n, c, h, w of p are used.

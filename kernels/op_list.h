@@ -32,6 +32,9 @@ extern "C" {
                     const float *running_mean, const float *running_var, float *y))                               \
     X(bn_bwd, (sd_kctx * k, const sd_bn_params *p, const float *x, const float *gamma, const float *save_mean,    \
                const float *save_invstd, const float *dy, float *dx, float *dgamma, float *dbeta))                \
+    X(bn_relu_bwd, (sd_kctx * k, const sd_bn_params *p, const float *x, const float *y, const float *gamma,      \
+                    const float *save_mean, const float *save_invstd, const float *dy, float *dx, float *dgamma,  \
+                    float *dbeta))                                                                                \
     /* activation.c / activation.cu */                                                                            \
     X(relu_fwd, (sd_kctx * k, size_t count, const float *x, float *y))                                            \
     X(relu_bwd, (sd_kctx * k, size_t count, const float *y, const float *dy, float *dx))                          \

@@ -53,6 +53,7 @@ sd_status sd_bn_params_make(sd_bn_params *p, int n, int c, int h, int w, float e
         return SD_FAIL(SD_ERR_INVALID, "batchnorm2d: momentum %g must be in [0, 1]", (double)momentum);
     p->n = n; p->c = c; p->h = h; p->w = w;
     p->eps = eps; p->momentum = momentum;
+    p->relu = false;
     return SD_OK;
 }
 

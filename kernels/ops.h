@@ -11,6 +11,7 @@
 #ifndef SD_KERNELS_OPS_H
 #define SD_KERNELS_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,9 @@ typedef struct sd_bn_params {
     int n, c, h, w;
     float eps;      /* PyTorch default 1e-5 */
     float momentum; /* running = (1 - momentum) * running + momentum * batch; PyTorch default 0.1 */
+    bool relu;      /* the forward ops write max(0, bn(x)), a ReLU fused into the pass (the layer graph sets
+                       it where a ReLU is the only reader; sd_bn_params_make leaves it false); its backward
+                       is bn_relu_bwd, and bn_bwd refuses such params */
 } sd_bn_params;
 
 sd_status sd_bn_params_make(sd_bn_params *p, int n, int c, int h, int w, float eps, float momentum);

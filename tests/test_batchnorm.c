@@ -166,6 +166,58 @@ static void gradcheck(int n, int ch, int h, int w, uint64_t seed) {
     free(dx); free(dg); free(db);
 }
 
+/* ---- the fused ReLU: bitwise relu(bn(x)) forward, relu_bwd then bn_bwd backward ------------- */
+
+static bool same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void fused_relu(int n, int ch, int h, int w, float shift, uint64_t seed) {
+    sd_bn_params p, pr;
+    EXPECT_OK(sd_bn_params_make(&p, n, ch, h, w, 1e-5f, 0.1f));
+    EXPECT(!p.relu, "sd_bn_params_make leaves relu off");
+    pr = p;
+    pr.relu = true;
+    const size_t cnt = (size_t)n * ch * h * w, c = (size_t)ch;
+    sd_test_rng rng = {seed};
+    float *x = filled(&rng, cnt, -1 + shift, 1 + shift), *dy = filled(&rng, cnt, -1, 1);
+    float *gamma = filled(&rng, c, -1.5f, 1.5f), *beta = filled(&rng, c, -0.5f, 0.5f);
+    float *y0 = malloc(cnt * sizeof(float)), *r0 = malloc(cnt * sizeof(float)), *g = malloc(cnt * sizeof(float));
+    float *y1 = malloc(cnt * sizeof(float)), *dx0 = malloc(cnt * sizeof(float)), *dx1 = malloc(cnt * sizeof(float));
+    float *rm0 = calloc(c, sizeof(float)), *rv0 = calloc(c, sizeof(float)), *rm1 = calloc(c, sizeof(float)),
+          *rv1 = calloc(c, sizeof(float)), *sm0 = malloc(c * sizeof(float)), *si0 = malloc(c * sizeof(float)),
+          *sm1 = malloc(c * sizeof(float)), *si1 = malloc(c * sizeof(float)), *dg0 = malloc(c * sizeof(float)),
+          *db0 = malloc(c * sizeof(float)), *dg1 = malloc(c * sizeof(float)), *db1 = malloc(c * sizeof(float));
+    /* two layers apart */
+    EXPECT_OK(sd_cpu_bn_fwd_train(k, &p, x, gamma, beta, y0, rm0, rv0, sm0, si0));
+    EXPECT_OK(sd_cpu_relu_fwd(k, cnt, y0, r0));
+    EXPECT_OK(sd_cpu_relu_bwd(k, cnt, r0, dy, g));
+    EXPECT_OK(sd_cpu_bn_bwd(k, &p, x, gamma, sm0, si0, g, dx0, dg0, db0));
+    /* fused */
+    EXPECT_OK(sd_cpu_bn_fwd_train(k, &pr, x, gamma, beta, y1, rm1, rv1, sm1, si1));
+    EXPECT_OK(sd_cpu_bn_relu_bwd(k, &pr, x, y1, gamma, sm1, si1, dy, dx1, dg1, db1));
+    size_t zeros = 0;
+    for (size_t i = 0; i < cnt; i++) zeros += y1[i] == 0.0f;
+    EXPECT(zeros > 0 && zeros < cnt, "[%d,%d,%d,%d]: the ReLU cuts %zu of %zu values (want some, not all)", n, ch, h, w,
+           zeros, cnt);
+    EXPECT(same_bits(r0, y1, cnt) && same_bits(rm0, rm1, c) && same_bits(rv0, rv1, c) && same_bits(sm0, sm1, c) &&
+               same_bits(si0, si1, c),
+           "[%d,%d,%d,%d]: fused forward bitwise relu(bn(x)) and the same statistics", n, ch, h, w);
+    EXPECT(same_bits(dx0, dx1, cnt) && same_bits(dg0, dg1, c) && same_bits(db0, db1, c),
+           "[%d,%d,%d,%d]: fused backward bitwise relu_bwd then bn_bwd", n, ch, h, w);
+    EXPECT_OK(sd_cpu_bn_relu_bwd(k, &pr, x, y1, gamma, sm1, si1, dy, NULL, dg1, db1)); /* dx not needed */
+    EXPECT(same_bits(dg0, dg1, c) && same_bits(db0, db1, c), "fused backward without dx: same dgamma, dbeta");
+    /* evaluation */
+    EXPECT_OK(sd_cpu_bn_fwd_eval(k, &p, x, gamma, beta, rm0, rv0, y0));
+    EXPECT_OK(sd_cpu_relu_fwd(k, cnt, y0, r0));
+    EXPECT_OK(sd_cpu_bn_fwd_eval(k, &pr, x, gamma, beta, rm0, rv0, y1));
+    EXPECT(same_bits(r0, y1, cnt), "[%d,%d,%d,%d]: fused evaluation bitwise relu(bn_eval(x))", n, ch, h, w);
+    /* the unfused backward refuses fused params, and the fused one needs y */
+    EXPECT_FAIL(sd_cpu_bn_bwd(k, &pr, x, gamma, sm1, si1, dy, dx1, dg1, db1), SD_ERR_INVALID, "its backward is bn_relu_bwd");
+    EXPECT_FAIL(sd_cpu_bn_relu_bwd(k, &pr, x, NULL, gamma, sm1, si1, dy, dx1, dg1, db1), SD_ERR_INVALID, "x, y, gamma");
+    free(x); free(dy); free(gamma); free(beta); free(y0); free(r0); free(g); free(y1); free(dx0); free(dx1);
+    free(rm0); free(rv0); free(rm1); free(rv1); free(sm0); free(si0); free(sm1); free(si1);
+    free(dg0); free(db0); free(dg1); free(db1);
+}
+
 /* ---- running statistics by hand ------------------------------------------------------------ */
 
 static void running_stats(void) {
@@ -234,6 +286,9 @@ int main(void) {
     eval_single();
     gradcheck(2, 3, 3, 4, 11);
     gradcheck(1, 2, 5, 3, 12);
+    fused_relu(2, 3, 5, 7, 0.0f, 21);
+    fused_relu(8, 16, 32, 32, 0.0f, 22); /* threaded path */
+    fused_relu(3, 5, 9, 11, 50.0f, 23);  /* |mean| >> std */
     running_stats();
     errors();
     sd_cpu_kctx_destroy(k);

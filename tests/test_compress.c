@@ -806,7 +806,7 @@ static void test_resnet20(void) {
         EXPECT(0, "cpu backend: %s", sd_last_error());
         return;
     }
-    sd_model_spec spec = {"resnet20", 3, 32, 32, 10, 1.0f};
+    sd_model_spec spec = {.name = "resnet20", .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
     sd_net *net = NULL;
     EXPECT_OK(sd_model_build(&be, &spec, 1, &net));
     if (net) {

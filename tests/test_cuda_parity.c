@@ -198,11 +198,13 @@ static void test_conv(void) {
 
 /* ---- batch norm ---------------------------------------------------------------------------------- */
 
-static void bn_case(int n, int c, int h, int w, float offset, int want_dx) {
+/* relu: the fused batch norm + ReLU (sd_bn_params.relu forward, bn_relu_bwd) */
+static void bn_case(int n, int c, int h, int w, float offset, int want_dx, bool relu) {
     sd_bn_params p;
     EXPECT_OK(sd_bn_params_make(&p, n, c, h, w, 1e-5f, 0.1f));
+    p.relu = relu;
     char tag[96];
-    snprintf(tag, sizeof tag, "batchnorm [%d,%d,%d,%d] mean~%g%s", n, c, h, w, (double)offset,
+    snprintf(tag, sizeof tag, "batchnorm%s [%d,%d,%d,%d] mean~%g%s", relu ? "+relu" : "", n, c, h, w, (double)offset,
              want_dx ? "" : " dx=NULL");
     const size_t xn = (size_t)n * c * h * w;
     dual x, g, b, y, rm, rv, sm, si, dy, dx, dg, dbt;
@@ -231,10 +233,19 @@ static void bn_case(int n, int c, int h, int w, float offset, int want_dx) {
 
         dual_rand(&dy, -1.0f, 1.0f);
         dual_poison(&dx), dual_poison(&dg), dual_poison(&dbt);
-        EXPECT_OK(cpu.ops->bn_bwd(cpu.ctx, &p, CF(x), CF(g), CF(sm), CF(si), CF(dy), want_dx ? CF(dx) : NULL, CF(dg),
-                                  CF(dbt)));
-        EXPECT_OK(gpu.ops->bn_bwd(gpu.ctx, &p, GF(x), GF(g), GF(sm), GF(si), GF(dy), want_dx ? GF(dx) : NULL, GF(dg),
-                                  GF(dbt)));
+        if (relu) { /* the backward masks by the training forward's y: each side its own */
+            EXPECT_OK(cpu.ops->bn_fwd_train(cpu.ctx, &p, CF(x), CF(g), CF(b), CF(y), CF(rm), CF(rv), CF(sm), CF(si)));
+            EXPECT_OK(gpu.ops->bn_fwd_train(gpu.ctx, &p, GF(x), GF(g), GF(b), GF(y), GF(rm), GF(rv), GF(sm), GF(si)));
+            EXPECT_OK(cpu.ops->bn_relu_bwd(cpu.ctx, &p, CF(x), CF(y), CF(g), CF(sm), CF(si), CF(dy),
+                                           want_dx ? CF(dx) : NULL, CF(dg), CF(dbt)));
+            EXPECT_OK(gpu.ops->bn_relu_bwd(gpu.ctx, &p, GF(x), GF(y), GF(g), GF(sm), GF(si), GF(dy),
+                                           want_dx ? GF(dx) : NULL, GF(dg), GF(dbt)));
+        } else {
+            EXPECT_OK(cpu.ops->bn_bwd(cpu.ctx, &p, CF(x), CF(g), CF(sm), CF(si), CF(dy), want_dx ? CF(dx) : NULL, CF(dg),
+                                      CF(dbt)));
+            EXPECT_OK(gpu.ops->bn_bwd(gpu.ctx, &p, GF(x), GF(g), GF(sm), GF(si), GF(dy), want_dx ? GF(dx) : NULL, GF(dg),
+                                      GF(dbt)));
+        }
         check_nmse(tag, "dgamma", &dg, 1e-10);
         check_nmse(tag, "dbeta", &dbt, 1e-10);
         if (want_dx) check_nmse(tag, "dx", &dx, 1e-10);
@@ -244,11 +255,13 @@ static void bn_case(int n, int c, int h, int w, float offset, int want_dx) {
 }
 
 static void test_batchnorm(void) {
-    bn_case(2, 3, 5, 7, 0.0f, 1);
-    bn_case(8, 16, 4, 4, 0.5f, 1);
-    bn_case(1, 5, 3, 3, 0.0f, 0);
-    bn_case(4, 6, 9, 11, 1000.0f, 1); /* a mean far above the spread: the variance must survive */
-    bn_case(16, 4, 32, 32, 0.0f, 1);  /* m = 16384 per channel: many rounds of the block loops */
+    bn_case(2, 3, 5, 7, 0.0f, 1, false);
+    bn_case(8, 16, 4, 4, 0.5f, 1, false);
+    bn_case(1, 5, 3, 3, 0.0f, 0, false);
+    bn_case(4, 6, 9, 11, 1000.0f, 1, false); /* a mean far above the spread: the variance must survive */
+    bn_case(16, 4, 32, 32, 0.0f, 1, false);  /* m = 16384 per channel: many rounds of the block loops */
+    bn_case(2, 3, 5, 7, 0.0f, 1, true);
+    bn_case(8, 16, 4, 4, 0.5f, 0, true);
 }
 
 /* ---- pooling ------------------------------------------------------------------------------------ */
@@ -657,7 +670,7 @@ static void test_sgd(void) {
 /* ---- ResNet-20: ten training steps on both backends ----------------------------------------------- */
 
 static void test_resnet20(void) {
-    const sd_model_spec spec = {"resnet20", 3, 32, 32, 10, 1.0f};
+    const sd_model_spec spec = {.name = "resnet20", .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
     const int batch = 8, steps = 10;
     sd_net *nc = NULL, *ng = NULL;
     EXPECT_OK(sd_model_build(&cpu, &spec, 7, &nc));

@@ -206,6 +206,57 @@ static void test_param_counts(void) {
     }
 }
 
+/* The fused graph (BN + ReLU in one pass, the default) against every layer apart: the same
+ * logits, loss, gradients and running statistics to the bit, in training and evaluation, with
+ * less activation memory; fusion cannot be switched after finalize. */
+static void test_fusion(void) {
+    const struct { const char *name; int fused; } models[] = {{"resnet20", 10}, {"vgg11", 8}};
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        sd_model_spec spec = {.name = models[m].name, .in_c = 3, .in_h = 32, .in_w = 32, .classes = 10, .width = 1.0f};
+        sd_net *net[2] = {NULL, NULL};
+        for (int f = 0; f < 2; f++) {
+            EXPECT_OK(sd_model_build(&be, &spec, 7, &net[f]));
+            if (!net[f]) return;
+        }
+        /* sd_model_build finalizes: rebuild the reference by hand with fusion off */
+        EXPECT_FAIL(sd_net_set_fusion(net[1], false), SD_ERR_INVALID, "set it before");
+        EXPECT(sd_net_fused_count(net[0]) == models[m].fused, "%s: %d layers fused, want %d", models[m].name,
+               sd_net_fused_count(net[0]), models[m].fused);
+        sd_net_destroy(net[1]);
+        net[1] = NULL;
+        sd_model_spec ref = spec;
+        ref.no_fusion = true;
+        EXPECT_OK(sd_model_build(&be, &ref, 7, &net[1]));
+        if (!net[1]) break;
+        EXPECT(sd_net_fused_count(net[1]) == 0, "%s: the reference fuses nothing", models[m].name);
+        enum { N = 3 };
+        static float x[N * 3 * 32 * 32];
+        int32_t y[N] = {1, 7, 3};
+        sd_test_rng r = {5};
+        sd_test_fill(&r, x, sizeof x / sizeof x[0], -2.0f, 2.0f);
+        float loss[2] = {0, 0};
+        for (int step = 0; step < 2; step++) /* the second step runs on updated running statistics */
+            for (int f = 0; f < 2; f++) {
+                EXPECT_OK(sd_net_forward(net[f], x, N, true));
+                EXPECT_OK(sd_net_loss(net[f], y, 1.0f / N, &loss[f]));
+                EXPECT_OK(sd_net_backward(net[f]));
+            }
+        const size_t np = sd_net_param_count(net[0]), nb = sd_net_buffer_count(net[0]);
+        EXPECT(memcmp(&loss[0], &loss[1], sizeof(float)) == 0 &&
+                   !memcmp(sd_net_output(net[0]), sd_net_output(net[1]), N * 10 * sizeof(float)) &&
+                   !memcmp(sd_net_grads(net[0]), sd_net_grads(net[1]), np * sizeof(float)) &&
+                   !memcmp(sd_net_buffers(net[0]), sd_net_buffers(net[1]), nb * sizeof(float)),
+               "%s: fused and apart agree bitwise (loss %.9g / %.9g)", models[m].name, (double)loss[0], (double)loss[1]);
+        for (int f = 0; f < 2; f++) EXPECT_OK(sd_net_forward(net[f], x, N, false));
+        EXPECT(!memcmp(sd_net_output(net[0]), sd_net_output(net[1]), N * 10 * sizeof(float)),
+               "%s: evaluation logits bitwise equal", models[m].name);
+        EXPECT(sd_net_activation_bytes(net[0]) < sd_net_activation_bytes(net[1]), "%s: fused %zu activation bytes < %zu",
+               models[m].name, sd_net_activation_bytes(net[0]), sd_net_activation_bytes(net[1]));
+        sd_net_destroy(net[0]);
+        sd_net_destroy(net[1]);
+    }
+}
+
 /* sd_net_flops against counts by hand: ResNet-20 (CIFAR, 1x1 projection shortcuts) is 40,813,184
  * multiply-adds a sample forward: conv1 32x32x16x27 = 442,368; stage 1, six 3x3 16->16 convs at
  * 32x32, 2,359,296 each; stages 2 and 3 a strided conv (1,179,648), five 3x3 convs (2,359,296) and
@@ -234,6 +285,7 @@ int main(void) {
     test_builder_errors();
     test_param_counts();
     test_flops();
+    test_fusion();
     sd_backend_destroy(&be);
     return sd_test_finish("test_net");
 }
