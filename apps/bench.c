@@ -323,6 +323,24 @@ static int bench_model(const bench_opts *o, const char *self, const char *model,
 /* ---- per-op speed ------------------------------------------------------------------------ */
 typedef struct conv_case { const char *label; int n, c, h, k, kh, s, p; bool dx; } conv_case;
 
+/* Best-of seconds of one forward and one backward (with dx when cc->dx) of shape p. */
+static void time_conv(sd_backend *be, const bench_opts *o, const sd_conv2d_params *p, bool want_dx, float *x, float *w,
+                      float *y, float *dx, float *dw, double *best_f, double *best_b) {
+    sd_kctx *k = be->ctx;
+    *best_f = *best_b = 1e30;
+    for (int r = 0; r < 2 + o->iters / 4; r++) {
+        double t0 = sd_clock_now();
+        be->ops->conv2d_fwd(k, p, x, w, NULL, y);
+        double t1 = sd_clock_now();
+        be->ops->conv2d_bwd(k, p, x, w, y, want_dx ? dx : NULL, dw, NULL);
+        double t2 = sd_clock_now();
+        if (r > 0) {
+            if (t1 - t0 < *best_f) *best_f = t1 - t0;
+            if (t2 - t1 < *best_b) *best_b = t2 - t1;
+        }
+    }
+}
+
 static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
     const conv_case cases[] = {
         {"cnn conv1 1->16 5x5 @28", o->batch, 1, 28, 16, 5, 1, 2, false},
@@ -332,9 +350,19 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
         {"r20 32->32 3x3 @16", o->batch, 32, 16, 32, 3, 1, 1, true},
         {"r20 64->64 3x3 @8", o->batch, 64, 8, 64, 3, 1, 1, true},
         {"r20 16->32 3x3 s2 @32", o->batch, 16, 32, 32, 3, 2, 1, true},
+        {"r18 64->64 3x3 @32", o->batch, 64, 32, 64, 3, 1, 1, true},
+        {"r18 256->256 3x3 @8", o->batch, 256, 8, 256, 3, 1, 1, true},
+        {"r18 512->512 3x3 @4", o->batch, 512, 4, 512, 3, 1, 1, true},
+        {"vgg 512->512 3x3 @2", o->batch, 512, 2, 512, 3, 1, 1, true},
     };
-    printf("\nper-op (batch %d, %d threads; GFLOP/s, and %% of the sgemm bound %.0f GFLOP/s)\n", o->batch, o->threads, peak);
     sd_kctx *k = be->ctx;
+    const bool dnnl = k->conv == SD_CPU_CONV_DNNL;
+    const sd_cpu_winograd mode = k->winograd;
+    printf("\nper-op (batch %d, %d threads; GFLOP/s of the direct sum's FLOPs, and %% of the sgemm bound %.0f GFLOP/s)\n",
+           o->batch, o->threads, peak);
+    if (dnnl)
+        printf("  3x3 stride-1 shapes: direct | Winograd (SCADLES_WINOGRAD=%s runs the one marked *)\n",
+               sd_cpu_winograd_name(mode));
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const conv_case *cc = &cases[ci];
         sd_conv2d_params p;
@@ -345,23 +373,24 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
         if (x && w && y && dx && dw) {
             for (size_t i = 0; i < xs; i++) x[i] = (float)(i % 17) * 0.01f;
             for (size_t i = 0; i < ws; i++) w[i] = (float)(i % 13) * 0.01f;
-            double flops = 2.0 * ys * p.c * p.kh * p.kw;
-            double best_f = 1e30, best_b = 1e30;
-            for (int r = 0; r < 2 + o->iters / 4; r++) {
-                double t0 = sd_clock_now();
-                be->ops->conv2d_fwd(k, &p, x, w, NULL, y);
-                double t1 = sd_clock_now();
-                be->ops->conv2d_bwd(k, &p, x, w, y, cc->dx ? dx : NULL, dw, NULL);
-                double t2 = sd_clock_now();
-                if (r > 0) {
-                    if (t1 - t0 < best_f) best_f = t1 - t0;
-                    if (t2 - t1 < best_b) best_b = t2 - t1;
-                }
+            const double flops = 2.0 * ys * p.c * p.kh * p.kw, bflops = flops * (cc->dx ? 2 : 1);
+            const bool both = dnnl && cc->kh == 3 && cc->s == 1;
+            double f[2], b[2];
+            sd_cpu_kctx_set_winograd(k, both ? SD_CPU_WINO_OFF : mode);
+            time_conv(be, o, &p, cc->dx, x, w, y, dx, dw, &f[0], &b[0]);
+            printf("  conv %-26s fwd %6.1f GFLOP/s (%3.0f%%)  bwd %6.1f GFLOP/s (%3.0f%%)", cc->label, flops / f[0] / 1e9,
+                   100 * flops / f[0] / 1e9 / peak, bflops / b[0] / 1e9, 100 * bflops / b[0] / 1e9 / peak);
+            if (both) {
+                sd_cpu_kctx_set_winograd(k, SD_CPU_WINO_ON);
+                time_conv(be, o, &p, cc->dx, x, w, y, dx, dw, &f[1], &b[1]);
+                sd_cpu_kctx_set_winograd(k, mode);
+                const bool used = sd_cpu_conv_wants_winograd(k, &p);
+                printf(" %s| %s fwd %6.1f (%3.0f%%) bwd %6.1f (%3.0f%%)", used ? " " : "*", used ? "*" : " ",
+                       flops / f[1] / 1e9, 100 * flops / f[1] / 1e9 / peak, bflops / b[1] / 1e9,
+                       100 * bflops / b[1] / 1e9 / peak);
             }
-            double bflops = flops * (cc->dx ? 2 : 1);
-            printf("  conv %-26s fwd %6.1f GFLOP/s (%3.0f%%)  bwd %6.1f GFLOP/s (%3.0f%%)\n", cc->label,
-                   flops / best_f / 1e9, 100 * flops / best_f / 1e9 / peak, bflops / best_b / 1e9,
-                   100 * bflops / best_b / 1e9 / peak);
+            printf("\n");
+            sd_cpu_kctx_set_winograd(k, mode);
         }
         free(x); free(w); free(y); free(dx); free(dw);
     }

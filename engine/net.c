@@ -60,6 +60,12 @@ struct sd_net {
     int64_t batches_tracked;
     uint64_t dropout_seed, dropout_step;
     bool *grad_ready;                /* per node, during backward */
+    /* Gradient memory (plan_gradients): node i's dy is slot dy_slot[i] (-1: none or a folded
+     * ReLU's, which is its batch norm's); slot s holds slot_elems[s] floats per sample. */
+    int dy_slot[SD_MAX_NODES];
+    size_t slot_elems[SD_MAX_NODES];
+    float *slot_ptr[SD_MAX_NODES];
+    int num_slots;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -308,6 +314,72 @@ int sd_net_dropout(sd_net *net, int in, float p) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * gradient memory plan
+ * ------------------------------------------------------------------------------------------- */
+
+/* The node whose dy holds node i's gradient: a folded ReLU's is its batch norm's. */
+static int dy_owner(const sd_net *net, int i) { return net->nodes[i].folded ? net->nodes[i].in[0] : i; }
+
+/* Backward visits nodes from the last to the first. Node v's gradient is first written while the
+ * highest-numbered node reading v is visited (through a folded ReLU: that ReLU's readers; the last
+ * node's by the loss, before the walk) and read for the last time when v itself is visited, so it
+ * lives over the visits first[v] down to v. Gradients whose spans do not meet share a slot: a
+ * chain needs two, a residual block keeps its input's gradient alive across the block. Slots are
+ * handed out greedily in visiting order, each to the free slot closest in size (growing the
+ * largest free one when none is big enough), so a network needs a few gradient buffers instead
+ * of one per layer; the values computed are the same. */
+static void plan_gradients(sd_net *net) {
+    const int nn = net->num_nodes;
+    int first[SD_MAX_NODES], order[SD_MAX_NODES], nv = 0;
+    for (int v = 0; v < nn; v++) first[v] = v;
+    first[nn - 1] = nn;
+    for (int j = 1; j < nn; j++) {
+        /* a folded ReLU writes nothing (its readers write its batch norm's dy), but zeroes that dy
+         * when nothing reads it: its visit counts as a write either way */
+        for (int t = 0; t < 2; t++) {
+            int src = net->nodes[j].in[t];
+            if (src < 0 || !net->nodes[src].needs_grad) continue;
+            int v = dy_owner(net, src);
+            if (j > first[v]) first[v] = j;
+        }
+    }
+    for (int v = 1; v < nn; v++) {
+        net->dy_slot[v] = -1;
+        if (net->nodes[v].needs_grad && !net->nodes[v].folded) order[nv++] = v;
+    }
+    net->dy_slot[0] = -1;
+    /* visiting order: latest first write first (insertion sort; a few dozen nodes) */
+    for (int a = 1; a < nv; a++) {
+        int v = order[a], b = a - 1;
+        while (b >= 0 && (first[order[b]] < first[v] || (first[order[b]] == first[v] && order[b] < v))) {
+            order[b + 1] = order[b];
+            b--;
+        }
+        order[b + 1] = v;
+    }
+    int holder[SD_MAX_NODES]; /* per slot: the node whose gradient it holds last (-1 none yet) */
+    net->num_slots = 0;
+    for (int a = 0; a < nv; a++) {
+        int v = order[a];
+        size_t e = (size_t)net->nodes[v].c * net->nodes[v].h * net->nodes[v].w;
+        int fit = -1, big = -1;
+        for (int sl = 0; sl < net->num_slots; sl++) {
+            if (holder[sl] <= first[v]) continue; /* its gradient is still live while v's is written */
+            if (net->slot_elems[sl] >= e && (fit < 0 || net->slot_elems[sl] < net->slot_elems[fit])) fit = sl;
+            if (big < 0 || net->slot_elems[sl] > net->slot_elems[big]) big = sl;
+        }
+        int sl = fit >= 0 ? fit : big;
+        if (sl < 0) {
+            sl = net->num_slots++;
+            net->slot_elems[sl] = 0;
+        }
+        if (net->slot_elems[sl] < e) net->slot_elems[sl] = e;
+        holder[sl] = v;
+        net->dy_slot[v] = sl;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * finalize: parameter blocks and initialisation
  * ------------------------------------------------------------------------------------------- */
 
@@ -339,6 +411,7 @@ sd_status sd_net_finalize(sd_net *net, uint64_t seed) {
             n->folded = true;
         }
     }
+    plan_gradients(net);
     sd_backend *be = net->be;
     TRY(be->ops->alloc(be->ctx, net->param_count * sizeof(float), (void **)&net->params));
     TRY(be->ops->alloc(be->ctx, net->param_count * sizeof(float), (void **)&net->grads));
@@ -397,15 +470,11 @@ static sd_status layout_activations(sd_net *net, int cap, bool carve, size_t *to
         size_t e = node_elems(n, cap);
         if (e > biggest) biggest = e;
         if (n->folded) { /* the batch norm before it writes its output and reads its gradient */
-            if (carve) {
-                n->y = net->nodes[n->in[0]].y;
-                n->dy = net->nodes[n->in[0]].dy;
-            }
+            if (carve) n->y = net->nodes[n->in[0]].y;
             continue;
         }
         TAKE(n->y, e * sizeof(float));
-        if (n->needs_grad) TAKE(n->dy, e * sizeof(float));
-        else n->dy = NULL;
+        n->dy = NULL; /* set from its slot below */
         if (n->kind == SD_LAYER_BATCHNORM2D) {
             TAKE(n->save_mean, (size_t)n->c * sizeof(float));
             TAKE(n->save_invstd, (size_t)n->c * sizeof(float));
@@ -415,6 +484,11 @@ static sd_status layout_activations(sd_net *net, int cap, bool carve, size_t *to
             TAKE(n->mask, e);
         }
     }
+    for (int sl = 0; sl < net->num_slots; sl++) TAKE(net->slot_ptr[sl], (size_t)cap * net->slot_elems[sl] * sizeof(float));
+    for (int i = 1; i < net->num_nodes && carve; i++)
+        if (net->dy_slot[i] >= 0) net->nodes[i].dy = net->slot_ptr[net->dy_slot[i]];
+    for (int i = 1; i < net->num_nodes && carve; i++)
+        if (net->nodes[i].folded) net->nodes[i].dy = net->nodes[net->nodes[i].in[0]].dy;
     const sd_node *out = &net->nodes[net->num_nodes - 1];
     TAKE(net->probs, node_elems(out, cap) * sizeof(float));
     TAKE(net->tmp, biggest * sizeof(float));

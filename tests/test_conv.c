@@ -7,7 +7,10 @@
  * context; 1, 2 and 3 threads; and NULL pointers. Then ours against oneDNN on every shape, oneDNN
  * bitwise the same from call to call and from context to context at one thread count, more shapes
  * than its per-context cache holds, the caller's OpenMP thread count left as it was, and the
- * SCADLES_CONV switch (context.c).
+ * SCADLES_CONV switch (context.c). Then oneDNN's Winograd algorithm (SCADLES_WINOGRAD): every 3x3
+ * stride-1 shape against the reference and by finite differences with Winograd forced on,
+ * bitwise reproducible, and the auto rule choosing it exactly for the wide shapes (its results
+ * equal forced-on's there and direct's elsewhere), and the variable's parsing.
  *
  * Tolerance: every output element is a float sum of up to a few thousand products of values in
  * [-1, 1], which the kernels order differently from the reference; float rounding then gives an
@@ -29,7 +32,7 @@
 
 #define NMSE_TOL 1e-9
 
-static double worst_nmse, worst_fd, worst_cross;
+static double worst_nmse, worst_fd, worst_cross, worst_wino;
 
 typedef struct shape {
     int n, c, h, w, k, kh, kw, sh, sw, ph, pw, bias;
@@ -178,14 +181,15 @@ static void cross(sd_kctx *a, sd_kctx *b, const shape *s) {
 }
 
 /* oneDNN on shape s: a second call on the same context and a call on a fresh context with the same
- * thread count give bitwise the same y, dx, dw, db. */
-static void deterministic(sd_kctx *k, const shape *s) {
+ * thread count and Winograd mode give bitwise the same y, dx, dw, db. */
+static void deterministic_on(sd_kctx *k, const shape *s) {
     sd_conv2d_params p;
     EXPECT_OK(sd_conv2d_params_make(&p, s->n, s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw, s->bias));
     sd_kctx *fresh = NULL;
     EXPECT_OK(sd_cpu_kctx_create(k->threads, &fresh));
     if (!fresh) return;
     EXPECT_OK(sd_cpu_kctx_set_conv(fresh, SD_CPU_CONV_DNNL));
+    EXPECT_OK(sd_cpu_kctx_set_winograd(fresh, k->winograd));
     outs r[3];
     bool ok = run_shape(k, &p, 11, &r[0]);
     ok = run_shape(k, &p, 11, &r[1]) && ok;
@@ -224,6 +228,109 @@ static void cache_and_threads(sd_kctx *k, sd_test_rng *rng) {
     EXPECT(omp_get_max_threads() == 5, "the caller's OpenMP thread count: %d after the convolutions, 5 before",
            omp_get_max_threads());
     omp_set_num_threads(before);
+}
+
+/* Whether contexts a and b give bitwise the same y, dx, dw (and db) on shape s. */
+static bool same_outputs(sd_kctx *a, sd_kctx *b, const shape *s) {
+    sd_conv2d_params p;
+    EXPECT_OK(sd_conv2d_params_make(&p, s->n, s->c, s->h, s->w, s->k, s->kh, s->kw, s->sh, s->sw, s->ph, s->pw, s->bias));
+    outs x, y;
+    bool same = run_shape(a, &p, 5, &x) & run_shape(b, &p, 5, &y);
+    for (int i = 0; same && i < (s->bias ? 4 : 3); i++) {
+        const float *u[4] = {x.y, x.dx, x.dw, x.db}, *v[4] = {y.y, y.dx, y.dw, y.db};
+        same = memcmp(u[i], v[i], count_of(&p, i) * sizeof(float)) == 0;
+    }
+    outs_free(&x);
+    outs_free(&y);
+    return same;
+}
+
+/* oneDNN's Winograd (conv_dnnl.c). Forced on (SD_CPU_WINO_ON), every 3x3 stride-1 shape of the
+ * list against the double reference with the same NMSE bound as the direct sums (measured worst
+ * printed as "winograd"; F(4x4, 3x3)'s transforms add rounding but stay far below the bound), a
+ * finite-difference check and bitwise reproducibility; then the auto rule: on a wide shape its
+ * results are forced-on's, on narrow, tiny-plane and strided shapes direct's. Where oneDNN has no
+ * Winograd kernel (CPUs without AVX-512) forced-on falls back to direct, which the test reports. */
+static void winograd(sd_kctx *on, const shape *shapes, int nshapes, sd_test_rng *rng) {
+    sd_kctx *off = NULL, *au = NULL;
+    EXPECT_OK(sd_cpu_kctx_create(on->threads, &off));
+    EXPECT_OK(sd_cpu_kctx_create(on->threads, &au));
+    if (!off || !au) goto done;
+    EXPECT_OK(sd_cpu_kctx_set_conv(on, SD_CPU_CONV_DNNL));
+    EXPECT_OK(sd_cpu_kctx_set_conv(off, SD_CPU_CONV_DNNL));
+    EXPECT_OK(sd_cpu_kctx_set_conv(au, SD_CPU_CONV_DNNL));
+    EXPECT_OK(sd_cpu_kctx_set_winograd(on, SD_CPU_WINO_ON));
+    EXPECT_OK(sd_cpu_kctx_set_winograd(off, SD_CPU_WINO_OFF));
+    EXPECT_OK(sd_cpu_kctx_set_winograd(au, SD_CPU_WINO_AUTO));
+    const double saved = worst_nmse;
+    worst_nmse = 0;
+    int checked = 0;
+    for (int i = 0; i < nshapes; i++) {
+        const shape *t = &shapes[i];
+        if (t->kh != 3 || t->kw != 3 || t->sh != 1 || t->sw != 1) continue;
+        parity(on, t, rng);
+        deterministic_on(on, t);
+        checked++;
+    }
+    worst_wino = worst_nmse;
+    worst_nmse = saved;
+    const shape fd = {2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 1};
+    gradcheck(on, &fd, rng);
+    const shape wide = {2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 0}, narrow = {2, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 0},
+                tiny = {2, 64, 2, 2, 64, 3, 3, 1, 1, 1, 1, 0}, strided = {2, 32, 16, 16, 32, 3, 3, 2, 2, 1, 1, 0};
+    const bool has = !same_outputs(on, off, &wide);
+    printf("test_conv: winograd: %d 3x3 stride-1 shapes, worst nmse %.3g (bound %.0e); oneDNN %s\n", checked,
+           worst_wino, NMSE_TOL, has ? "has Winograd kernels here" : "has no Winograd kernel here (direct ran)");
+    sd_conv2d_params pw, pn;
+    EXPECT_OK(sd_conv2d_params_make(&pw, 2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 0));
+    EXPECT_OK(sd_conv2d_params_make(&pn, 2, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 0));
+    EXPECT(sd_cpu_conv_wants_winograd(au, &pw) && !sd_cpu_conv_wants_winograd(au, &pn) &&
+               sd_cpu_conv_wants_winograd(on, &pn) && !sd_cpu_conv_wants_winograd(off, &pw),
+           "winograd rule: auto wide %d narrow %d, on narrow %d, off wide %d", sd_cpu_conv_wants_winograd(au, &pw),
+           sd_cpu_conv_wants_winograd(au, &pn), sd_cpu_conv_wants_winograd(on, &pn),
+           sd_cpu_conv_wants_winograd(off, &pw));
+    if (has) {
+        EXPECT(same_outputs(au, on, &wide), "winograd auto: [2,32,16,16] k32 3x3 did not run Winograd");
+        EXPECT(same_outputs(au, off, &narrow), "winograd auto: [2,16,16,16] k32 (16 channels in) ran Winograd");
+        EXPECT(same_outputs(au, off, &tiny), "winograd auto: a 2x2 plane ran Winograd");
+        EXPECT(same_outputs(au, off, &strided), "winograd auto: a stride-2 shape ran Winograd");
+    }
+done:
+    sd_cpu_kctx_destroy(off);
+    sd_cpu_kctx_destroy(au);
+}
+
+/* SCADLES_WINOGRAD: auto, off, on, empty/unset (auto); anything else refused naming it. */
+static void env_winograd(void) {
+    const char *had = getenv("SCADLES_WINOGRAD");
+    char *saved = had ? strdup(had) : NULL;
+    static const struct { const char *v; int ok; sd_cpu_winograd want; } cases[] = {
+        {NULL, 1, SD_CPU_WINO_AUTO}, {"", 1, SD_CPU_WINO_AUTO}, {"auto", 1, SD_CPU_WINO_AUTO},
+        {"off", 1, SD_CPU_WINO_OFF}, {"on", 1, SD_CPU_WINO_ON},   {"yes", 0, SD_CPU_WINO_AUTO},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].v) setenv("SCADLES_WINOGRAD", cases[i].v, 1);
+        else unsetenv("SCADLES_WINOGRAD");
+        sd_kctx *k = NULL;
+        sd_status st = sd_cpu_kctx_create(1, &k);
+        if (cases[i].ok) {
+            EXPECT(st == SD_OK && k && k->winograd == cases[i].want, "SCADLES_WINOGRAD=%s: %s, mode %s (want %s)",
+                   cases[i].v ? cases[i].v : "(unset)", sd_status_str(st), k ? sd_cpu_winograd_name(k->winograd) : "-",
+                   sd_cpu_winograd_name(cases[i].want));
+        } else {
+            EXPECT(st == SD_ERR_INVALID && !k, "SCADLES_WINOGRAD=%s: accepted", cases[i].v);
+            EXPECT(strstr(sd_last_error(), "SCADLES_WINOGRAD") != NULL, "SCADLES_WINOGRAD=%s: message does not name it: %s",
+                   cases[i].v, sd_last_error());
+        }
+        sd_cpu_kctx_destroy(k);
+    }
+    if (saved) setenv("SCADLES_WINOGRAD", saved, 1);
+    else unsetenv("SCADLES_WINOGRAD");
+    free(saved);
+    sd_kctx *k = NULL;
+    EXPECT_OK(sd_cpu_kctx_create(1, &k));
+    if (k) EXPECT_FAIL(sd_cpu_kctx_set_winograd(k, (sd_cpu_winograd)9), SD_ERR_INVALID, "Winograd");
+    sd_cpu_kctx_destroy(k);
 }
 
 /* SCADLES_CONV: ours, dnnl (only in builds with oneDNN), empty/unset (the default), anything else
@@ -352,12 +459,14 @@ int main(void) {
         EXPECT_OK(sd_cpu_kctx_set_conv(k2, SD_CPU_CONV_OURS));
         EXPECT_OK(sd_cpu_kctx_set_conv(kd, SD_CPU_CONV_DNNL));
         for (int i = 0; i < nshapes; i++) cross(k2, kd, &shapes[i]);
-        for (int i = 0; i < nshapes; i++) deterministic(kd, &shapes[i]);
+        for (int i = 0; i < nshapes; i++) deterministic_on(kd, &shapes[i]);
         EXPECT_OK(sd_cpu_kctx_set_conv(k1, SD_CPU_CONV_DNNL));
-        deterministic(k1, &shapes[22]);
+        deterministic_on(k1, &shapes[22]);
         cache_and_threads(kd, &rng);
+        winograd(k3, shapes, nshapes, &rng);
     }
     env_switch();
+    env_winograd();
     if (dnnl) printf("test_conv: ours vs dnnl: worst nmse %.3g (bound %.0e)\n", worst_cross, NMSE_TOL);
     sd_cpu_kctx_destroy(k1);
     sd_cpu_kctx_destroy(k2);

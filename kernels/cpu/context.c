@@ -1,7 +1,7 @@
 /* context.c: the CPU kernel context: thread count (of the OpenMP loops, oneDNN's included), a
  * scratch area that grows only past its high-water mark, so a batch size that changes every
  * step causes no reallocation once the largest batch has been seen, and the choice of
- * convolution (SCADLES_CONV: ours or dnnl). */
+ * convolution (SCADLES_CONV: ours or dnnl) and of oneDNN's 3x3 algorithm (SCADLES_WINOGRAD). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -44,6 +44,32 @@ static sd_status conv_from_env(sd_cpu_conv_impl *out) {
     return SD_OK;
 }
 
+const char *sd_cpu_winograd_name(sd_cpu_winograd mode) {
+    return mode == SD_CPU_WINO_OFF ? "off" : mode == SD_CPU_WINO_ON ? "on" : "auto";
+}
+
+/* SCADLES_WINOGRAD: unset or empty, auto. */
+static sd_status winograd_from_env(sd_cpu_winograd *out) {
+    const char *v = getenv("SCADLES_WINOGRAD");
+    *out = SD_CPU_WINO_AUTO;
+    if (!v || !*v || strcmp(v, "auto") == 0) return SD_OK;
+    if (strcmp(v, "off") == 0) *out = SD_CPU_WINO_OFF;
+    else if (strcmp(v, "on") == 0) *out = SD_CPU_WINO_ON;
+    else
+        return SD_FAIL(SD_ERR_INVALID, "SCADLES_WINOGRAD=%s: expected auto (Winograd for 3x3 stride-1 convolutions with "
+                       ">= %d channels in and out), on (every 3x3 stride-1 one) or off (direct only), or unset",
+                       v, SD_WINOGRAD_MIN_CH);
+    return SD_OK;
+}
+
+sd_status sd_cpu_kctx_set_winograd(sd_kctx *k, sd_cpu_winograd mode) {
+    if (!k) return SD_FAIL(SD_ERR_INVALID, "cpu context: NULL context");
+    if (mode != SD_CPU_WINO_AUTO && mode != SD_CPU_WINO_OFF && mode != SD_CPU_WINO_ON)
+        return SD_FAIL(SD_ERR_INVALID, "cpu context: unknown Winograd mode %d", (int)mode);
+    k->winograd = mode;
+    return SD_OK;
+}
+
 sd_status sd_cpu_kctx_set_conv(sd_kctx *k, sd_cpu_conv_impl impl) {
     if (!k) return SD_FAIL(SD_ERR_INVALID, "cpu context: NULL context");
     if (impl != SD_CPU_CONV_OURS && impl != SD_CPU_CONV_DNNL)
@@ -62,11 +88,14 @@ sd_status sd_cpu_kctx_create(int threads, sd_kctx **out) {
         threads = n > 0 ? (int)n : 1;
     }
     sd_cpu_conv_impl conv;
+    sd_cpu_winograd wino;
     TRY(conv_from_env(&conv));
+    TRY(winograd_from_env(&wino));
     sd_kctx *k = calloc(1, sizeof *k);
     if (!k) return SD_FAIL(SD_ERR_OOM, "cpu context: allocation failed");
     k->threads = threads;
     k->conv = conv;
+    k->winograd = wino;
     /* Every parallel loop of the CPU kernels, GEMM included (gemm.c), is OpenMP; OpenBLAS only
      * serves sd_cpu_sgemm's fallback and runs single-threaded, because its thread pool and
      * OpenMP's spin against each other on few cores (3x slower training measured with both). */

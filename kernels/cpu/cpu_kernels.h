@@ -14,6 +14,15 @@
  * primitives (conv_dnnl.c, in builds that found it: SCADLES_HAVE_DNNL). */
 typedef enum sd_cpu_conv_impl { SD_CPU_CONV_OURS = 0, SD_CPU_CONV_DNNL = 1 } sd_cpu_conv_impl;
 
+/* Which algorithm oneDNN uses for 3x3 stride-1 convolutions (SCADLES_WINOGRAD): Winograd F(4x4, 3x3)
+ * (fewer multiplications; results differ from the direct sum by float rounding) where it is faster
+ * (auto: >= SD_WINOGRAD_MIN_CH channels in and out and at least one full 4x4 output tile; measured
+ * in docs/performance.md), everywhere oneDNN has it (on), or never (off: the direct algorithm, as
+ * PyTorch's CPU convolutions). Other shapes always run direct. The choice is fixed per shape, so
+ * runs stay bitwise reproducible. */
+typedef enum sd_cpu_winograd { SD_CPU_WINO_AUTO = 0, SD_CPU_WINO_OFF = 1, SD_CPU_WINO_ON = 2 } sd_cpu_winograd;
+#define SD_WINOGRAD_MIN_CH 32
+
 /* conv_dnnl.c: a context's oneDNN engine, stream and primitive cache (opaque). */
 typedef struct sd_dnnl_ctx sd_dnnl_ctx;
 
@@ -25,6 +34,7 @@ struct sd_kctx {
     void *scratch;
     size_t scratch_bytes;
     sd_cpu_conv_impl conv;
+    sd_cpu_winograd winograd;
     sd_dnnl_ctx *dnnl;
 };
 
@@ -36,14 +46,21 @@ sd_status sd_cpu_scratch(sd_kctx *k, size_t bytes, void **out);
  * OpenBLAS is set to one thread: all parallelism is OpenMP (see context.c). The convolution
  * implementation comes from the environment: SCADLES_CONV=ours or dnnl; unset or empty, oneDNN
  * where the build has it, else ours. Any other value, or dnnl in a build without oneDNN, is
- * SD_ERR_INVALID naming the variable. */
+ * SD_ERR_INVALID naming the variable. SCADLES_WINOGRAD=auto, off or on (unset: auto) likewise. */
 sd_status sd_cpu_kctx_create(int threads, sd_kctx **out);
 void sd_cpu_kctx_destroy(sd_kctx *k);
 /* Chooses the context's convolution implementation (tests and comparisons; the environment
  * variable is the user's switch). SD_CPU_CONV_DNNL in a build without oneDNN: SD_ERR_UNSUPPORTED. */
 sd_status sd_cpu_kctx_set_conv(sd_kctx *k, sd_cpu_conv_impl impl);
+/* Chooses the context's Winograd mode (tests and the benchmark's per-op comparison). */
+sd_status sd_cpu_kctx_set_winograd(sd_kctx *k, sd_cpu_winograd mode);
+/* "auto", "off" or "on". */
+const char *sd_cpu_winograd_name(sd_cpu_winograd mode);
 /* "ours" or "dnnl". */
 const char *sd_cpu_conv_impl_name(sd_cpu_conv_impl impl);
+/* Whether context k runs shape p with oneDNN's Winograd algorithm (its mode and shape rule; a
+ * shape oneDNN has no Winograd kernel for still falls back to direct inside conv_dnnl.c). */
+bool sd_cpu_conv_wants_winograd(const sd_kctx *k, const sd_conv2d_params *p);
 /* Whether this build has oneDNN's convolutions (configure found it, SCADLES_DNNL on, not TSan). */
 bool sd_cpu_conv_dnnl_available(void);
 /* Aligned host allocation used by the CPU backend and the scratch (64-byte alignment). */
