@@ -6,18 +6,28 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_kernels.h"
 
+/* Allocations of 2 MiB and more (parameters, activation arenas, scratch) are 2 MiB aligned and
+ * rounded, and advised as transparent huge pages (MADV_HUGEPAGE; a no-op where THP is "never").
+ * With 4 KiB pages the memory-bound passes of a training step (batch norm, add, copies) ran 2-4x
+ * slower in some runs than in others, by where their pages fell; with huge pages ResNet-20 at batch
+ * 64 trained 20-30% faster and steadily (docs/performance.md). */
 sd_status sd_cpu_alloc(size_t bytes, void **out) {
     if (!out) return SD_FAIL(SD_ERR_INVALID, "cpu alloc: output pointer is NULL");
     *out = NULL;
     if (bytes == 0) bytes = 64;
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded < bytes) return SD_FAIL(SD_ERR_OOM, "cpu alloc: %zu bytes overflows", bytes);
-    void *p = aligned_alloc(64, rounded);
+    const size_t huge = (size_t)2 << 20;
+    const bool big = rounded >= huge;
+    if (big) rounded = (rounded + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(big ? huge : 64, rounded);
     if (!p) return SD_FAIL(SD_ERR_OOM, "cpu alloc: %zu bytes failed; reduce the batch or the model", bytes);
+    if (big) (void)madvise(p, rounded, MADV_HUGEPAGE);
     *out = p;
     return SD_OK;
 }

@@ -425,6 +425,19 @@ static inline float *carve(float **cursor, size_t n) {
     return p;
 }
 
+/* ---- which implementation ------------------------------------------------------------------ */
+
+/* Whether a context set to oneDNN still computes the forward of shape p with the kernels of this
+ * file: narrow 3x3 stride-1 shapes (<= SD_CONV_NARROW_CH channels in and out: ResNet-20's stem and
+ * first stage), where oneDNN's direct forward reached 50-65% of the sgemm bound and ours 80-90%
+ * (scadles-bench per-op with SCADLES_CONV=ours and dnnl, docs/performance.md). Their backward
+ * stays oneDNN's: ours was no faster inside the model. Fixed per shape: runs stay reproducible. */
+#define SD_CONV_NARROW_CH 16
+static bool ours_for_narrow_fwd(const sd_conv2d_params *p) {
+    return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->c <= SD_CONV_NARROW_CH &&
+           p->k <= SD_CONV_NARROW_CH;
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
 
 sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *x, const float *w,
@@ -434,7 +447,7 @@ sd_status sd_cpu_conv2d_fwd(sd_kctx *k, const sd_conv2d_params *p, const float *
         return SD_FAIL(SD_ERR_INVALID, "conv2d fwd: NULL tensor (x %p, w %p, y %p are required)", (const void *)x,
                        (const void *)w, (const void *)y);
     if (p->has_bias && !b) return SD_FAIL(SD_ERR_INVALID, "conv2d fwd: has_bias is set but the bias b is NULL");
-    if (k->conv == SD_CPU_CONV_DNNL) {
+    if (k->conv == SD_CPU_CONV_DNNL && !ours_for_narrow_fwd(p)) {
         bool done = false;
         TRY(sd_cpu_dnnl_conv2d_fwd(k, p, x, w, b, y, &done));
         if (done) return SD_OK;
