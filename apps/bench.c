@@ -38,18 +38,20 @@ typedef struct bench_opts {
     int threads, batch, iters, warmup, reps;
     const char *models;
     bool peer, ops;
+    bool peer_thp; /* --peer-thp: the peer's glibc malloc advises huge pages too */
     const char *python;
 } bench_opts;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: scadles-bench [--threads N] [--batch B] [--iters K] [--warmup W] [--reps R] [--models a,b]\n"
-            "                     [--no-peer] [--no-ops] [--python PATH]\n"
+            "                     [--no-peer] [--peer-thp] [--no-ops] [--python PATH]\n"
             "  CPU training throughput (forward + backward + SGD update) of each model at batch B: R\n"
             "  repetitions, each a fresh process, ours and PyTorch's taking turns (same model, batch and\n"
             "  threads; needs python3-torch); medians and ranges of samples/s, their ratio, the step's\n"
             "  GFLOP/s against OpenBLAS's sgemm measured in the same run, peak resident memory of both;\n"
-            "  then GFLOP/s or GB/s per op.\n"
+            "  then GFLOP/s or GB/s per op. --peer-thp runs the peer with GLIBC_TUNABLES=glibc.malloc.hugetlb=1\n"
+            "  (its allocations on transparent huge pages, as ours are: kernels/cpu/context.c).\n"
             "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --reps 3\n"
             "            --models fmnist_cnn,resnet20,resnet18,vgg11\n"
             "  scadles-bench --one MODEL [--threads N] [--batch B] [--iters K] [--warmup W]: one repetition\n"
@@ -271,8 +273,8 @@ static int bench_model(const bench_opts *o, const char *self, const char *model,
     snprintf(ours_cmd, sizeof ours_cmd, "'%s' --one %s --threads %d --batch %d --iters %d --warmup %d", self, model,
              o->threads, o->batch, o->iters, o->warmup);
     snprintf(peer_cmd, sizeof peer_cmd,
-             "'%s' '%s/tests/bench/torch_peer.py' --model %s --threads %d --batch %d --iters %d --warmup %d 2>&1", o->python,
-             SD_SOURCE_DIR, model, o->threads, o->batch, o->iters, o->warmup);
+             "%s'%s' '%s/tests/bench/torch_peer.py' --model %s --threads %d --batch %d --iters %d --warmup %d 2>&1",
+             o->peer_thp ? "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 " : "", o->python, SD_SOURCE_DIR, model, o->threads, o->batch, o->iters, o->warmup);
     double ours[64], theirs[64], ratio[64];
     rep_result first = {0}, r, pr = {0};
     long ours_peak = 0, peer_peak = 0, ours_base = 0, peer_base = 0;
@@ -361,7 +363,8 @@ static void bench_ops(sd_backend *be, const bench_opts *o, double peak) {
     printf("\nper-op (batch %d, %d threads; GFLOP/s of the direct sum's FLOPs, and %% of the sgemm bound %.0f GFLOP/s)\n",
            o->batch, o->threads, peak);
     if (dnnl)
-        printf("  3x3 stride-1 shapes: direct | Winograd (SCADLES_WINOGRAD=%s runs the one marked *)\n",
+        printf("  3x3 stride-1 shapes: direct | Winograd (SCADLES_WINOGRAD=%s runs the one marked *); the forward of\n"
+               "  those with <= 16 channels runs our kernels (conv.c) in both columns\n",
                sd_cpu_winograd_name(mode));
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const conv_case *cc = &cases[ci];
@@ -868,6 +871,7 @@ int main(int argc, char **argv) {
     static const sd_cli_option options[] = {
         {"--threads", true, NULL}, {"--batch", true, NULL}, {"--iters", true, NULL}, {"--warmup", true, NULL},
         {"--models", true, "a list like fmnist_cnn,resnet20"}, {"--python", true, NULL}, {"--no-peer", false, NULL},
+        {"--peer-thp", false, NULL},
         {"--no-ops", false, NULL}, {"--profile", false, NULL}, {"--out", true, "the device profile to write, e.g. profile.json"},
         {"--batches", true, "a list like 1,8,16,32,64,128,256"}, {"--concurrency", true, NULL}, {"--width", true, NULL},
         {"--note", true, "a text for the file, e.g. what else ran on the machine"}, {"--reps", true, NULL},
@@ -883,7 +887,7 @@ int main(int argc, char **argv) {
         const bool only_profile = !strcmp(a, "--out") || !strcmp(a, "--batches") || !strcmp(a, "--concurrency") ||
                                   !strcmp(a, "--width") || !strcmp(a, "--note");
         const bool only_speed = !strcmp(a, "--batch") || !strcmp(a, "--python") || !strcmp(a, "--no-peer") ||
-                                !strcmp(a, "--no-ops") || !strcmp(a, "--reps") || !strcmp(a, "--one");
+                                !strcmp(a, "--peer-thp") || !strcmp(a, "--no-ops") || !strcmp(a, "--reps") || !strcmp(a, "--one");
         if ((only_profile && !profile) || (only_speed && profile)) {
             fprintf(stderr, "scadles-bench: %s %s; see --help\n", a,
                     profile ? "does not apply to --profile (it times every size of --batches)" : "applies to --profile only");
@@ -898,6 +902,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--one")) o.models = one = v;
         else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = false;
+        else if (!strcmp(a, "--peer-thp")) o.peer_thp = true;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
         else if (!strcmp(a, "--out")) po.out = v;
         else if (!strcmp(a, "--note")) po.note = v;
