@@ -468,15 +468,51 @@ static sd_status check_out(const sd_ring_batch *out, const char *fn) {
     return SD_OK;
 }
 
-/* x = (v / 255 - mean) / std in float, the expression of stream/augment.c's table, so the values are
- * bit-identical to sd_augment_batch's (IEEE division and subtraction, nothing to contract); written
- * out rather than looked up because it vectorises (about 3x faster than a table gather). */
-static void u8_to_float(const uint8_t *src, float *x, size_t n, float mean, float sd) {
+/* Normalisation: x = (v / 255 - mean) / std in float, the expression of stream/augment.c's table,
+ * so the values are bit-identical to sd_augment_batch's (IEEE division and subtraction, nothing to
+ * contract). Written out rather than looked up because it vectorises (a table gather was about 3x
+ * slower), and each division done as a multiply by the rounded reciprocal with one FMA correction
+ * (q = a*r, q += (a - q*b)*r): the correctly rounded quotient for almost every divisor, and the
+ * vector divides were most of the time. "Almost" is checked, not assumed: per take, each channel's
+ * 256 possible results are compared with the two divisions, and a channel where any differs keeps
+ * the divisions (norm_plan). */
+typedef struct norm_plan {
+    float r255, rsd[SD_AUGMENT_MAX_CHANNELS];
+    bool fast[SD_AUGMENT_MAX_CHANNELS];
+} norm_plan;
+
+static inline float div_rcp(float a, float b, float rb) {
+    const float q = a * rb;
+    return fmaf(fmaf(-q, b, a), rb, q);
+}
+
+static void plan_norm(const sd_augment *norm, norm_plan *pl) {
+    pl->r255 = 1.0f / 255.0f;
+    for (int ch = 0; ch < SD_AUGMENT_MAX_CHANNELS; ch++) {
+        const float mean = norm->mean[ch], sd = norm->std[ch];
+        pl->rsd[ch] = 1.0f / sd;
+        bool ok = isfinite(pl->rsd[ch]) && pl->rsd[ch] != 0.0f;
+        for (int v = 0; ok && v < 256; v++) {
+            const float want = ((float)v / 255.0f - mean) / sd;
+            const float got = div_rcp(div_rcp((float)v, 255.0f, pl->r255) - mean, sd, pl->rsd[ch]);
+            ok = memcmp(&want, &got, sizeof want) == 0;
+        }
+        pl->fast[ch] = ok;
+    }
+}
+
+static void u8_to_float(const uint8_t *src, float *x, size_t n, float mean, float sd, const norm_plan *pl, int ch) {
+    if (pl->fast[ch]) {
+        const float r255 = pl->r255, rsd = pl->rsd[ch];
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) x[i] = div_rcp(div_rcp((float)src[i], 255.0f, r255) - mean, sd, rsd);
+        return;
+    }
 #pragma omp simd
     for (size_t i = 0; i < n; i++) x[i] = ((float)src[i] / 255.0f - mean) / sd;
 }
 
-static void to_float(const ring_rec *rec, const uint8_t *src, const sd_augment *norm, float *x) {
+static void to_float(const ring_rec *rec, const uint8_t *src, const sd_augment *norm, const norm_plan *pl, float *x) {
     size_t elems = rec->nbytes / sd_msg_dtype_size(rec->meta.dtype);
     if (rec->meta.dtype == SD_MSG_F32) {
         memcpy(x, src, rec->nbytes);
@@ -492,15 +528,18 @@ static void to_float(const ring_rec *rec, const uint8_t *src, const sd_augment *
     size_t plane = elems / (c * outer);
     for (size_t o = 0; o < outer; o++)
         for (size_t ch = 0; ch < c; ch++)
-            u8_to_float(src + (o * c + ch) * plane, x + (o * c + ch) * plane, plane, norm->mean[ch], norm->std[ch]);
+            u8_to_float(src + (o * c + ch) * plane, x + (o * c + ch) * plane, plane, norm->mean[ch], norm->std[ch], pl,
+                        (int)ch);
 }
 
 /* Copies claimed records [head, head + k) out (no lock held: they are ours). */
 static void copy_batch(sd_ring *r, uint64_t head, size_t k, const sd_ring_batch *out) {
+    norm_plan pl;
+    if (out->x && out->norm && k > 0) plan_norm(out->norm, &pl);
     for (size_t i = 0; i < k; i++) {
         const ring_rec *rec = &r->recs[(head + i) % r->cfg.max_samples];
         const uint8_t *src = r->data + rec->off;
-        if (out->x) to_float(rec, src, out->norm, out->x + i * out->sample_elems);
+        if (out->x) to_float(rec, src, out->norm, &pl, out->x + i * out->sample_elems);
         if (out->raw) memcpy((uint8_t *)out->raw + i * out->raw_stride, src, rec->nbytes);
         if (out->labels) out->labels[i] = rec->meta.label;
         if (out->seqs) out->seqs[i] = rec->meta.seq;

@@ -167,6 +167,58 @@ static void test_take_upto(void) {
     }
     EXPECT(n == 1 && err < 1e-6, "normalised per channel (max error %g)", err);
 
+    /* bit for bit the division expression (sd_augment_batch's), for every byte value, under the
+     * datasets' means and stds and 300 random ones: the take divides by multiplying with the
+     * reciprocal and one FMA correction where that is exact for all 256 values of a channel and
+     * keeps the divisions where it is not (stream/ring.c, norm_plan); the count of pairs that need
+     * the divisions is printed: the subnormal std at the end needs them, so both ways run */
+    {
+        uint8_t all[256];
+        for (int i = 0; i < 256; i++) all[i] = (uint8_t)i;
+        sd_msg_view av = {.meta = {.dtype = SD_MSG_U8, .ndim = 3, .dims = {1, 16, 16}, .seq = 90},
+                          .payload = all, .payload_len = 256};
+        float xs[256];
+        int32_t ys[1];
+        sd_ring_batch ab = {.x = xs, .sample_elems = 256, .labels = ys};
+        uint64_t st = 12345;
+        int bad = 0, slow = 0, pairs = 0;
+        sd_ring *r2 = make_ring(4, 256, 0, SD_RING_DROP_OLDEST, (sd_ring_when_full)0, 0);
+        for (int t = 0; r2 && t < 307; t++) {
+            sd_augment an = {.mean = {0}, .std = {1, 1, 1, 1}};
+            static const float known[6][2] = {{0.2860f, 0.3530f}, {0.1307f, 0.3081f}, {0.4914f, 0.2470f},
+                                              {0.4822f, 0.2435f}, {0.4465f, 0.2616f}, {0.5071f, 0.2673f}};
+            if (t < 6) {
+                an.mean[0] = known[t][0], an.std[0] = known[t][1];
+            } else if (t == 306) { /* a subnormal std: its reciprocal overflows, the divisions stay */
+                an.mean[0] = 0.5f, an.std[0] = 1e-39f;
+            } else {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                an.mean[0] = (float)((st >> 40) % 1000) / 1000.0f;
+                an.std[0] = 0.01f + (float)((st >> 20) % 100000) / 20000.0f;
+            }
+            ab.norm = &an;
+            EXPECT(sd_ring_push(r2, &av) == SD_DROP_NONE, "push all byte values");
+            EXPECT_OK(sd_ring_take_upto(r2, 1, &ab, &n));
+            bool differs = false;
+            for (int i = 0; i < 256; i++) {
+                const float want = ((float)i / 255.0f - an.mean[0]) / an.std[0];
+                bad += memcmp(&want, &xs[i], sizeof want) != 0;
+                const float rs = 1.0f / an.std[0], r2 = 1.0f / 255.0f, q1 = (float)i * r2;
+                const float a1 = fmaf(fmaf(-q1, 255.0f, (float)i), r2, q1) - an.mean[0], q2 = a1 * rs;
+                const float fast = fmaf(fmaf(-q2, an.std[0], a1), rs, q2);
+                differs |= memcmp(&want, &fast, sizeof want) != 0;
+            }
+            slow += differs;
+            pairs++;
+        }
+        sd_ring_destroy(r2);
+        printf("test_stream_ring: normalised take bit for bit over %d mean/std pairs x 256 byte values: %d "
+               "differences; %d pairs need the divisions\n", pairs, bad, slow);
+        EXPECT(bad == 0, "normalised take: %d values differ from (v/255 - mean)/std", bad);
+        EXPECT(slow >= 1 && slow < pairs, "normalised take: %d of %d pairs need the divisions (want both ways)", slow,
+               pairs);
+    }
+
     /* f32 payloads are copied as they are, norm or not */
     float fx[6] = {1.5f, -2, 3, NAN, 5, 6};
     sd_msg_view fv = {.meta = {.dtype = SD_MSG_F32, .ndim = 1, .dims = {6}, .seq = 78}, .payload = fx,
