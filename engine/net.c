@@ -18,8 +18,8 @@ typedef struct sd_node {
     int c, h, w;        /* per-sample output shape */
     int consumers;      /* how many nodes read this one */
     bool needs_grad;    /* false for the input and anything computed from it alone without params */
-    int fused_relu;     /* batch norm: the ReLU node run inside its pass (its only reader), 0 none */
-    bool folded;        /* ReLU: runs inside the batch norm before it; shares its y and dy */
+    int fused_relu;     /* batch norm or add: the ReLU node run inside its pass (its only reader), 0 none */
+    bool folded;        /* ReLU: runs inside the batch norm or add before it; shares its y and dy */
     int p_weight, p_bias;        /* indices into net->tensors (-1 none) */
     int b_mean, b_var;           /* BN buffers */
     int k, stride, pad;          /* conv/pool kernel, stride, padding */
@@ -402,11 +402,13 @@ sd_status sd_net_finalize(sd_net *net, uint64_t seed) {
             if (n->in[j] >= 0 && net->nodes[n->in[j]].needs_grad) from_grad = true;
         n->needs_grad = from_grad || n->p_weight >= 0;
     }
-    /* Fusion: a ReLU whose input is a batch norm read by nothing else runs inside that batch norm's
-     * passes (sd_bn_params.relu, bn_relu_bwd) and shares its activation and gradient memory. */
+    /* Fusion: a ReLU whose input is a batch norm or a residual add read by nothing else runs inside
+     * that layer's passes (sd_bn_params.relu and bn_relu_bwd; add_relu_fwd, and relu_bwd in place
+     * before the add's backward) and shares its activation and gradient memory. */
     for (int i = 1; i < net->num_nodes && !net->no_fusion; i++) {
         sd_node *n = &net->nodes[i], *s = &net->nodes[n->in[0]];
-        if (n->kind == SD_LAYER_RELU && s->kind == SD_LAYER_BATCHNORM2D && s->consumers == 1) {
+        if (n->kind == SD_LAYER_RELU && (s->kind == SD_LAYER_BATCHNORM2D || s->kind == SD_LAYER_ADD) &&
+            s->consumers == 1) {
             s->fused_relu = i;
             n->folded = true;
         }
@@ -571,7 +573,10 @@ sd_status sd_net_forward(sd_net *net, const float *x, int n, bool train) {
             TRY(o->linear_fwd(k, &d->op.lin, in, net->params + net->tensors[d->p_weight].offset, b, d->y));
             break;
         }
-        case SD_LAYER_ADD: TRY(o->add(k, count, in, node_y(net, d->in[1], x), d->y)); break;
+        case SD_LAYER_ADD:
+            if (d->fused_relu) TRY(o->add_relu_fwd(k, count, in, node_y(net, d->in[1], x), d->y));
+            else TRY(o->add(k, count, in, node_y(net, d->in[1], x), d->y));
+            break;
         case SD_LAYER_DROPOUT:
             if (train && d->drop_p > 0.0f) {
                 TRY(sd_dropout_params_make(&d->op.drop, count, d->drop_p, net->dropout_seed + (uint64_t)i,
@@ -641,7 +646,7 @@ sd_status sd_net_backward(sd_net *net) {
             TRY(o->zero(k, d->dy, node_elems(d, n) * sizeof(float)));
         }
         int src = d->in[0];
-        if (d->folded) { /* its gradient is the batch norm's: bn_relu_bwd masks it there */
+        if (d->folded) { /* its gradient is its source's, which masks it (bn_relu_bwd; the add's relu_bwd) */
             net->grad_ready[src] = true;
             continue;
         }
@@ -698,6 +703,8 @@ sd_status sd_net_backward(sd_net *net) {
             }
             break;
         case SD_LAYER_ADD:
+            /* a fused ReLU: its gradient (in this dy) masked in place, then the add's */
+            if (d->fused_relu) TRY(o->relu_bwd(k, count, d->y, d->dy, d->dy));
             for (int j = 0; j < 2; j++) {
                 if ((dx = grad_dst(net, d->in[j], &acc))) {
                     TRY(o->copy(k, dx, d->dy, count * sizeof(float)));

@@ -116,9 +116,10 @@ unsigned sd_net_activation_grows(const sd_net *net);
  * of every such layer and the input gradient of those whose input needs one; the first layer's input
  * gradient is never computed). What a step's speed is compared with the sgemm bound by. */
 void sd_net_flops(const sd_net *net, double *forward, double *train);
-/* Fused passes (on by default): at finalize, a ReLU whose input is a batch norm read by nothing
- * else runs inside that batch norm's forward and backward (sd_bn_params.relu, bn_relu_bwd) and
- * shares its memory; the results are bitwise those of the two layers apart. false before
+/* Fused passes (on by default): at finalize, a ReLU whose input is a batch norm or a residual add
+ * read by nothing else runs inside that layer's forward and backward (sd_bn_params.relu and
+ * bn_relu_bwd; add_relu_fwd) and shares its memory; the results are bitwise those of the layers
+ * apart. false before
  * sd_net_finalize runs every layer apart (the reference the fused graph is tested against). */
 sd_status sd_net_set_fusion(sd_net *net, bool on);
 int sd_net_fused_count(const sd_net *net); /* how many layers run inside another's pass */

@@ -65,6 +65,8 @@ typedef struct sd_backend_ops {
      *   ReLU fused into the pass; bn_relu_bwd is the backward of that: dy is the gradient of y,
      *   the ReLU passes it where y > 0, then batch norm's backward; bitwise what relu_bwd
      *   followed by bn_bwd computes. bn_bwd refuses params with relu set.
+     * add_relu_fwd: y = relu(a + b), bitwise add then relu_fwd (a residual block's sum and ReLU
+     *   in one pass; its backward is relu_bwd on that y). y may alias a or b.
      * maxpool_fwd: argmax holds, per output, the flat index iy * w + ix within its (n, c) input
      *   plane (as PyTorch); the first maximum wins ties, NaN propagates.
      * gap_fwd/bwd: global average pool, x [n, c, h, w] -> y [n, c]; only n, c, h, w of p are used.

@@ -38,6 +38,7 @@ extern "C" {
     /* activation.c / activation.cu */                                                                            \
     X(relu_fwd, (sd_kctx * k, size_t count, const float *x, float *y))                                            \
     X(relu_bwd, (sd_kctx * k, size_t count, const float *y, const float *dy, float *dx))                          \
+    X(add_relu_fwd, (sd_kctx * k, size_t count, const float *a, const float *b, float *y))                        \
     /* pool.c / pool.cu */                                                                                        \
     X(maxpool_fwd, (sd_kctx * k, const sd_pool2d_params *p, const float *x, float *y, int32_t *argmax))           \
     X(maxpool_bwd, (sd_kctx * k, const sd_pool2d_params *p, const float *dy, const int32_t *argmax, float *dx))   \

@@ -1,6 +1,7 @@
 /* test_activation.c: the CPU ReLU against the naive reference (odd sizes, the threaded path,
  * in place), NaN propagation, a finite-difference check of the backward away from the kink,
- * and the NULL-pointer errors. */
+ * and the NULL-pointer errors; the fused residual add + ReLU (add_relu_fwd) bitwise add then
+ * relu_fwd, in place on either input, NaN and signed zeros included. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,33 @@ static void parity(size_t n, uint64_t seed) {
     EXPECT(memcmp(gi, dxr, n * sizeof(float)) == 0 && sd_guard_ok(gi, n), "relu bwd in place n=%zu", n);
     free(x); free(dy); free(yr); free(dxr);
     sd_guard_free(y); sd_guard_free(dx); sd_guard_free(xi); sd_guard_free(gi);
+}
+
+/* add_relu_fwd against sd_cpu_add then sd_cpu_relu_fwd, bit for bit; in place (y == a, y == b);
+ * with NaN, infinities and zeros of both signs among the inputs. */
+static void add_relu(size_t n, uint64_t seed) {
+    sd_test_rng r = {seed};
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *s = malloc(n * sizeof(float));
+    float *want = malloc(n * sizeof(float)), *y = sd_guard_alloc(n), *ya = sd_guard_alloc(n), *yb = sd_guard_alloc(n);
+    sd_test_fill(&r, a, n, -1, 1);
+    sd_test_fill(&r, b, n, -1, 1);
+    static const float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f};
+    for (size_t i = 0; i < n && i < 25; i++) a[i] = special[i % 5], b[i] = special[i / 5];
+    EXPECT_OK(sd_cpu_add(k, n, a, b, s));
+    EXPECT_OK(sd_cpu_relu_fwd(k, n, s, want)); /* checked against the reference above, which maps -0 to +0 */
+    EXPECT_OK(sd_cpu_add_relu_fwd(k, n, a, b, y));
+    memcpy(ya, a, n * sizeof(float));
+    memcpy(yb, b, n * sizeof(float));
+    EXPECT_OK(sd_cpu_add_relu_fwd(k, n, ya, b, ya));
+    EXPECT_OK(sd_cpu_add_relu_fwd(k, n, a, yb, yb));
+    EXPECT(memcmp(y, want, n * sizeof(float)) == 0 && sd_guard_ok(y, n), "add+relu n=%zu: bitwise add then relu", n);
+    EXPECT(memcmp(ya, want, n * sizeof(float)) == 0 && memcmp(yb, want, n * sizeof(float)) == 0 && sd_guard_ok(ya, n) &&
+               sd_guard_ok(yb, n),
+           "add+relu n=%zu in place on a and on b", n);
+    EXPECT_FAIL(sd_cpu_add_relu_fwd(k, n, NULL, b, y), SD_ERR_INVALID, "add+relu");
+    EXPECT_FAIL(sd_cpu_add_relu_fwd(k, n, a, b, NULL), SD_ERR_INVALID, "add+relu");
+    free(a); free(b); free(s); free(want);
+    sd_guard_free(y); sd_guard_free(ya); sd_guard_free(yb);
 }
 
 typedef struct relu_fd {
@@ -97,6 +125,8 @@ int main(void) {
     parity(7, 2);
     parity(1000, 3);
     parity(100003, 4); /* threaded path, odd tail */
+    add_relu(25, 5);
+    add_relu(100003, 6); /* threaded path */
     gradcheck();
     special_values();
     errors();

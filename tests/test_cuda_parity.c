@@ -493,6 +493,10 @@ static void test_elementwise(void) {
             EXPECT_OK(cpu.ops->relu_bwd(cpu.ctx, n, CF(y), CF(b), CF(a))); /* dx into a */
             EXPECT_OK(gpu.ops->relu_bwd(gpu.ctx, n, GF(y), GF(b), GF(a)));
             check_same(tag, "relu dx", &a);
+            dual_poison(&y);
+            EXPECT_OK(cpu.ops->add_relu_fwd(cpu.ctx, n, CF(a), CF(b), CF(y)));
+            EXPECT_OK(gpu.ops->add_relu_fwd(gpu.ctx, n, GF(a), GF(b), GF(y)));
+            check_same(tag, "add+relu y", &y);
         }
         dual_free(&a), dual_free(&b), dual_free(&y);
     }

@@ -295,6 +295,10 @@ static void case_relu(tcase *t) {
     check(t, "y", y, n, TOL_EXACT);
     OP(t, be->ops->relu_bwd(be->ctx, n, y, dy, dx));
     check(t, "dx", dx, n, TOL_EXACT);
+    /* the fused residual add + ReLU: relu(x + 0) is PyTorch's relu(x) (up to the sign of zeros) */
+    OP(t, be->ops->zero(be->ctx, dx, n * sizeof(float)));
+    OP(t, be->ops->add_relu_fwd(be->ctx, n, x, dx, y));
+    check(t, "y", y, n, TOL_EXACT);
 done:;
 }
 
