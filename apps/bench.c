@@ -39,6 +39,7 @@ typedef struct bench_opts {
     const char *models;
     bool peer, ops;
     bool peer_thp; /* --peer-thp: the peer's glibc malloc advises huge pages too */
+    bool layers;   /* --layers (with --one): the per-layer time table */
     const char *python;
 } bench_opts;
 
@@ -54,8 +55,9 @@ static void usage(FILE *f) {
             "  (its allocations on transparent huge pages, as ours are: kernels/cpu/context.c).\n"
             "  defaults: --threads 2 --batch 64 --iters 20 --warmup 3 --reps 3\n"
             "            --models fmnist_cnn,resnet20,resnet18,vgg11\n"
-            "  scadles-bench --one MODEL [--threads N] [--batch B] [--iters K] [--warmup W]: one repetition\n"
-            "  of ours in this process, one line of key=value pairs (what the repetitions run)\n"
+            "  scadles-bench --one MODEL [--threads N] [--batch B] [--iters K] [--warmup W] [--layers]: one\n"
+            "  repetition of ours in this process, one line of key=value pairs (what the repetitions run);\n"
+            "  --layers first prints each layer's forward and backward milliseconds per step, and per kind of layer\n"
             "\n"
             "       scadles-bench --profile --out FILE.json [--models a,b] [--batches 1,8,16,32,64,128,256]\n"
             "                     [--threads T] [--concurrency K] [--iters R] [--warmup W] [--width X] [--note TEXT]\n"
@@ -158,6 +160,36 @@ static long proc_status_kb(const char *key) {
     return v;
 }
 
+/* --layers: per layer, milliseconds per step forward and backward (sd_net_layer_times), then per
+ * kind with its share of the step; what the rows do not cover (loss, SGD update) is the rest. */
+static void print_layers(const sd_net *net, const char *model, int iters, double step_s) {
+    sd_layer_time t[256];
+    const int n = sd_net_layer_times(net, t, 256);
+    double kf[16] = {0}, kb[16] = {0}, total = 0;
+    printf("%s: per-layer time, ms per step (mean of %d steps)\n  node kind         output          forward  backward\n",
+           model, iters);
+    for (int i = 0; i < n; i++) {
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", t[i].c, t[i].h, t[i].w);
+        if (t[i].fused_into) {
+            printf("  %4d %-12s %-14s   (in node %d's pass)\n", t[i].node, sd_layer_kind_name(t[i].kind), shape,
+                   t[i].fused_into);
+            continue;
+        }
+        printf("  %4d %-12s %-14s %8.3f  %8.3f\n", t[i].node, sd_layer_kind_name(t[i].kind), shape,
+               1e3 * t[i].fwd_s / iters, 1e3 * t[i].bwd_s / iters);
+        const int k = (int)t[i].kind & 15;
+        kf[k] += t[i].fwd_s, kb[k] += t[i].bwd_s;
+        total += t[i].fwd_s + t[i].bwd_s;
+    }
+    printf("  by kind (ms per step, share of the %.2f ms step):\n", 1e3 * step_s);
+    for (int k = 0; k < 16; k++)
+        if (kf[k] + kb[k] > 0)
+            printf("    %-12s forward %8.3f  backward %8.3f  %5.1f%%\n", sd_layer_kind_name((sd_layer_kind)k),
+                   1e3 * kf[k] / iters, 1e3 * kb[k] / iters, 100 * (kf[k] + kb[k]) / iters / step_s);
+    printf("    %-12s %.3f ms per step (loss, SGD update, between layers)\n", "rest", 1e3 * (step_s - total / iters));
+}
+
 /* One repetition in this process (--one): build, validate, time, print the key=value line. */
 static int bench_one(sd_backend *be, const bench_opts *o, const char *model) {
     long base_kb = proc_status_kb("VmRSS");
@@ -185,7 +217,10 @@ static int bench_one(sd_backend *be, const bench_opts *o, const char *model) {
     float loss = 0, first_loss = 0;
     double t_start = 0;
     for (int it = 0; it < o->warmup + o->iters; it++) {
-        if (it == o->warmup) t_start = sd_clock_now();
+        if (it == o->warmup) {
+            t_start = sd_clock_now();
+            if (o->layers) sd_net_set_profile(net, true);
+        }
         sd_sgd_params sp;
         if (sd_net_forward(net, x, o->batch, true) != SD_OK ||
             sd_net_loss(net, labels, 1.0f / (float)o->batch, &loss) != SD_OK || sd_net_backward(net) != SD_OK ||
@@ -210,6 +245,7 @@ static int bench_one(sd_backend *be, const bench_opts *o, const char *model) {
         }
     }
     double dt = (sd_clock_now() - t_start) / o->iters;
+    if (o->layers) print_layers(net, model, o->iters, dt);
     double train_flop = 0;
     sd_net_flops(net, NULL, &train_flop);
     printf("samples_per_s=%.1f step_ms=%.3f peak_rss_kb=%ld base_rss_kb=%ld params=%zu loss0=%.4f loss=%.4f "
@@ -871,7 +907,7 @@ int main(int argc, char **argv) {
     static const sd_cli_option options[] = {
         {"--threads", true, NULL}, {"--batch", true, NULL}, {"--iters", true, NULL}, {"--warmup", true, NULL},
         {"--models", true, "a list like fmnist_cnn,resnet20"}, {"--python", true, NULL}, {"--no-peer", false, NULL},
-        {"--peer-thp", false, NULL},
+        {"--peer-thp", false, NULL}, {"--layers", false, NULL},
         {"--no-ops", false, NULL}, {"--profile", false, NULL}, {"--out", true, "the device profile to write, e.g. profile.json"},
         {"--batches", true, "a list like 1,8,16,32,64,128,256"}, {"--concurrency", true, NULL}, {"--width", true, NULL},
         {"--note", true, "a text for the file, e.g. what else ran on the machine"}, {"--reps", true, NULL},
@@ -887,7 +923,7 @@ int main(int argc, char **argv) {
         const bool only_profile = !strcmp(a, "--out") || !strcmp(a, "--batches") || !strcmp(a, "--concurrency") ||
                                   !strcmp(a, "--width") || !strcmp(a, "--note");
         const bool only_speed = !strcmp(a, "--batch") || !strcmp(a, "--python") || !strcmp(a, "--no-peer") ||
-                                !strcmp(a, "--peer-thp") || !strcmp(a, "--no-ops") || !strcmp(a, "--reps") || !strcmp(a, "--one");
+                                !strcmp(a, "--peer-thp") || !strcmp(a, "--layers") || !strcmp(a, "--no-ops") || !strcmp(a, "--reps") || !strcmp(a, "--one");
         if ((only_profile && !profile) || (only_speed && profile)) {
             fprintf(stderr, "scadles-bench: %s %s; see --help\n", a,
                     profile ? "does not apply to --profile (it times every size of --batches)" : "applies to --profile only");
@@ -903,6 +939,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--python")) o.python = v;
         else if (!strcmp(a, "--no-peer")) o.peer = false;
         else if (!strcmp(a, "--peer-thp")) o.peer_thp = true;
+        else if (!strcmp(a, "--layers")) o.layers = true;
         else if (!strcmp(a, "--no-ops")) o.ops = false;
         else if (!strcmp(a, "--out")) po.out = v;
         else if (!strcmp(a, "--note")) po.note = v;
@@ -947,6 +984,10 @@ int main(int argc, char **argv) {
         }
     }
     if (profile) return run_profile(&po, o.models);
+    if (o.layers && !one) {
+        fprintf(stderr, "scadles-bench: --layers goes with --one MODEL (one repetition in this process)\n");
+        return 2;
+    }
     if (one && strchr(one, ',')) {
         fprintf(stderr, "scadles-bench: --one takes one model, got '%s'\n", one);
         return 2;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/rng.h"
 
 #define SD_MAX_NODES 1024
@@ -66,7 +67,16 @@ struct sd_net {
     size_t slot_elems[SD_MAX_NODES];
     float *slot_ptr[SD_MAX_NODES];
     int num_slots;
+    bool profile;                    /* sd_net_set_profile: per-layer times in prof_s[fwd/bwd][node] */
+    double prof_s[2][SD_MAX_NODES];
 };
+
+/* Adds the time since *t0 to node i's forward (d = 0) or backward (d = 1) row and restarts *t0. */
+static void prof_lap(sd_net *net, int d, int i, double *t0) {
+    const double t = sd_clock_now();
+    net->prof_s[d][i] += t - *t0;
+    *t0 = t;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * building
@@ -529,7 +539,9 @@ sd_status sd_net_forward(sd_net *net, const float *x, int n, bool train) {
     const sd_backend_ops *o = net->be->ops;
     sd_kctx *k = net->be->ctx;
     if (train) net->dropout_step++;
+    double t0 = net->profile ? sd_clock_now() : 0;
     for (int i = 1; i < net->num_nodes; i++) {
+        if (net->profile && i > 1) prof_lap(net, 0, i - 1, &t0);
         sd_node *d = &net->nodes[i];
         const sd_node *s = &net->nodes[d->in[0]];
         const float *in = node_y(net, d->in[0], x);
@@ -589,6 +601,7 @@ sd_status sd_net_forward(sd_net *net, const float *x, int n, bool train) {
         case SD_LAYER_INPUT: break;
         }
     }
+    if (net->profile) prof_lap(net, 0, net->num_nodes - 1, &t0);
     if (train) net->batches_tracked++;
     return SD_OK;
 }
@@ -638,7 +651,9 @@ sd_status sd_net_backward(sd_net *net) {
     int n = net->n;
     memset(net->grad_ready, 0, (size_t)net->num_nodes * sizeof(bool));
     net->grad_ready[net->num_nodes - 1] = true;
+    double t0 = net->profile ? sd_clock_now() : 0;
     for (int i = net->num_nodes - 1; i >= 1; i--) {
+        if (net->profile && i < net->num_nodes - 1) prof_lap(net, 1, i + 1, &t0);
         sd_node *d = &net->nodes[i];
         if (!d->needs_grad) continue;
         if (!net->grad_ready[i]) {
@@ -717,6 +732,7 @@ sd_status sd_net_backward(sd_net *net) {
         }
         if (dx && d->kind != SD_LAYER_ADD) TRY(grad_finish(net, src, acc));
     }
+    if (net->profile) prof_lap(net, 1, 1, &t0);
     return SD_OK;
 }
 
@@ -772,6 +788,30 @@ sd_status sd_net_set_fusion(sd_net *net, bool on) {
     net->no_fusion = !on;
     return SD_OK;
 }
+const char *sd_layer_kind_name(sd_layer_kind kind) {
+    static const char *const names[] = {"input",   "conv2d",  "batchnorm2d", "relu",   "maxpool2d", "avgpool2d",
+                                        "gap",     "flatten", "linear",      "add",    "dropout"};
+    return (int)kind >= 0 && (size_t)kind < sizeof names / sizeof names[0] ? names[kind] : "?";
+}
+
+void sd_net_set_profile(sd_net *net, bool on) {
+    if (!net) return;
+    net->profile = on;
+    if (on) memset(net->prof_s, 0, sizeof net->prof_s);
+}
+
+int sd_net_layer_times(const sd_net *net, sd_layer_time *out, int max) {
+    if (!net || !out) return 0;
+    int n = 0;
+    for (int i = 1; i < net->num_nodes && n < max; i++, n++) {
+        const sd_node *d = &net->nodes[i];
+        out[n] = (sd_layer_time){.node = i, .kind = d->kind, .c = d->c, .h = d->h, .w = d->w,
+                                 .fused_into = d->folded ? d->in[0] : 0, .fwd_s = net->prof_s[0][i],
+                                 .bwd_s = net->prof_s[1][i]};
+    }
+    return n;
+}
+
 int sd_net_fused_count(const sd_net *net) {
     int k = 0;
     for (int i = 1; i < net->num_nodes; i++) k += net->nodes[i].folded;

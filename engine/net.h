@@ -123,6 +123,22 @@ void sd_net_flops(const sd_net *net, double *forward, double *train);
  * sd_net_finalize runs every layer apart (the reference the fused graph is tested against). */
 sd_status sd_net_set_fusion(sd_net *net, bool on);
 int sd_net_fused_count(const sd_net *net); /* how many layers run inside another's pass */
+/* Per-layer time, to see where a step goes: with profiling on, every forward and backward adds each
+ * layer's wall time (host clock around its ops) to that layer's row. On the CPU backend that is
+ * the layer's compute; CUDA ops are asynchronous, so there the rows show launch time only.
+ * Switching it on clears the rows. A ReLU run inside another layer's pass (fused_into: that
+ * layer's node) takes no time of its own. scadles-bench --one MODEL --layers prints the table. */
+typedef struct sd_layer_time {
+    int node;
+    sd_layer_kind kind;
+    int c, h, w;    /* per-sample output shape */
+    int fused_into; /* 0, or the node whose pass runs this layer */
+    double fwd_s, bwd_s;
+} sd_layer_time;
+void sd_net_set_profile(sd_net *net, bool on);
+/* Up to max rows, one per layer in graph order (node 1 on); returns how many. */
+int sd_net_layer_times(const sd_net *net, sd_layer_time *out, int max);
+const char *sd_layer_kind_name(sd_layer_kind kind);
 /* Dropout masks are a function of (seed, step): set the seed used by dropout layers. */
 void sd_net_set_dropout_seed(sd_net *net, uint64_t seed);
 

@@ -324,7 +324,8 @@ static int test_bench(const char *bench) {
     free(text);
     /* the throughput repetition (--one) and the interleaved table around it (no peer: its numbers are
      * PyTorch's business; the ratio line is the same code with both sides) */
-    snprintf(cmd, sizeof cmd, "'%s' --one fmnist_cnn --batch 8 --iters 2 --warmup 1 --threads 1 > %s/one.log 2>&1", bench, dir);
+    snprintf(cmd, sizeof cmd, "'%s' --one fmnist_cnn --batch 8 --iters 2 --warmup 1 --threads 1 --layers > %s/one.log 2>&1",
+             bench, dir);
     rc = run_cmd(cmd);
     snprintf(out, sizeof out, "%s/one.log", dir);
     text = sd_test_slurp(out, NULL);
@@ -340,6 +341,11 @@ static int test_bench(const char *bench) {
     EXPECT(sps > 0 && peak > base && base > 0 && flop == 3 * fwd - 2.0 * 28 * 28 * 16 * 25,
            "samples/s %g, peak %ld kB above base %ld kB, %g FLOP a sample (want %g)", sps, peak, base, flop,
            3 * fwd - 2.0 * 28 * 28 * 16 * 25);
+    /* --layers: a row per layer (the CNN's relus are its own: no batch norm to fuse into) and the
+     * per-kind summary */
+    EXPECT(text && strstr(text, "per-layer time, ms per step (mean of 2 steps)") && strstr(text, "conv2d       16x28x28") &&
+               strstr(text, "linear       10x1x1") && strstr(text, "by kind") && strstr(text, "rest"),
+           "--layers prints the per-layer table: %s", text ? text : "");
     free(text);
     snprintf(cmd, sizeof cmd, "'%s' --models fmnist_cnn --reps 2 --no-peer --no-ops --batch 8 --iters 2 --warmup 1 "
              "--threads 1 > %s/reps.log 2>&1", bench, dir);
@@ -359,6 +365,7 @@ static int test_bench(const char *bench) {
         {"--profile --models fmnist_cnn --out /nonexistent-dir/x.json", "cannot create"},
         {"--reps 0", "--reps needs an integer in [1, 64]"},
         {"--one fmnist_cnn,resnet20", "--one takes one model"},
+        {"--layers", "--layers goes with --one"},
         {"--profile --reps 2 --out x.json", "does not apply to --profile"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
